@@ -1,0 +1,376 @@
+"""Settings: one `Settings` object read from the environment, `.env`, then the TOML config file.
+
+Every setting has an environment name made of its section and field, e.g. `risk.max_leverage` is
+`RISK_MAX_LEVERAGE` and `exchange.id` is `EXCHANGE_ID`; the TOML file uses the same sections.
+The environment wins over `.env`, which wins over the TOML file (`ARENA_CONFIG`, default
+`arena.toml`). `.env.example` lists every name with its default.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from app.domain import ALPHA_ARENA_COINS, timeframe_to_timedelta
+from app.errors import ConfigError
+
+Provider = Literal["modelscope", "deepseek", "dashscope", "openai", "baseline"]
+PROVIDERS: Final[tuple[str, ...]] = ("modelscope", "deepseek", "dashscope", "openai", "baseline")
+LlmMode = Literal["live", "cached", "replay"]
+
+DEFAULT_MODELSCOPE_MODEL: Final = "Qwen/Qwen3-235B-A22B-Instruct-2507"
+DEFAULT_CONFIG_FILE: Final = "arena.toml"
+DEFAULT_ENV_FILE: Final = ".env"
+
+_config_file_var: ContextVar[Path | None] = ContextVar("arena_config_file", default=None)
+
+
+class AgentConfig(BaseModel):
+    """One competitor: a name, a provider and a model (plus models to fall back to)."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    provider: Provider
+    model: str = Field(min_length=1)
+    fallback_models: list[str] = Field(default_factory=list)
+    starting_cash_usd: float | None = Field(default=None, gt=0)
+
+    @classmethod
+    def from_spec(cls, spec: str) -> AgentConfig:
+        """Parse `NAME=PROVIDER:MODEL[|FALLBACK_MODEL...]`, e.g. `hodl=baseline:buy_and_hold`."""
+        name, sep, rest = spec.strip().partition("=")
+        provider, sep2, models = rest.partition(":")
+        if not sep or not sep2 or not name or not models:
+            raise ValueError(
+                f"agent spec {spec!r} is not NAME=PROVIDER:MODEL "
+                "(e.g. qwen=modelscope:Qwen/Qwen3-235B-A22B-Instruct-2507)"
+            )
+        provider = provider.strip().lower()
+        if provider not in PROVIDERS:
+            raise ValueError(
+                f"agent spec {spec!r}: unknown provider {provider!r}; "
+                f"use one of {', '.join(PROVIDERS)}"
+            )
+        chain = [model.strip() for model in models.split("|") if model.strip()]
+        return cls.model_validate(
+            {
+                "name": name.strip(),
+                "provider": provider,
+                "model": chain[0],
+                "fallback_models": chain[1:],
+            }
+        )
+
+    @property
+    def models(self) -> list[str]:
+        """Return the fallback chain: the main model first."""
+        return [self.model, *self.fallback_models]
+
+    def spec(self) -> str:
+        """Return the agent as a `NAME=PROVIDER:MODEL` spec."""
+        return f"{self.name}={self.provider}:{'|'.join(self.models)}"
+
+
+class ExchangeSettings(BaseModel):
+    """Where market data comes from."""
+
+    id: str = "hyperliquid"
+    api_url: str | None = None
+    sandbox: bool = False
+    timeout_s: float = Field(default=10.0, gt=0)
+    quote: str | None = None
+
+    @field_validator("api_url")
+    @classmethod
+    def _check_api_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https:// (e.g. http://127.0.0.1:8080)")
+        return value.rstrip("/")
+
+
+class RiskSettings(BaseModel):
+    """Limits every entry is checked against, and the simulation's costs."""
+
+    starting_cash_usd: float = Field(default=10_000.0, gt=0)
+    max_leverage: int = Field(default=20, ge=1, le=100)
+    max_position_margin_pct: float = Field(default=50.0, gt=0, le=100)
+    max_open_positions: int | None = Field(default=None, ge=1)
+    max_entries_per_hour: int | None = Field(default=None, ge=1)
+    fee_bps: float = Field(default=4.5, ge=0, le=1000)
+    slippage_bps: float = Field(default=1.0, ge=0, le=1000)
+    maintenance_margin_rate: float = Field(default=0.005, ge=0, lt=1)
+
+
+class ScheduleSettings(BaseModel):
+    """The daemon's clock: decision cadence, exit-monitor cadence and candle timeframes."""
+
+    interval: str = "3m"
+    monitor_interval: str = "1m"
+    intraday_timeframe: str = "3m"
+    context_timeframe: str = "4h"
+    history_candles: int = Field(default=200, ge=60, le=1500)
+
+    @field_validator("interval", "monitor_interval", "intraday_timeframe", "context_timeframe")
+    @classmethod
+    def _check_timeframe(cls, value: str) -> str:
+        timeframe_to_timedelta(value)
+        return value
+
+
+class LlmSettings(BaseModel):
+    """How models are asked."""
+
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=2, ge=0, le=10)
+    retry_backoff_s: float = Field(default=1.0, ge=0)
+    temperature: float = Field(default=0.7, ge=0, le=2)
+    max_tokens: int = Field(default=4096, ge=64)
+    cache_mode: LlmMode = "live"
+
+
+class ProviderSettings(BaseModel):
+    """Credentials and endpoint of one OpenAI-compatible provider."""
+
+    api_key: SecretStr | None = None
+    base_url: str | None = None
+
+
+class DatabaseSettings(BaseModel):
+    """Where everything is recorded."""
+
+    url: str = "sqlite:///data/arena.db"
+
+
+class LogSettings(BaseModel):
+    """Logging level (and an optional file)."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    file: str | None = None
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+def _split_list(value: Any) -> Any:
+    """Accept a JSON list or a comma-separated string for list settings given as text."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """All settings of the arena. Build it with `load_settings()`."""
+
+    model_config = SettingsConfigDict(
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        env_ignore_empty=True,
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    arena_config: str = DEFAULT_CONFIG_FILE
+    symbols: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(ALPHA_ARENA_COINS))
+    agents: Annotated[list[AgentConfig], NoDecode] = Field(
+        default_factory=lambda: [
+            AgentConfig(name="qwen", provider="modelscope", model=DEFAULT_MODELSCOPE_MODEL)
+        ]
+    )
+    exchange: ExchangeSettings = Field(default_factory=ExchangeSettings)
+    risk: RiskSettings = Field(default_factory=RiskSettings)
+    schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
+    llm: LlmSettings = Field(default_factory=LlmSettings)
+    modelscope: ProviderSettings = Field(
+        default_factory=lambda: ProviderSettings(base_url="https://api-inference.modelscope.cn/v1")
+    )
+    deepseek: ProviderSettings = Field(
+        default_factory=lambda: ProviderSettings(base_url="https://api.deepseek.com")
+    )
+    dashscope: ProviderSettings = Field(
+        default_factory=lambda: ProviderSettings(
+            base_url="https://dashscope.aliyuncs.com/compatible-mode/v1"
+        )
+    )
+    openai: ProviderSettings = Field(default_factory=ProviderSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _parse_symbols(cls, value: Any) -> Any:
+        value = _split_list(value)
+        if isinstance(value, list):
+            return [str(item).strip().upper().split("/")[0] for item in value]
+        return value
+
+    @field_validator("symbols")
+    @classmethod
+    def _check_symbols(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("list at least one coin, e.g. BTC,ETH,SOL,BNB,XRP,DOGE")
+        if len(set(value)) != len(value):
+            raise ValueError("each coin may appear only once")
+        return value
+
+    @field_validator("agents", mode="before")
+    @classmethod
+    def _parse_agents(cls, value: Any) -> Any:
+        value = _split_list(value)
+        if isinstance(value, list):
+            return [
+                AgentConfig.from_spec(item) if isinstance(item, str) else item for item in value
+            ]
+        return value
+
+    @field_validator("agents")
+    @classmethod
+    def _check_agents(cls, value: list[AgentConfig]) -> list[AgentConfig]:
+        names = [agent.name for agent in value]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"agent names must be unique; repeated: {', '.join(duplicates)}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_cadence(self) -> Settings:
+        interval = timeframe_to_timedelta(self.schedule.interval)
+        monitor = timeframe_to_timedelta(self.schedule.monitor_interval)
+        if monitor > interval:
+            raise ValueError(
+                "schedule.monitor_interval must not be longer than schedule.interval "
+                "(exits are checked between decisions)"
+            )
+        return self
+
+    def provider_settings(self, provider: str) -> ProviderSettings:
+        """Return the credentials and endpoint of `provider`."""
+        if provider not in ("modelscope", "deepseek", "dashscope", "openai"):
+            raise ConfigError(f"provider {provider!r} has no API settings")
+        settings: ProviderSettings = getattr(self, provider)
+        return settings
+
+    def secret_values(self) -> list[str]:
+        """Return every configured secret (for the log filter that masks them)."""
+        values: list[str] = []
+        for provider in ("modelscope", "deepseek", "dashscope", "openai"):
+            key = self.provider_settings(provider).api_key
+            if key is not None and key.get_secret_value():
+                values.append(key.get_secret_value())
+        return values
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = _config_file_var.get()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
+        if toml_path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)
+
+
+def env_name(loc: tuple[str | int, ...]) -> str:
+    """Return the environment name of a settings location: ('risk', 'fee_bps') -> RISK_FEE_BPS."""
+    parts = [str(part) for part in loc[:2] if isinstance(part, str)]
+    return "_".join(parts).upper()
+
+
+def _read_dotenv_value(env_file: Path | None, name: str) -> str | None:
+    if env_file is None or not env_file.is_file():
+        return None
+    for line in env_file.read_text(encoding="utf-8").splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and key.strip().upper() == name:
+            return value.strip().strip("'\"") or None
+    return None
+
+
+def resolve_config_file(env_file: Path | None, config_file: Path | None) -> Path | None:
+    """Return the TOML file to read: explicit, then `ARENA_CONFIG`, then `arena.toml` if present."""
+    if config_file is not None:
+        explicit: str | None = str(config_file)
+    else:
+        explicit = os.environ.get("ARENA_CONFIG") or _read_dotenv_value(env_file, "ARENA_CONFIG")
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(
+                f"ARENA_CONFIG points to {path}, which does not exist: create it "
+                "(cp arena.example.toml arena.toml) or unset ARENA_CONFIG"
+            )
+        return path
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.is_file() else None
+
+
+@contextmanager
+def _config_file(path: Path | None) -> Iterator[None]:
+    token = _config_file_var.set(path)
+    try:
+        yield
+    finally:
+        _config_file_var.reset(token)
+
+
+def describe_validation_error(error: ValidationError, config_file: Path | None) -> str:
+    """Turn a pydantic error into one line per bad setting, naming it and saying how to fix it."""
+    where = f" or {config_file}" if config_file is not None else " or arena.toml"
+    lines = []
+    for item in error.errors():
+        loc = tuple(item.get("loc", ()))
+        name = env_name(loc) if loc else "settings"
+        toml_key = ".".join(str(part) for part in loc) if loc else ""
+        got = item.get("input")
+        shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+        message = str(item.get("msg", "invalid")).removeprefix("Value error, ")
+        lines.append(
+            f"Invalid setting {name} ({toml_key}): {message}{shown}. "
+            f"Fix it in the environment, .env{where}; .env.example lists every setting."
+        )
+    return "\n".join(lines)
+
+
+def load_settings(
+    *,
+    env_file: Path | None = Path(DEFAULT_ENV_FILE),
+    config_file: Path | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Read the settings; raise `ConfigError` with a fix-it line per bad setting."""
+    toml_path = resolve_config_file(env_file, config_file)
+    try:
+        with _config_file(toml_path):
+            return Settings(
+                _env_file=env_file if env_file is not None and env_file.is_file() else None,
+                **overrides,
+            )
+    except ValidationError as error:
+        raise ConfigError(describe_validation_error(error, toml_path)) from None
+    except (ValueError, OSError) as error:
+        where = toml_path if toml_path is not None else ".env"
+        raise ConfigError(f"Could not read the settings from {where}: {error}") from None

@@ -1,0 +1,63 @@
+"""Engine and sessions: SQLite with WAL, foreign keys and a busy timeout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.errors import ConfigError
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+def sqlite_path(url: str) -> Path | None:
+    """Return the file behind a SQLite URL, or None for in-memory and non-SQLite databases."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as error:
+        raise ConfigError(
+            f"DATABASE_URL {url!r} is not a database URL: use e.g. sqlite:///data/arena.db"
+        ) from error
+    if not parsed.drivername.startswith("sqlite"):
+        return None
+    database = parsed.database
+    if not database or database == ":memory:" or database.startswith("file::memory:"):
+        return None
+    return Path(database)
+
+
+def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        # WAL with NORMAL is still crash-safe for the database; at most the last commit is lost
+        # on power failure, never a half-written one.
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
+def make_engine(url: str, *, echo: bool = False) -> Engine:
+    """Create an engine for `url`, creating the SQLite file's folder on demand."""
+    path = sqlite_path(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        engine = create_engine(url, echo=echo, future=True)
+    except (ArgumentError, ImportError) as error:
+        raise ConfigError(f"DATABASE_URL {url!r} cannot be opened: {error}") from error
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _set_sqlite_pragmas)
+    return engine
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Return a session factory whose objects stay readable after commit."""
+    return sessionmaker(engine, expire_on_commit=False)

@@ -1,0 +1,281 @@
+"""Domain objects shared by every layer: market state, positions, fills, intents.
+
+Frozen dataclasses, plain floats in the quote currency (USD/USDT/USDC treated alike), UTC-aware
+datetimes. Nothing here performs I/O or reads the clock.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Final, Literal
+
+import pandas as pd
+
+Signal = Literal["buy_to_enter", "sell_to_enter", "hold", "close_position"]
+SIGNALS: Final[tuple[Signal, ...]] = ("buy_to_enter", "sell_to_enter", "hold", "close_position")
+
+PositionSide = Literal["long", "short"]
+OrderSide = Literal["buy", "sell"]
+FillReason = Literal["entry", "close_position", "stop_loss", "take_profit", "liquidation"]
+EXIT_REASONS: Final[tuple[FillReason, ...]] = (
+    "close_position",
+    "stop_loss",
+    "take_profit",
+    "liquidation",
+)
+
+# The six coins nof1's Alpha Arena traded, in the order its prompts list them.
+ALPHA_ARENA_COINS: Final[tuple[str, ...]] = ("BTC", "ETH", "SOL", "BNB", "XRP", "DOGE")
+
+_TIMEFRAME_RE: Final = re.compile(r"^(\d+)([smhdw])$")
+_TIMEFRAME_UNIT_SECONDS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def timeframe_to_timedelta(timeframe: str) -> timedelta:
+    """Return the length of a ccxt-style timeframe such as `3m`, `4h` or `1d`."""
+    match = _TIMEFRAME_RE.match(timeframe.strip())
+    if match is None:
+        raise ValueError(
+            f"timeframe {timeframe!r} is not understood: "
+            "use a number and a unit, e.g. 1m, 3m, 4h, 1d"
+        )
+    count, unit = int(match.group(1)), match.group(2)
+    if count <= 0:
+        raise ValueError(f"timeframe {timeframe!r} must be positive")
+    return timedelta(seconds=count * _TIMEFRAME_UNIT_SECONDS[unit])
+
+
+def ensure_utc(moment: datetime) -> datetime:
+    """Return `moment` as a UTC-aware datetime; naive values are taken to be UTC already."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def floor_time(moment: datetime, step: timedelta) -> datetime:
+    """Return the start of the `step`-long bucket (aligned to the Unix epoch) holding `moment`."""
+    moment = ensure_utc(moment)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    buckets = (moment - epoch) // step
+    return epoch + buckets * step
+
+
+@dataclass(frozen=True, slots=True)
+class MarketRules:
+    """What the exchange allows for one market: precision and minimums, used by the risk checks.
+
+    `amount_step` and `price_step` are increments (0.001 means three decimals); `None` means the
+    exchange did not say and no rounding is applied.
+    """
+
+    symbol: str
+    amount_step: float | None = None
+    price_step: float | None = None
+    min_amount: float | None = None
+    min_notional_usd: float | None = None
+    contract_size: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class CoinSnapshot:
+    """Everything known about one coin's perpetual at the snapshot time.
+
+    `intraday` and `context` hold only **closed** candles (open time + timeframe <= snapshot time),
+    indexed by UTC open time, with the columns `open, high, low, close, volume` and the indicator
+    columns named in `app.indicators` (added by the market-data adapter). `None` in a field means
+    the exchange could not give it; its name is then in `missing` so the prompt can say
+    "not available" instead of inventing a zero.
+    """
+
+    coin: str
+    symbol: str
+    last_price: float
+    intraday: pd.DataFrame
+    context: pd.DataFrame
+    funding_rate: float | None = None
+    next_funding_at: datetime | None = None
+    open_interest: float | None = None
+    open_interest_avg: float | None = None
+    mark_price: float | None = None
+    missing: frozenset[str] = frozenset()
+    rules: MarketRules | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MarketSnapshot:
+    """The market as one cycle sees it at `at`: one `CoinSnapshot` per coin, in prompt order."""
+
+    at: datetime
+    intraday_timeframe: str
+    context_timeframe: str
+    coins: Mapping[str, CoinSnapshot]
+
+    def price(self, coin: str) -> float:
+        """Return the last price of `coin`."""
+        return self.coins[coin].last_price
+
+    def prices(self) -> dict[str, float]:
+        """Return the last price of every coin."""
+        return {coin: snap.last_price for coin, snap in self.coins.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class ExitPlan:
+    """What the model said would end the trade: a target, a stop and a condition in words."""
+
+    profit_target: float | None = None
+    stop_loss: float | None = None
+    invalidation_condition: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """An open isolated-margin perpetual position of one agent on one coin.
+
+    `quantity` is in coin units and always positive; `side` gives the direction. `margin_usd` is
+    the collateral locked for it (notional at entry / leverage). `funding_usd` is the funding paid
+    so far (negative when received). `entry_fee_usd` is already taken from cash.
+    """
+
+    coin: str
+    side: PositionSide
+    quantity: float
+    entry_price: float
+    leverage: int
+    margin_usd: float
+    liquidation_price: float
+    opened_at: datetime
+    exit_plan: ExitPlan = field(default_factory=ExitPlan)
+    confidence: float | None = None
+    risk_usd: float | None = None
+    justification: str = ""
+    entry_fee_usd: float = 0.0
+    funding_usd: float = 0.0
+
+    @property
+    def direction(self) -> int:
+        """Return +1 for a long and -1 for a short."""
+        return 1 if self.side == "long" else -1
+
+    def unrealized_pnl_usd(self, price: float) -> float:
+        """Return the price PnL at `price`, before the exit fee."""
+        return self.direction * (price - self.entry_price) * self.quantity
+
+    def notional_usd(self, price: float) -> float:
+        """Return the position's value at `price`."""
+        return abs(self.quantity) * price
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """One simulated execution: an entry, a close, or an exit the monitor triggered."""
+
+    coin: str
+    side: OrderSide
+    quantity: float
+    price: float
+    reference_price: float
+    fee_usd: float
+    reason: FillReason
+    filled_at: datetime
+    realized_pnl_usd: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class FundingPayment:
+    """Funding settled on an open position: `amount_usd` > 0 is paid by the account."""
+
+    coin: str
+    rate: float
+    mark_price: float
+    quantity: float
+    amount_usd: float
+    settled_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedTrade:
+    """A position from entry to exit, with everything that moved cash along the way.
+
+    `gross_pnl_usd` is the price PnL; `net_pnl_usd` = gross - entry fee - exit fee - funding.
+    """
+
+    coin: str
+    side: PositionSide
+    quantity: float
+    leverage: int
+    entry_price: float
+    exit_price: float
+    opened_at: datetime
+    closed_at: datetime
+    entry_fee_usd: float
+    exit_fee_usd: float
+    funding_usd: float
+    gross_pnl_usd: float
+    net_pnl_usd: float
+    exit_reason: FillReason
+
+    @property
+    def holding_time(self) -> timedelta:
+        """Return how long the position was open."""
+        return self.closed_at - self.opened_at
+
+
+@dataclass(frozen=True, slots=True)
+class OrderIntent:
+    """A checked instruction for the paper exchange: open or close one coin's position.
+
+    `requested_quantity` is what the model asked for; `quantity` is what will be filled after
+    rounding to the market's precision. `note` says why they differ, so nothing changes silently.
+    """
+
+    coin: str
+    action: Literal["open", "close"]
+    side: PositionSide
+    quantity: float
+    leverage: int = 1
+    exit_plan: ExitPlan = field(default_factory=ExitPlan)
+    confidence: float | None = None
+    risk_usd: float | None = None
+    justification: str = ""
+    requested_quantity: float | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A decision the risk checks refused, with the reason stored beside it."""
+
+    coin: str
+    signal: Signal
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class AccountView:
+    """A priced, read-only view of an account at one moment (for prompts, reports, snapshots)."""
+
+    at: datetime
+    starting_cash_usd: float
+    cash_usd: float
+    margin_usd: float
+    unrealized_pnl_usd: float
+    realized_pnl_usd: float
+    fees_paid_usd: float
+    funding_paid_usd: float
+    positions: Mapping[str, Position]
+
+    @property
+    def equity_usd(self) -> float:
+        """Return the account value: cash + locked margin + unrealized PnL."""
+        return self.cash_usd + self.margin_usd + self.unrealized_pnl_usd
+
+    @property
+    def total_return_pct(self) -> float:
+        """Return the return since the start, in percent."""
+        if self.starting_cash_usd == 0:
+            return 0.0
+        return (self.equity_usd / self.starting_cash_usd - 1.0) * 100.0

@@ -1,0 +1,1 @@
+"""Technical indicators (EMA, MACD, RSI, ATR, volume vs average): pure pandas, vectorised."""

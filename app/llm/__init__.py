@@ -1,0 +1,1 @@
+"""LLM adapters: OpenAI-compatible providers, baselines and the response cache."""

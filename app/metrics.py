@@ -1,0 +1,1 @@
+"""Performance metrics from an account-value series and closed trades."""

@@ -1,0 +1,1 @@
+"""The daemon: APScheduler jobs for decision cycles and the exit monitor."""

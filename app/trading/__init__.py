@@ -1,0 +1,1 @@
+"""Trading core: risk checks, the paper perpetuals exchange and the cycle engine."""

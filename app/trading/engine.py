@@ -1,0 +1,1 @@
+"""One decision cycle, shared by the daemon and the backtests."""

@@ -1,0 +1,1 @@
+"""The simulated isolated-margin perpetuals account (DESIGN.md §4)."""

@@ -1,0 +1,1 @@
+"""Pure checks that turn decisions into order intents or rejections with a reason."""

@@ -1,0 +1,53 @@
+"""Shared fixtures: the real data beside the project, temporary databases, a clean environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("ARENA_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+# Settings the developer's shell or .env might carry; tests start from defaults.
+_SETTING_PREFIXES = (
+    "ARENA_",
+    "SYMBOLS",
+    "AGENTS",
+    "EXCHANGE_",
+    "RISK_",
+    "SCHEDULE_",
+    "LLM_",
+    "MODELSCOPE_",
+    "DEEPSEEK_",
+    "DASHSCOPE_",
+    "OPENAI_",
+    "DATABASE_",
+    "LOG_",
+)
+
+
+def shared_data(*parts: str) -> Path:
+    """Return a path under ../shared/data, skipping the test with the reason when it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data not available: {path} is absent (set ARENA_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    for name in list(os.environ):
+        if name.upper().startswith(_SETTING_PREFIXES):
+            monkeypatch.delenv(name, raising=False)
+    # Run from an empty folder so a developer's .env or arena.toml never leaks into a test.
+    monkeypatch.chdir(tmp_path)
+    yield
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    """Return the URL of a fresh SQLite file (not yet migrated)."""
+    return f"sqlite:///{tmp_path / 'arena.db'}"

@@ -1,0 +1,1 @@
+"""Hand-written fakes that speak the real wire protocols over loopback."""

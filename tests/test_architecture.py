@@ -1,0 +1,129 @@
+"""The core (DESIGN.md §1) stays pure: no exchange, LLM, database, scheduler or HTTP library."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+APP = Path(__file__).resolve().parents[1] / "app"
+
+CORE_FILES = [
+    "domain.py",
+    "errors.py",
+    "ports.py",
+    "indicators.py",
+    "decisions.py",
+    "metrics.py",
+    "trading/risk.py",
+    "trading/paper.py",
+    "trading/engine.py",
+]
+CORE_PACKAGES = ["prompts"]
+
+FORBIDDEN_ROOTS = {
+    "ccxt",
+    "openai",
+    "sqlalchemy",
+    "alembic",
+    "apscheduler",
+    "httpx",
+    "httpx2",
+    "aiohttp",
+    "requests",
+    "urllib3",
+    "websockets",
+}
+FORBIDDEN_MODULES = {"urllib.request", "http.client", "socket"}
+# Inside the project, the core may only lean on other core modules.
+ALLOWED_APP_MODULES = {
+    "app",
+    "app.domain",
+    "app.errors",
+    "app.ports",
+    "app.indicators",
+    "app.decisions",
+    "app.metrics",
+    "app.prompts",
+    "app.trading",
+    "app.trading.risk",
+    "app.trading.paper",
+    "app.trading.engine",
+}
+
+
+def core_modules() -> list[Path]:
+    files = [APP / name for name in CORE_FILES if (APP / name).is_file()]
+    for package in CORE_PACKAGES:
+        files.extend(sorted((APP / package).rglob("*.py")))
+    return files
+
+
+def imported_modules(source: str) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def is_app_module(name: str) -> bool:
+    relative = Path(*name.split(".")[1:]) if "." in name else Path()
+    return (APP / relative).with_suffix(".py").is_file() or (
+        APP / relative / "__init__.py"
+    ).is_file()
+
+
+def violations(source: str) -> list[str]:
+    found = []
+    for name in sorted(imported_modules(source)):
+        root = name.split(".")[0]
+        if root in FORBIDDEN_ROOTS or name in FORBIDDEN_MODULES:
+            found.append(name)
+        elif root == "app":
+            # `from app.domain import Position` yields "app.domain.Position": judge the module part.
+            module = name if is_app_module(name) else name.rsplit(".", 1)[0]
+            if module not in ALLOWED_APP_MODULES:
+                found.append(name)
+    return found
+
+
+def test_core_modules_exist() -> None:
+    assert len(core_modules()) >= 4
+
+
+@pytest.mark.parametrize("path", core_modules(), ids=lambda p: str(p.relative_to(APP)))
+def test_core_module_imports_no_io_library(path: Path) -> None:
+    bad = violations(path.read_text(encoding="utf-8"))
+    assert not bad, f"{path.relative_to(APP.parent)} imports {bad}: the core must stay pure"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import ccxt.async_support as ccxt",
+        "from openai import AsyncOpenAI",
+        "import sqlalchemy",
+        "from apscheduler.schedulers.asyncio import AsyncIOScheduler",
+        "import httpx",
+        "import aiohttp",
+        "from urllib.request import urlopen",
+        "from app.db.models import Agent",
+        "from app.config import Settings",
+        "from app import wiring",
+    ],
+)
+def test_the_import_walk_catches_forbidden_imports(source: str) -> None:
+    assert violations(source), f"{source!r} should be reported"
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["import pandas as pd", "from app.domain import Position", "from app import domain"],
+)
+def test_the_import_walk_allows_pure_imports(source: str) -> None:
+    assert violations(source) == []
