@@ -47,6 +47,8 @@ class AgentConfig(BaseModel):
     model: str = Field(min_length=1)
     fallback_models: list[str] = Field(default_factory=list)
     starting_cash_usd: float | None = Field(default=None, gt=0)
+    # Thinking on/off where the provider has a switch (DeepSeek, hybrid Qwen3); None: its default.
+    thinking: bool | None = None
 
     @classmethod
     def from_spec(cls, spec: str) -> AgentConfig:

@@ -11,6 +11,11 @@ the entry points never see a ccxt, openai or SQLAlchemy exception.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.ports import CallAttempt
+
 
 class AppError(Exception):
     """Base class of every error this project raises on purpose."""
@@ -38,3 +43,56 @@ class ConfigError(AppError):
 
 class InvariantError(AppError):
     """An accounting or state invariant does not hold: stop."""
+
+
+class ModelCallError(AppError):
+    """A model call that ended without a usable answer; `attempts` lists every request it made.
+
+    The concrete classes below also derive from the group that says what the loop does next
+    (`ConfigError`, `TemporaryError`, `RateLimitedError`), so `except ConfigError` still catches a
+    rejected key; the engine reads `attempts` to record each request.
+    """
+
+    def __init__(self, message: str, *, attempts: tuple[CallAttempt, ...] = ()) -> None:
+        super().__init__(message)
+        self.attempts: tuple[CallAttempt, ...] = attempts
+
+
+class ModelAuthError(ModelCallError, ConfigError):
+    """The provider refused the API key (401/403): the user must fix the key."""
+
+
+class ModelBillingError(ModelCallError, ConfigError):
+    """The provider account cannot pay for calls (DeepSeek's 402 insufficient balance)."""
+
+
+class ModelNotServedError(ModelCallError, ConfigError):
+    """The provider does not serve the model id (ModelScope's "has no provider supported")."""
+
+
+class ReplayMissError(ModelCallError, ConfigError):
+    """Replay mode found no stored answer for a prompt; the message says which one."""
+
+
+class ModelQuotaError(ModelCallError, RateLimitedError):
+    """A 429 or an exhausted quota; for a chain: every model is out until its skip ends."""
+
+
+class ModelTimeoutError(ModelCallError, TemporaryError):
+    """The model did not answer within the timeout."""
+
+
+class ModelUnavailableError(ModelCallError, TemporaryError):
+    """A 5xx, a network failure or an error reported inside a stream."""
+
+
+class TruncatedAnswerError(ModelCallError, TemporaryError):
+    """A streamed answer that ended without a finish reason (cut short)."""
+
+
+class EmptyAnswerError(ModelCallError, TemporaryError):
+    """An answer with no choices (`choices: null`) or only whitespace."""
+
+
+class ModelRequestError(ModelCallError, TemporaryError):
+    """The provider rejected this request (a 4xx other than key, balance, quota or model id)."""

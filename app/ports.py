@@ -12,7 +12,16 @@ from typing import Literal, Protocol, runtime_checkable
 
 import pandas as pd
 
-from app.domain import MarketRules, MarketSnapshot
+from app.decisions import DecisionProblem, TradeDecision
+from app.domain import (
+    AccountView,
+    ClosedTrade,
+    Fill,
+    FundingPayment,
+    MarketRules,
+    MarketSnapshot,
+)
+from app.trading.paper import AccountState
 
 Role = Literal["system", "user", "assistant"]
 
@@ -43,6 +52,14 @@ class MarketData(Protocol):
         """Return the funding rates settled in (`start`, `end`], indexed by settlement time."""
         ...
 
+    async def funding(self, coin: str, start: datetime, end: datetime) -> pd.DataFrame:
+        """Return the settlements in (`start`, `end`]: columns `funding_rate` and `mark_price`.
+
+        `mark_price` is NaN where the source has no mark price for the settlement; the paper
+        exchange then uses the candle price at that time.
+        """
+        ...
+
     async def market_rules(self) -> Mapping[str, MarketRules]:
         """Return precision and minimums per coin, for the risk checks."""
         ...
@@ -71,6 +88,8 @@ class ChatOptions:
     json_mode: bool = False
     stream: bool | None = None
     timeout_s: float | None = None
+    # None keeps the model's own default; True/False switch thinking where the provider can.
+    thinking: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +105,10 @@ class ChatResult:
     latency_s: float = 0.0
     rate_limit_headers: Mapping[str, str] = field(default_factory=dict)
     cache_hit: bool = False
+    # Every request made for this answer (failed ones first, then the one that answered); empty
+    # for a cache hit, which made none.
+    attempts: tuple[CallAttempt, ...] = ()
+    request_id: str | None = None
 
 
 @runtime_checkable
@@ -96,4 +119,138 @@ class ChatModel(Protocol):
         self, messages: Sequence[ChatMessage], options: ChatOptions | None = None
     ) -> ChatResult:
         """Ask the model and return its answer; raise `app.errors` types on failure."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class CallAttempt:
+    """One request inside a call: which model was tried and how it ended (for `llm_call` rows)."""
+
+    provider: str
+    model: str
+    outcome: str
+    error: str | None = None
+    latency_s: float = 0.0
+    status_code: int | None = None
+    rate_limit_headers: Mapping[str, str] = field(default_factory=dict)
+    usage: TokenUsage = field(default_factory=TokenUsage)
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRequest:
+    """What an agent is given in one cycle.
+
+    `messages` is empty for strategies that do not read a prompt (`Strategy.uses_prompt` False), so
+    the engine renders prompts only for the agents that read them.
+    """
+
+    at: datetime
+    snapshot: MarketSnapshot
+    account: AccountView
+    coins: tuple[str, ...]
+    messages: tuple[ChatMessage, ...] = ()
+    prompt_version: str | None = None
+    invocation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyAnswer:
+    """An agent's answer: validated decisions, or the reason none could be read.
+
+    `chat` is the model's raw answer (None for rule-based baselines). When the text could not be
+    parsed, `decisions` is empty and `parse_error` says why; the engine stores both and holds.
+    `problems` are the entries that could not be read while others could: each is stored as a
+    rejected decision with its reason.
+    """
+
+    decisions: tuple[TradeDecision, ...]
+    chat: ChatResult | None = None
+    parse_error: str | None = None
+    attempts: tuple[CallAttempt, ...] = ()
+    problems: tuple[DecisionProblem, ...] = ()
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    """An agent's brain: an LLM behind a prompt, or a rule-based baseline."""
+
+    name: str
+    uses_prompt: bool
+
+    async def decide(self, request: DecisionRequest) -> StrategyAnswer:
+        """Return this cycle's decisions; raise `app.errors` types when no answer came back."""
+        ...
+
+
+DecisionRecordKind = Literal["executed", "rejected", "held"]
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    """What became of one decision: executed (with the filled quantity), rejected, or held.
+
+    `decision` is None for an entry of the answer that could not be read; `coin` and `signal` then
+    say what the model wrote, and `reason` why it was refused.
+    """
+
+    decision: TradeDecision | None
+    outcome: DecisionRecordKind
+    reason: str | None = None
+    filled_quantity: float | None = None
+    coin: str = ""
+    signal: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentCycleRecord:
+    """Everything one agent-cycle produced; the store writes it in one transaction."""
+
+    agent: str
+    scheduled_at: datetime
+    started_at: datetime
+    finished_at: datetime
+    invocation: int
+    status: Literal["ok", "failed"]
+    books: AccountState
+    view: AccountView
+    error: str | None = None
+    prompt_version: str | None = None
+    messages: tuple[ChatMessage, ...] = ()
+    answer: StrategyAnswer | None = None
+    decisions: tuple[DecisionRecord, ...] = ()
+    fills: tuple[Fill, ...] = ()
+    closed_trades: tuple[ClosedTrade, ...] = ()
+    funding: tuple[FundingPayment, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AccountEventsRecord:
+    """Exits and funding the monitor applied between cycles; written in one transaction."""
+
+    agent: str
+    at: datetime
+    books: AccountState
+    view: AccountView
+    fills: tuple[Fill, ...] = ()
+    closed_trades: tuple[ClosedTrade, ...] = ()
+    funding: tuple[FundingPayment, ...] = ()
+
+
+class CycleStore(Protocol):
+    """Where the engine records agent-cycles and monitor events (SQLite in practice)."""
+
+    def cycle_done(self, agent: str, scheduled_at: datetime) -> bool:
+        """Return True when this agent's cycle at `scheduled_at` is already recorded."""
+        ...
+
+    def record_cycle(self, record: AgentCycleRecord) -> bool:
+        """Write one agent-cycle atomically; return False if it was already recorded."""
+        ...
+
+    def record_cycles(self, records: Sequence[AgentCycleRecord]) -> int:
+        """Write several agent-cycles (each whole or not at all); return how many were new."""
+        ...
+
+    def record_events(self, record: AccountEventsRecord) -> None:
+        """Write the monitor's exits and funding atomically."""
         ...

@@ -1,1 +1,209 @@
 """Composition root: the only place that picks concrete adapters for the entry points."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import AgentConfig, LlmMode, Settings
+from app.db.migrate import upgrade
+from app.db.repository import AgentIdentity, SqlCycleStore
+from app.db.session import make_engine, make_session_factory
+from app.domain import timeframe_to_timedelta
+from app.errors import ConfigError
+from app.llm.baselines import build_baseline
+from app.llm.runtime import LlmRuntime
+from app.ports import Strategy
+from app.trading.engine import AgentSlot, EngineConfig, RunningSharpe
+from app.trading.paper import PaperAccount, PaperCosts
+from app.trading.risk import RiskLimits
+
+KEY_NAMES = {
+    "modelscope": "MODELSCOPE_API_KEY",
+    "deepseek": "DEEPSEEK_API_KEY",
+    "dashscope": "DASHSCOPE_API_KEY",
+    "openai": "OPENAI_API_KEY",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Database:
+    """A migrated database: its engine and a session factory."""
+
+    url: str
+    engine: Engine
+    sessions: sessionmaker[Session]
+
+
+def open_database(settings: Settings) -> Database:
+    """Migrate the configured database to the latest schema and open it."""
+    url = settings.database.url
+    engine = make_engine(url)
+    upgrade(url, engine=engine)
+    return Database(url=url, engine=engine, sessions=make_session_factory(engine))
+
+
+def llm_agents(agents: Sequence[AgentConfig]) -> list[AgentConfig]:
+    """Return the agents asked through a model provider (not the rule-based baselines)."""
+    return [agent for agent in agents if agent.provider != "baseline"]
+
+
+def missing_keys(settings: Settings, agents: Sequence[AgentConfig]) -> dict[str, list[str]]:
+    """Return, per missing key name, the agents that need it."""
+    missing: dict[str, list[str]] = {}
+    for agent in llm_agents(agents):
+        endpoint = settings.provider_settings(agent.provider)
+        has_key = endpoint.api_key is not None and bool(endpoint.api_key.get_secret_value())
+        # A local OpenAI-compatible server (Ollama, vLLM) usually needs no key.
+        if not has_key and not (agent.provider == "openai" and endpoint.base_url):
+            missing.setdefault(KEY_NAMES[agent.provider], []).append(agent.name)
+    return missing
+
+
+def require_keys(settings: Settings, agents: Sequence[AgentConfig], *, hint: str) -> None:
+    """Raise `ConfigError` naming every missing API key and the agents that need it."""
+    missing = missing_keys(settings, agents)
+    if not missing:
+        return
+    parts = [
+        f"{key} (agent{'s' if len(names) > 1 else ''} {', '.join(names)})"
+        for key, names in missing.items()
+    ]
+    raise ConfigError(
+        f"no API key: set {'; '.join(parts)} in .env or the environment (see .env.example); {hint}"
+    )
+
+
+def agent_identities(agents: Sequence[AgentConfig], *, cash_usd: float) -> list[AgentIdentity]:
+    """Return what the store records about each agent."""
+    return [
+        AgentIdentity(
+            name=agent.name,
+            provider=agent.provider,
+            model=agent.model,
+            fallback_models=tuple(agent.fallback_models),
+            starting_cash_usd=agent.starting_cash_usd or cash_usd,
+        )
+        for agent in agents
+    ]
+
+
+def build_strategies(
+    agents: Sequence[AgentConfig],
+    settings: Settings,
+    *,
+    database: Database | None,
+    llm_mode: LlmMode,
+) -> tuple[dict[str, Strategy], LlmRuntime | None]:
+    """Return each agent's strategy (LLM or baseline) and the shared LLM runtime, if any."""
+    runtime = None
+    if llm_agents(agents):
+        runtime = LlmRuntime(
+            settings,
+            session_factory=None if database is None else database.sessions,
+            cache_mode=llm_mode,
+        )
+    strategies: dict[str, Strategy] = {}
+    for agent in agents:
+        if agent.provider == "baseline":
+            strategies[agent.name] = build_baseline(agent.name, agent.model)
+        else:
+            assert runtime is not None
+            strategies[agent.name] = runtime.strategy(agent)
+    return strategies, runtime
+
+
+def paper_costs(settings: Settings, *, fee_bps: float, slippage_bps: float) -> PaperCosts:
+    """Return the simulated exchange's costs."""
+    return PaperCosts(
+        fee_rate=fee_bps / 10_000,
+        slippage_rate=slippage_bps / 10_000,
+        maintenance_margin_rate=settings.risk.maintenance_margin_rate,
+    )
+
+
+def risk_limits(settings: Settings, costs: PaperCosts) -> RiskLimits:
+    """Return the risk limits of the settings, with the costs the cash check must predict."""
+    risk = settings.risk
+    return RiskLimits(
+        max_leverage=risk.max_leverage,
+        max_position_margin_pct=risk.max_position_margin_pct,
+        max_open_positions=risk.max_open_positions,
+        max_entries_per_hour=risk.max_entries_per_hour,
+        fee_rate=costs.fee_rate,
+        slippage_rate=costs.slippage_rate,
+        maintenance_margin_rate=costs.maintenance_margin_rate,
+    )
+
+
+def engine_config(
+    settings: Settings,
+    *,
+    coins: Sequence[str],
+    interval: timedelta,
+    exit_timeframe: str,
+    fee_bps: float | None = None,
+    slippage_bps: float | None = None,
+) -> EngineConfig:
+    """Return the engine's configuration for these coins and this cadence."""
+    costs = paper_costs(
+        settings,
+        fee_bps=settings.risk.fee_bps if fee_bps is None else fee_bps,
+        slippage_bps=settings.risk.slippage_bps if slippage_bps is None else slippage_bps,
+    )
+    return EngineConfig(
+        coins=tuple(coins),
+        interval=interval,
+        limits=risk_limits(settings, costs),
+        costs=costs,
+        # Each agent's own ceiling: its retries may run long, but never into the next cycle.
+        agent_timeout_s=min(
+            interval.total_seconds() * 0.9,
+            settings.llm.timeout_s * (settings.llm.max_retries + 1) + 5.0,
+        ),
+        exit_timeframe=exit_timeframe,
+    )
+
+
+def interval_of(settings: Settings) -> timedelta:
+    """Return the decision cadence."""
+    return timeframe_to_timedelta(settings.schedule.interval)
+
+
+def restore_slots(
+    store: SqlCycleStore,
+    strategies: dict[str, Strategy],
+    *,
+    costs: PaperCosts,
+    interval: timedelta,
+) -> list[AgentSlot]:
+    """Rebuild every agent's engine state from the database (accounts, counters, checkpoints)."""
+    from app.db import queries
+
+    slots = []
+    for name, strategy in strategies.items():
+        restored = store.restore(name)
+        sharpe = RunningSharpe(interval)
+        for equity in queries.cycle_equity_values(store.engine, restored.agent_id):
+            sharpe.add(equity)
+        recent: deque[datetime] = deque()
+        if restored.last_cycle_at is not None:
+            recent.extend(store.recent_entries(name, restored.last_cycle_at - timedelta(hours=1)))
+        slots.append(
+            AgentSlot(
+                name=name,
+                strategy=strategy,
+                account=PaperAccount.restore(restored.books, costs=costs),
+                sharpe=sharpe,
+                invocations=restored.invocations,
+                started_at=restored.first_cycle_at,
+                checked_until=restored.last_snapshot_at,
+                recent_entries_at=recent,
+            )
+        )
+    return slots

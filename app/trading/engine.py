@@ -1,1 +1,537 @@
-"""One decision cycle, shared by the daemon and the backtests."""
+"""One decision cycle, shared by the daemon and the backtests (DESIGN.md §2).
+
+A cycle at time `t`:
+1. the market snapshot at `t` (closed candles only);
+2. exits and funding up to `t` for every open position (the same code as the between-cycles
+   monitor), so no decision is taken on a position that a stop already closed;
+3. one prompt per agent that reads prompts (the market part rendered once, the account part per
+   agent), then all agents asked concurrently, each with its own timeout;
+4. each answer parsed (by the strategy), checked by the risk rules and filled on a copy of the
+   agent's paper account;
+5. each agent-cycle handed to the store, which writes it in one transaction; only then does the
+   copy become the agent's account. An agent-cycle already recorded (same agent, same scheduled
+   time) is skipped: running a scheduled cycle twice never trades twice.
+A failed agent (timeout, quota, unusable answer) is recorded with the reason and holds; the
+others trade. Time is an input: the engine reads no clock but the one it is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Final, Literal
+
+import pandas as pd
+
+from app.decisions import TradeDecision
+from app.domain import (
+    ClosedTrade,
+    Fill,
+    FundingPayment,
+    MarketRules,
+    MarketSnapshot,
+    Rejection,
+    ensure_utc,
+    timeframe_to_timedelta,
+)
+from app.errors import ConfigError, DataUnavailableError, ModelCallError
+from app.ports import (
+    AccountEventsRecord,
+    AgentCycleRecord,
+    CallAttempt,
+    ChatMessage,
+    CycleStore,
+    DecisionRecord,
+    DecisionRequest,
+    MarketData,
+    Strategy,
+    StrategyAnswer,
+)
+from app.prompts import PROMPT_VERSION, build_messages, render_market_section
+from app.trading import risk
+from app.trading.paper import PaperAccount, PaperCosts
+
+log = logging.getLogger(__name__)
+
+_YEAR: Final = timedelta(days=365)
+_ENTRY_WINDOW: Final = timedelta(hours=1)
+
+FillPrices = Callable[[MarketSnapshot], Mapping[str, float | None]]
+Clock = Callable[[], datetime]
+
+
+class RunningSharpe:
+    """The Sharpe ratio of a per-cycle account-value series, updated in O(1) per cycle.
+
+    Same definition as `app.metrics.sharpe_ratio` on an evenly spaced series: simple returns,
+    sample standard deviation, annualised by the number of cycles in a year, risk-free rate 0.
+    """
+
+    def __init__(self, interval: timedelta) -> None:
+        self.periods_per_year = _YEAR / interval
+        self._last: float | None = None
+        self._count = 0
+        self._mean = 0.0
+        self._m2 = 0.0
+
+    def add(self, equity_usd: float) -> None:
+        """Record the account value at the end of one more cycle."""
+        if self._last is not None and self._last > 0 and math.isfinite(equity_usd):
+            change = equity_usd / self._last - 1.0
+            self._count += 1
+            delta = change - self._mean
+            self._mean += delta / self._count
+            self._m2 += delta * (change - self._mean)
+        self._last = equity_usd
+
+    def value(self) -> float | None:
+        """Return the annualised Sharpe ratio, or None with fewer than two returns or no spread."""
+        if self._count < 2:
+            return None
+        variance = self._m2 / (self._count - 1)
+        if not variance > 0:
+            return None
+        return self._mean / math.sqrt(variance) * math.sqrt(self.periods_per_year)
+
+
+@dataclass
+class AgentSlot:
+    """One agent's live state in the engine: its strategy, its account, its counters."""
+
+    name: str
+    strategy: Strategy
+    account: PaperAccount
+    sharpe: RunningSharpe
+    invocations: int = 0
+    started_at: datetime | None = None
+    checked_until: datetime | None = None
+    recent_entries_at: deque[datetime] = field(default_factory=deque)
+    disabled_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """What every cycle needs besides the market, the agents and the store."""
+
+    coins: tuple[str, ...]
+    interval: timedelta
+    limits: risk.RiskLimits
+    costs: PaperCosts
+    agent_timeout_s: float = 120.0
+    exit_timeframe: str = "1m"
+
+    @property
+    def fee_bps(self) -> float:
+        """Return the taker fee in basis points."""
+        return self.costs.fee_rate * 10_000
+
+    @property
+    def slippage_bps(self) -> float:
+        """Return the slippage in basis points."""
+        return self.costs.slippage_rate * 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class AgentCycleSummary:
+    """How one agent's cycle went (for logs and progress bars)."""
+
+    agent: str
+    status: str
+    recorded: bool
+    llm_calls: int = 0
+    cache_hits: int = 0
+    parse_failed: bool = False
+    fills: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CycleReport:
+    """What one cycle did."""
+
+    scheduled_at: datetime
+    agents: tuple[AgentCycleSummary, ...] = ()
+    exit_fills: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    slot: AgentSlot
+    request: DecisionRequest
+    answer: StrategyAnswer | None
+    error: str | None
+    attempts: tuple[CallAttempt, ...]
+    started_at: datetime
+    finished_at: datetime
+
+
+class CycleEngine:
+    """Runs cycles and the exit monitor for a set of agents over one market and one store."""
+
+    def __init__(
+        self,
+        *,
+        market: MarketData,
+        store: CycleStore,
+        agents: Sequence[AgentSlot],
+        config: EngineConfig,
+        clock: Clock,
+        fill_prices: FillPrices | None = None,
+        rules: Mapping[str, MarketRules] | None = None,
+        batch_records: bool = False,
+    ) -> None:
+        self.market = market
+        self.store = store
+        self.slots = list(agents)
+        self.config = config
+        self.clock = clock
+        self.fill_prices = fill_prices or (lambda snapshot: snapshot.prices())
+        self.rules: Mapping[str, MarketRules] = rules or {}
+        self._batch_records = batch_records
+        self._pending_slots: list[tuple[AgentSlot, PaperAccount, AgentCycleRecord]] = []
+
+    # -- the monitor ------------------------------------------------------------------------
+
+    async def run_monitor(self, now: datetime) -> int:
+        """Apply exits and funding up to `now` to every open position; return the exit count."""
+        now = ensure_utc(now)
+        exits = 0
+        for slot in self.slots:
+            exits += await self._catch_up(slot, now)
+        return exits
+
+    async def _catch_up(self, slot: AgentSlot, now: datetime) -> int:
+        start = slot.checked_until
+        if start is None or not slot.account.positions:
+            # Nothing open (or never run): there is nothing to catch up on before `now`.
+            slot.checked_until = now if start is None else max(start, now)
+            return 0
+        if start >= now:
+            return 0
+        coins = list(slot.account.positions)
+        frames = {
+            coin: await self.market.candles(coin, self.config.exit_timeframe, start, now)
+            for coin in coins
+        }
+        # One horizon for every coin: the end of the newest candle that all of them have closed,
+        # so a coin whose candle is late is not skipped (and funding is never settled twice).
+        step = timeframe_to_timedelta(self.config.exit_timeframe)
+        horizon = now
+        for frame in frames.values():
+            if frame.empty:
+                return 0
+            horizon = min(horizon, ensure_utc(pd.Timestamp(frame.index[-1]).to_pydatetime()) + step)
+        if horizon <= start:
+            return 0
+        horizon_stamp = pd.Timestamp(horizon)
+        trial = PaperAccount.restore(slot.account.state(), costs=slot.account.costs)
+        fills: list[Fill] = []
+        closed: list[ClosedTrade] = []
+        funding: list[FundingPayment] = []
+        last_prices: dict[str, float] = {}
+        for coin, frame in frames.items():
+            candles = frame[frame.index < horizon_stamp]
+            last_prices[coin] = float(candles["close"].iloc[-1])
+            result = trial.apply_candles(
+                coin, candles, funding=await self._funding_frame(coin, start, horizon)
+            )
+            funding.extend(result.funding)
+            if result.exit is not None:
+                fills.append(result.exit.fill)
+                if result.exit.closed_trade is not None:
+                    closed.append(result.exit.closed_trade)
+        if fills or funding:
+            self.store.record_events(
+                AccountEventsRecord(
+                    agent=slot.name,
+                    at=horizon,
+                    books=trial.state(),
+                    view=trial.view(last_prices, horizon),
+                    fills=tuple(fills),
+                    closed_trades=tuple(closed),
+                    funding=tuple(funding),
+                )
+            )
+            slot.account = trial
+        slot.checked_until = horizon
+        return len(fills)
+
+    async def _funding_frame(
+        self, coin: str, start: datetime, end: datetime
+    ) -> pd.DataFrame | None:
+        settlements = await self.market.funding(coin, start, end)
+        if settlements.empty:
+            return None
+        return settlements.rename(columns={"funding_rate": "rate"})
+
+    # -- the cycle --------------------------------------------------------------------------
+
+    async def run_cycle(self, scheduled_at: datetime) -> CycleReport:
+        """Run the cycle scheduled at `scheduled_at` for every agent that has not run it yet."""
+        at = ensure_utc(scheduled_at)
+        pending = [
+            slot
+            for slot in self.slots
+            if slot.disabled_reason is None and not self.store.cycle_done(slot.name, at)
+        ]
+        if not pending:
+            return CycleReport(scheduled_at=at)
+        snapshot = await self.market.snapshot(at)
+        exit_fills = 0
+        for slot in pending:
+            exit_fills += await self._catch_up(slot, at)
+        market_section = (
+            render_market_section(snapshot)
+            if any(slot.strategy.uses_prompt for slot in pending)
+            else None
+        )
+        requests = [self._request(slot, snapshot, market_section) for slot in pending]
+        answers = await asyncio.gather(
+            *(self._ask(slot, request) for slot, request in zip(pending, requests, strict=True))
+        )
+        fill_prices = self.fill_prices(snapshot)
+        summaries = []
+        records: list[tuple[AgentSlot, PaperAccount, AgentCycleRecord]] = []
+        for answer in answers:
+            trial, record, summary = self._settle(answer, snapshot, fill_prices)
+            records.append((answer.slot, trial, record))
+            summaries.append(summary)
+        self._commit(records)
+        return CycleReport(scheduled_at=at, agents=tuple(summaries), exit_fills=exit_fills)
+
+    def flush(self) -> None:
+        """Write the agent-cycles held back by batching (a backtest calls this at the end)."""
+        if not self._pending_slots:
+            return
+        self.store.record_cycles([record for _, _, record in self._pending_slots])
+        self._pending_slots.clear()
+
+    def _commit(self, records: list[tuple[AgentSlot, PaperAccount, AgentCycleRecord]]) -> None:
+        if self._batch_records:
+            # A backtest is the only writer of its fresh run: accounts move on at once and the
+            # records land in larger transactions (each agent-cycle still whole).
+            for slot, trial, record in records:
+                self._advance(slot, trial, record)
+            self._pending_slots.extend(records)
+            if len(self._pending_slots) >= 64:
+                self.flush()
+            return
+        for slot, trial, record in records:
+            if self.store.record_cycle(record):
+                self._advance(slot, trial, record)
+            else:
+                log.warning(
+                    "agent %s: cycle %s was already recorded elsewhere; its account is unchanged",
+                    slot.name,
+                    record.scheduled_at.isoformat(),
+                )
+
+    @staticmethod
+    def _advance(slot: AgentSlot, trial: PaperAccount, record: AgentCycleRecord) -> None:
+        slot.account = trial
+        slot.invocations = record.invocation
+        if slot.started_at is None:
+            slot.started_at = record.scheduled_at
+        slot.sharpe.add(record.view.equity_usd)
+        for fill in record.fills:
+            if fill.reason == "entry":
+                slot.recent_entries_at.append(fill.filled_at)
+        horizon = record.scheduled_at - _ENTRY_WINDOW
+        while slot.recent_entries_at and slot.recent_entries_at[0] < horizon:
+            slot.recent_entries_at.popleft()
+
+    def _request(
+        self, slot: AgentSlot, snapshot: MarketSnapshot, market_section: str | None
+    ) -> DecisionRequest:
+        at = snapshot.at
+        view = slot.account.view(snapshot.prices(), at)
+        invocation = slot.invocations + 1
+        messages: tuple[ChatMessage, ...] = ()
+        if slot.strategy.uses_prompt:
+            messages = tuple(
+                build_messages(
+                    snapshot,
+                    view,
+                    started_at=slot.started_at or at,
+                    invocation=invocation,
+                    fee_bps=self.config.fee_bps,
+                    slippage_bps=self.config.slippage_bps,
+                    max_leverage=self.config.limits.max_leverage,
+                    max_position_margin_pct=self.config.limits.max_position_margin_pct,
+                    sharpe=slot.sharpe.value(),
+                    market_section=market_section,
+                )
+            )
+        return DecisionRequest(
+            at=at,
+            snapshot=snapshot,
+            account=view,
+            coins=self.config.coins,
+            messages=messages,
+            prompt_version=PROMPT_VERSION if messages else None,
+            invocation=invocation,
+        )
+
+    async def _ask(self, slot: AgentSlot, request: DecisionRequest) -> _Answer:
+        started_at = self.clock()
+        answer: StrategyAnswer | None = None
+        error: str | None = None
+        attempts: tuple[CallAttempt, ...] = ()
+        try:
+            answer = await asyncio.wait_for(
+                slot.strategy.decide(request), timeout=self.config.agent_timeout_s
+            )
+            attempts = answer.attempts
+        except TimeoutError:
+            error = f"no answer within {self.config.agent_timeout_s:g} s: holding this cycle"
+        except ModelCallError as exc:
+            error = str(exc)
+            attempts = exc.attempts
+            if isinstance(exc, ConfigError):
+                slot.disabled_reason = str(exc)
+                log.error("agent %s stopped: %s", slot.name, exc)
+        except ConfigError as exc:
+            error = str(exc)
+            slot.disabled_reason = error
+            log.error("agent %s stopped: %s", slot.name, exc)
+        except (DataUnavailableError, ValueError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # one agent's bug must not take the others' cycle down
+            log.exception("agent %s failed", slot.name)
+            error = f"{type(exc).__name__}: {exc}"
+        return _Answer(
+            slot=slot,
+            request=request,
+            answer=answer,
+            error=error,
+            attempts=attempts,
+            started_at=started_at,
+            finished_at=self.clock(),
+        )
+
+    def _settle(
+        self,
+        asked: _Answer,
+        snapshot: MarketSnapshot,
+        fill_prices: Mapping[str, float | None],
+    ) -> tuple[PaperAccount, AgentCycleRecord, AgentCycleSummary]:
+        slot, request = asked.slot, asked.request
+        trial = PaperAccount.restore(slot.account.state(), costs=slot.account.costs)
+        decisions: list[DecisionRecord] = []
+        fills: list[Fill] = []
+        closed: list[ClosedTrade] = []
+        answer = asked.answer
+        error = asked.error
+        if answer is not None and answer.parse_error is not None:
+            error = f"unusable answer: {answer.parse_error}"
+        if answer is not None:
+            decisions.extend(
+                DecisionRecord(
+                    None,
+                    "rejected",
+                    f"unreadable entry: {problem.reason}",
+                    coin=problem.coin,
+                    signal=problem.signal or "",
+                )
+                for problem in answer.problems
+            )
+        if answer is not None and answer.decisions:
+            traded, fills, closed = self._trade(
+                trial, answer.decisions, request, snapshot, fill_prices, slot.recent_entries_at
+            )
+            decisions = traded + decisions
+        status: Literal["ok", "failed"] = "ok" if error is None else "failed"
+        view = trial.view(snapshot.prices(), snapshot.at)
+        chat = None if answer is None else answer.chat
+        if answer is None and asked.attempts:
+            answer = StrategyAnswer(decisions=(), attempts=asked.attempts)
+        record = AgentCycleRecord(
+            agent=slot.name,
+            scheduled_at=snapshot.at,
+            started_at=asked.started_at,
+            finished_at=asked.finished_at,
+            invocation=request.invocation,
+            status=status,
+            books=trial.state(),
+            view=view,
+            error=error,
+            prompt_version=request.prompt_version,
+            messages=request.messages,
+            answer=answer,
+            decisions=tuple(decisions),
+            fills=tuple(fills),
+            closed_trades=tuple(closed),
+        )
+        cache_hit = chat is not None and chat.cache_hit
+        calls = len(asked.attempts) or (0 if chat is None or cache_hit else 1)
+        summary = AgentCycleSummary(
+            agent=slot.name,
+            status=status,
+            recorded=True,
+            llm_calls=calls,
+            cache_hits=1 if cache_hit else 0,
+            parse_failed=answer is not None and answer.parse_error is not None,
+            fills=len(fills),
+            error=error,
+        )
+        return trial, record, summary
+
+    def _trade(
+        self,
+        account: PaperAccount,
+        decisions: Sequence[TradeDecision],
+        request: DecisionRequest,
+        snapshot: MarketSnapshot,
+        fill_prices: Mapping[str, float | None],
+        entries_at: Sequence[datetime],
+    ) -> tuple[list[DecisionRecord], list[Fill], list[ClosedTrade]]:
+        now = snapshot.at
+        window_start = now - _ENTRY_WINDOW
+        recent = [moment for moment in entries_at if moment >= window_start]
+        outcome = risk.check(
+            decisions,
+            account=request.account,
+            prices=snapshot.prices(),
+            rules=self.rules,
+            limits=self.config.limits,
+            now=now,
+            recent_entries_at=recent,
+        )
+        records: list[DecisionRecord] = []
+        fills: list[Fill] = []
+        closed: list[ClosedTrade] = []
+        fill_at = self.clock()
+        for item in outcome.outcomes:
+            if item.status == "hold":
+                records.append(DecisionRecord(item.decision, "held"))
+                continue
+            if item.intent is None:
+                records.append(DecisionRecord(item.decision, "rejected", item.reason))
+                continue
+            price = fill_prices.get(item.intent.coin)
+            if price is None or not math.isfinite(price):
+                records.append(
+                    DecisionRecord(item.decision, "rejected", "no price to fill at this cycle")
+                )
+                continue
+            executed = account.execute(item.intent, reference_price=price, at=fill_at)
+            if isinstance(executed, Rejection):
+                records.append(DecisionRecord(item.decision, "rejected", executed.reason))
+                continue
+            fills.append(executed.fill)
+            if executed.closed_trade is not None:
+                closed.append(executed.closed_trade)
+            records.append(
+                DecisionRecord(
+                    item.decision,
+                    "executed",
+                    item.reason,
+                    filled_quantity=executed.fill.quantity,
+                )
+            )
+        return records, fills, closed

@@ -1,0 +1,136 @@
+"""How model calls become `llm_call` rows: compressed prompts and reasoning, one row per request."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from app.ports import CallAttempt, ChatMessage, ChatResult, TokenUsage
+
+
+def compress_text(text: str | None) -> bytes | None:
+    """Return `text` zlib-compressed, or None for an empty text (prompts are most of the bytes)."""
+    if not text:
+        return None
+    return zlib.compress(text.encode("utf-8"), 6)
+
+
+def decompress_text(blob: bytes | None) -> str:
+    """Return the text stored by `compress_text`."""
+    if not blob:
+        return ""
+    return zlib.decompress(blob).decode("utf-8")
+
+
+def messages_json(messages: Sequence[ChatMessage]) -> str:
+    """Return messages as canonical JSON (the form stored and hashed)."""
+    return json.dumps(
+        [{"role": m.role, "content": m.content} for m in messages],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def prompt_hash(messages: Sequence[ChatMessage]) -> str:
+    """Return the sha256 of the messages' canonical JSON."""
+    return hashlib.sha256(messages_json(messages).encode("utf-8")).hexdigest()
+
+
+def _usage_columns(usage: TokenUsage) -> dict[str, int]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+def llm_call_values(
+    *,
+    messages: Sequence[ChatMessage],
+    answer: ChatResult | None,
+    attempts: Sequence[CallAttempt] = (),
+    created_at: datetime,
+    agent_id: int | None = None,
+    cycle_id: int | None = None,
+    prompt_version: str | None = None,
+    parse_error: str | None = None,
+    error: str | None = None,
+) -> list[dict[str, Any]]:
+    """Return the `llm_call` rows of one call: a row per failed request, then the answer's row.
+
+    A failed request has `model_requested` set and no `model`; the answer's row has the chain's
+    first model as `model_requested` and the model that answered as `model`, with the compressed
+    prompt, the text and the compressed reasoning. When no answer came back, the last failed row
+    keeps the prompt (and, with no request at all, one row records `error`), so every call stays
+    auditable. A cache hit is one row with `cache_hit` set.
+    """
+    attempts = tuple(attempts) or (answer.attempts if answer is not None else ())
+    prompt = messages_json(messages) if messages else None
+    common: dict[str, Any] = {
+        "cycle_id": cycle_id,
+        "agent_id": agent_id,
+        "prompt_version": prompt_version,
+        "prompt_hash": hashlib.sha256(prompt.encode("utf-8")).hexdigest() if prompt else None,
+        "created_at": created_at,
+    }
+    rows: list[dict[str, Any]] = []
+    for number, attempt in enumerate(attempts, start=1):
+        if answer is not None and attempt.outcome == "ok" and attempt.model == answer.model:
+            continue
+        rows.append(
+            {
+                **common,
+                "provider": attempt.provider,
+                "model_requested": attempt.model,
+                "model": None,
+                "messages_z": None,
+                "outcome": attempt.outcome,
+                "error": attempt.error,
+                "latency_ms": round(attempt.latency_s * 1000),
+                "rate_limit_headers": dict(attempt.rate_limit_headers) or None,
+                "attempt": number,
+                "cache_hit": False,
+                **_usage_columns(attempt.usage),
+            }
+        )
+    if answer is not None:
+        outcome = "parse_error" if parse_error else ("cache_hit" if answer.cache_hit else "ok")
+        rows.append(
+            {
+                **common,
+                "provider": answer.provider,
+                "model_requested": attempts[0].model if attempts else answer.model,
+                "model": answer.model,
+                "messages_z": compress_text(prompt),
+                "response_text": answer.text,
+                "reasoning_z": compress_text(answer.reasoning),
+                "finish_reason": answer.finish_reason,
+                "latency_ms": round(answer.latency_s * 1000),
+                "rate_limit_headers": dict(answer.rate_limit_headers) or None,
+                "outcome": outcome,
+                "error": parse_error,
+                "cache_hit": answer.cache_hit,
+                "attempt": len(attempts) or 1,
+                **_usage_columns(answer.usage),
+            }
+        )
+    elif rows:
+        rows[-1]["messages_z"] = compress_text(prompt)
+    elif prompt is not None:
+        rows.append(
+            {
+                **common,
+                "provider": "unknown",
+                "model_requested": "unknown",
+                "messages_z": compress_text(prompt),
+                "outcome": "error",
+                "error": error,
+                "cache_hit": False,
+            }
+        )
+    return rows

@@ -1,0 +1,266 @@
+"""Read models over the records: what the listing commands and the reports show."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import pandas as pd
+from sqlalchemy import Engine, case, func, select
+
+from app.db import models
+from app.db.llm_rows import decompress_text
+from app.db.repository import position_from_row
+from app.domain import ClosedTrade, Position
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRow:
+    """An agent of a run and its latest recorded books."""
+
+    agent_id: int
+    name: str
+    provider: str
+    model: str
+    starting_cash_usd: float
+    equity_usd: float
+    cash_usd: float
+    fees_paid_usd: float
+    funding_paid_usd: float
+    realized_pnl_usd: float
+    last_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class CallCounts:
+    """How an agent's model calls went."""
+
+    llm_calls: int = 0
+    cache_hits: int = 0
+    parse_failures: int = 0
+    failed_cycles: int = 0
+    rejected_decisions: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms_total: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ChatEntry:
+    """One recent model call: when, which model, its reasoning, its decisions and their fate."""
+
+    agent: str
+    at: datetime
+    model: str | None
+    outcome: str
+    reasoning: str
+    response_text: str
+    error: str | None
+    decisions: tuple[tuple[str, str, str, str | None], ...]  # coin, signal, outcome, reason
+
+
+def run_ids(engine: Engine) -> list[str]:
+    """Return every run the database holds, the live one first."""
+    with engine.connect() as connection:
+        found = list(connection.scalars(select(models.Agent.run_id).distinct()))
+    return sorted(found, key=lambda run: (run != models.LIVE_RUN_ID, run))
+
+
+def agents(engine: Engine, run_id: str) -> list[AgentRow]:
+    """Return the run's agents with their latest account snapshot."""
+    latest = (
+        select(models.AccountSnapshot.agent_id, func.max(models.AccountSnapshot.id).label("sid"))
+        .group_by(models.AccountSnapshot.agent_id)
+        .subquery()
+    )
+    query = (
+        select(models.Agent, models.AccountSnapshot)
+        .outerjoin(latest, latest.c.agent_id == models.Agent.id)
+        .outerjoin(models.AccountSnapshot, models.AccountSnapshot.id == latest.c.sid)
+        .where(models.Agent.run_id == run_id)
+        .order_by(models.Agent.id)
+    )
+    rows = []
+    with engine.connect() as connection:
+        for agent, snapshot in connection.execute(query).tuples():
+            start = agent.starting_cash_usd
+            rows.append(
+                AgentRow(
+                    agent_id=agent.id,
+                    name=agent.name,
+                    provider=agent.provider,
+                    model=agent.model,
+                    starting_cash_usd=start,
+                    equity_usd=start if snapshot is None else snapshot.equity_usd,
+                    cash_usd=start if snapshot is None else snapshot.cash_usd,
+                    fees_paid_usd=0.0 if snapshot is None else snapshot.fees_paid_usd,
+                    funding_paid_usd=0.0 if snapshot is None else snapshot.funding_paid_usd,
+                    realized_pnl_usd=0.0 if snapshot is None else snapshot.realized_pnl_usd,
+                    last_at=None if snapshot is None else snapshot.at,
+                )
+            )
+    return rows
+
+
+def equity_series(engine: Engine, agent_id: int) -> pd.Series:
+    """Return the agent's account value over time (one point per recorded snapshot)."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(models.AccountSnapshot.at, models.AccountSnapshot.equity_usd)
+            .where(models.AccountSnapshot.agent_id == agent_id)
+            .order_by(models.AccountSnapshot.id)
+        ).all()
+    if not rows:
+        return pd.Series(dtype="float64", name="equity_usd")
+    index = pd.DatetimeIndex([row[0] for row in rows], name="at")
+    series = pd.Series([row[1] for row in rows], index=index, name="equity_usd", dtype="float64")
+    # Several snapshots can share a time (a cycle right after a monitor event): keep the last.
+    return series[~series.index.duplicated(keep="last")]
+
+
+def closed_trades(engine: Engine, agent_id: int) -> list[ClosedTrade]:
+    """Return the agent's closed positions as trades, oldest first."""
+    with engine.connect() as connection:
+        rows = connection.scalars(
+            select(models.Position)
+            .where(models.Position.agent_id == agent_id, models.Position.status == "closed")
+            .order_by(models.Position.closed_at, models.Position.id)
+        ).all()
+    trades = []
+    for row in rows:
+        assert row.closed_at is not None and row.exit_price is not None
+        trades.append(
+            ClosedTrade(
+                coin=row.coin,
+                side=row.side,  # type: ignore[arg-type]
+                quantity=row.quantity,
+                leverage=row.leverage,
+                entry_price=row.entry_price,
+                exit_price=row.exit_price,
+                opened_at=row.opened_at,
+                closed_at=row.closed_at,
+                entry_fee_usd=row.entry_fee_usd,
+                exit_fee_usd=row.exit_fee_usd or 0.0,
+                funding_usd=row.funding_usd,
+                gross_pnl_usd=row.gross_pnl_usd or 0.0,
+                net_pnl_usd=row.net_pnl_usd or 0.0,
+                exit_reason=row.exit_reason,  # type: ignore[arg-type]
+            )
+        )
+    return trades
+
+
+def open_positions(engine: Engine, agent_id: int) -> list[Position]:
+    """Return the agent's open positions."""
+    with engine.connect() as connection:
+        rows = connection.scalars(
+            select(models.Position)
+            .where(models.Position.agent_id == agent_id, models.Position.status == "open")
+            .order_by(models.Position.opened_at)
+        ).all()
+    return [position_from_row(row) for row in rows]
+
+
+def call_counts(engine: Engine, agent_id: int) -> CallCounts:
+    """Return how the agent's model calls and decisions went."""
+    with engine.connect() as connection:
+        calls = connection.execute(
+            select(
+                func.count(models.LlmCall.id),
+                func.sum(case((models.LlmCall.cache_hit.is_(True), 1), else_=0)),
+                func.sum(case((models.LlmCall.outcome == "parse_error", 1), else_=0)),
+                func.sum(models.LlmCall.prompt_tokens),
+                func.sum(models.LlmCall.completion_tokens),
+                func.sum(models.LlmCall.latency_ms),
+            ).where(models.LlmCall.agent_id == agent_id)
+        ).one()
+        failed = connection.execute(
+            select(func.count(models.Cycle.id)).where(
+                models.Cycle.agent_id == agent_id, models.Cycle.status == "failed"
+            )
+        ).scalar_one()
+        rejected = connection.execute(
+            select(func.count(models.Decision.id))
+            .join(models.Cycle, models.Cycle.id == models.Decision.cycle_id)
+            .where(models.Cycle.agent_id == agent_id, models.Decision.outcome == "rejected")
+        ).scalar_one()
+    return CallCounts(
+        llm_calls=int(calls[0] or 0),
+        cache_hits=int(calls[1] or 0),
+        parse_failures=int(calls[2] or 0),
+        failed_cycles=int(failed or 0),
+        rejected_decisions=int(rejected or 0),
+        prompt_tokens=int(calls[3] or 0),
+        completion_tokens=int(calls[4] or 0),
+        latency_ms_total=int(calls[5] or 0),
+    )
+
+
+def recent_chat(
+    engine: Engine, run_id: str, *, agent: str | None = None, limit: int = 5
+) -> list[ChatEntry]:
+    """Return the last `limit` answered calls per agent (or of one agent), newest first."""
+    entries: list[ChatEntry] = []
+    with engine.connect() as connection:
+        agent_rows: Sequence[models.Agent] = connection.scalars(
+            select(models.Agent).where(models.Agent.run_id == run_id).order_by(models.Agent.id)
+        ).all()
+        for row in agent_rows:
+            if agent is not None and row.name != agent:
+                continue
+            calls = connection.scalars(
+                select(models.LlmCall)
+                .where(models.LlmCall.agent_id == row.id, models.LlmCall.model.is_not(None))
+                .order_by(models.LlmCall.id.desc())
+                .limit(limit)
+            ).all()
+            for call in calls:
+                decisions: tuple[tuple[str, str, str, str | None], ...] = ()
+                if call.cycle_id is not None:
+                    decisions = tuple(
+                        (d.coin, d.signal, d.outcome, d.reason)
+                        for d in connection.scalars(
+                            select(models.Decision)
+                            .where(models.Decision.cycle_id == call.cycle_id)
+                            .order_by(models.Decision.id)
+                        )
+                    )
+                entries.append(
+                    ChatEntry(
+                        agent=row.name,
+                        at=call.created_at,
+                        model=call.model,
+                        outcome=call.outcome,
+                        reasoning=decompress_text(call.reasoning_z),
+                        response_text=call.response_text or "",
+                        error=call.error,
+                        decisions=decisions,
+                    )
+                )
+    return entries
+
+
+def summarize_reasoning(text: str, limit: int = 240) -> str:
+    """Return the first sentences of a model's reasoning, at most `limit` characters."""
+    flat = " ".join(text.split())
+    if len(flat) <= limit:
+        return flat
+    cut = flat[:limit]
+    stop = max(cut.rfind(". "), cut.rfind("。"))
+    return (cut[: stop + 1] if stop > limit // 3 else cut.rstrip()) + " …"
+
+
+def cycle_equity_values(engine: Engine, agent_id: int) -> list[float]:
+    """Return the account value recorded at the end of each of the agent's cycles, in order."""
+    with engine.connect() as connection:
+        return list(
+            connection.scalars(
+                select(models.AccountSnapshot.equity_usd)
+                .where(
+                    models.AccountSnapshot.agent_id == agent_id,
+                    models.AccountSnapshot.cycle_id.is_not(None),
+                )
+                .order_by(models.AccountSnapshot.id)
+            )
+        )

@@ -1,0 +1,577 @@
+"""The arena's records in SQLite: agent-cycles written atomically, accounts restored exactly.
+
+`SqlCycleStore` implements the `CycleStore` port for one run (the live arena or one backtest).
+Writes use SQLAlchemy Core inserts inside one transaction per agent-cycle: a crash or a kill
+leaves either the whole agent-cycle or none of it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from app.db import models
+from app.db.llm_rows import llm_call_values
+from app.domain import ClosedTrade, ExitPlan, Fill, FundingPayment, Position
+from app.ports import (
+    AccountEventsRecord,
+    AgentCycleRecord,
+    DecisionRecord,
+)
+from app.trading.paper import AccountState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentIdentity:
+    """What the store needs to know about an agent to register it."""
+
+    name: str
+    provider: str
+    model: str
+    fallback_models: tuple[str, ...] = ()
+    starting_cash_usd: float = 10_000.0
+
+
+@dataclass(frozen=True, slots=True)
+class RestoredAgent:
+    """An agent's state as the database holds it."""
+
+    agent_id: int
+    books: AccountState
+    invocations: int
+    first_cycle_at: datetime | None
+    last_cycle_at: datetime | None
+    last_snapshot_at: datetime | None
+
+
+def position_from_row(row: Any) -> Position:
+    """Build a domain position from a `position` row."""
+    return Position(
+        coin=row.coin,
+        side=row.side,
+        quantity=row.quantity,
+        entry_price=row.entry_price,
+        leverage=row.leverage,
+        margin_usd=row.margin_usd,
+        liquidation_price=row.liquidation_price,
+        opened_at=row.opened_at,
+        exit_plan=ExitPlan(
+            profit_target=row.profit_target,
+            stop_loss=row.stop_loss,
+            invalidation_condition=row.invalidation_condition or "",
+        ),
+        confidence=row.confidence,
+        risk_usd=row.risk_usd,
+        justification=row.justification or "",
+        entry_fee_usd=row.entry_fee_usd,
+        funding_usd=row.funding_usd,
+    )
+
+
+def _position_values(agent_id: int, position: Position) -> dict[str, Any]:
+    return {
+        "agent_id": agent_id,
+        "coin": position.coin,
+        "side": position.side,
+        "quantity": position.quantity,
+        "entry_price": position.entry_price,
+        "leverage": position.leverage,
+        "margin_usd": position.margin_usd,
+        "liquidation_price": position.liquidation_price,
+        "profit_target": position.exit_plan.profit_target,
+        "stop_loss": position.exit_plan.stop_loss,
+        "invalidation_condition": position.exit_plan.invalidation_condition,
+        "confidence": position.confidence,
+        "risk_usd": position.risk_usd,
+        "justification": position.justification,
+        "entry_fee_usd": position.entry_fee_usd,
+        "funding_usd": position.funding_usd,
+        "opened_at": position.opened_at,
+        "status": "open",
+    }
+
+
+@dataclass
+class _PositionChanges:
+    """Open-position rows created and closed by writes not yet committed."""
+
+    opened: dict[tuple[int, str], int] = field(default_factory=dict)
+    closed: set[tuple[int, str]] = field(default_factory=set)
+
+    def merge(self, other: _PositionChanges) -> None:
+        for key in other.closed:
+            self.opened.pop(key, None)
+        self.closed |= other.closed
+        self.opened.update(other.opened)
+        self.closed -= set(other.opened)
+
+    def apply(self, index: dict[tuple[int, str], int]) -> None:
+        for key in self.closed:
+            index.pop(key, None)
+        index.update(self.opened)
+
+
+class SqlCycleStore:
+    """Records of one run in SQLite; the `CycleStore` port for the engine."""
+
+    def __init__(self, engine: Engine, *, run_id: str = models.LIVE_RUN_ID) -> None:
+        self.engine = engine
+        self.run_id = run_id
+        self.agent_ids: dict[str, int] = {}
+        # Open position row per (agent id, coin): the store is the only writer of its run.
+        self._open_positions: dict[tuple[int, str], int] = {}
+        self._done_cycles: dict[int, set[datetime]] | None = None
+
+    # -- agents and restore -------------------------------------------------------------------
+
+    def register_agents(self, agents: Sequence[AgentIdentity], *, at: datetime) -> dict[str, int]:
+        """Create missing agents of this run (keeping existing ones' accounts); return their ids."""
+        with self.engine.begin() as connection:
+            for agent in agents:
+                existing = connection.execute(
+                    select(models.Agent.id, models.Agent.provider, models.Agent.model).where(
+                        models.Agent.run_id == self.run_id, models.Agent.name == agent.name
+                    )
+                ).first()
+                if existing is None:
+                    agent_id = connection.execute(
+                        insert(models.Agent).values(
+                            run_id=self.run_id,
+                            name=agent.name,
+                            provider=agent.provider,
+                            model=agent.model,
+                            fallback_models=list(agent.fallback_models),
+                            starting_cash_usd=agent.starting_cash_usd,
+                            created_at=at,
+                        )
+                    ).inserted_primary_key
+                    assert agent_id is not None
+                    self.agent_ids[agent.name] = int(agent_id[0])
+                    continue
+                self.agent_ids[agent.name] = existing.id
+                if (existing.provider, existing.model) != (agent.provider, agent.model):
+                    log.info(
+                        "agent %s now uses %s:%s (was %s:%s); its account carries on",
+                        agent.name,
+                        agent.provider,
+                        agent.model,
+                        existing.provider,
+                        existing.model,
+                    )
+                    connection.execute(
+                        update(models.Agent)
+                        .where(models.Agent.id == existing.id)
+                        .values(
+                            provider=agent.provider,
+                            model=agent.model,
+                            fallback_models=list(agent.fallback_models),
+                        )
+                    )
+            self._load_open_positions(connection)
+        return dict(self.agent_ids)
+
+    def _load_open_positions(self, connection: Connection) -> None:
+        ids = list(self.agent_ids.values())
+        rows = connection.execute(
+            select(models.Position.id, models.Position.agent_id, models.Position.coin).where(
+                models.Position.agent_id.in_(ids), models.Position.status == "open"
+            )
+        )
+        self._open_positions = {(row.agent_id, row.coin): row.id for row in rows}
+
+    def restore(self, agent: str) -> RestoredAgent:
+        """Return the agent's books as last recorded (its starting cash when nothing was)."""
+        agent_id = self.agent_ids[agent]
+        with self.engine.connect() as connection:
+            starting_cash = connection.execute(
+                select(models.Agent.starting_cash_usd).where(models.Agent.id == agent_id)
+            ).scalar_one()
+            snapshot = connection.execute(
+                select(models.AccountSnapshot)
+                .where(models.AccountSnapshot.agent_id == agent_id)
+                .order_by(models.AccountSnapshot.id.desc())
+                .limit(1)
+            ).first()
+            positions = {
+                row.coin: position_from_row(row)
+                for row in connection.execute(
+                    select(models.Position).where(
+                        models.Position.agent_id == agent_id, models.Position.status == "open"
+                    )
+                )
+            }
+            stats = connection.execute(
+                select(
+                    func.max(models.Cycle.invocation),
+                    func.min(models.Cycle.scheduled_at),
+                    func.max(models.Cycle.scheduled_at),
+                ).where(models.Cycle.agent_id == agent_id)
+            ).one()
+        if snapshot is None:
+            books = AccountState(
+                starting_cash_usd=starting_cash,
+                cash_usd=starting_cash,
+                realized_pnl_usd=0.0,
+                fees_paid_usd=0.0,
+                funding_paid_usd=0.0,
+                positions=positions,
+            )
+        else:
+            books = AccountState(
+                starting_cash_usd=starting_cash,
+                cash_usd=snapshot.cash_usd,
+                realized_pnl_usd=snapshot.realized_pnl_usd,
+                fees_paid_usd=snapshot.fees_paid_usd,
+                funding_paid_usd=snapshot.funding_paid_usd,
+                positions=positions,
+            )
+        first_at: datetime | None = stats[1]
+        last_at: datetime | None = stats[2]
+        return RestoredAgent(
+            agent_id=agent_id,
+            books=books,
+            invocations=int(stats[0] or 0),
+            first_cycle_at=first_at,
+            last_cycle_at=last_at,
+            last_snapshot_at=None if snapshot is None else snapshot.at,
+        )
+
+    def recent_entries(self, agent: str, since: datetime) -> list[datetime]:
+        """Return the times of the agent's entries at or after `since`."""
+        agent_id = self.agent_ids[agent]
+        with self.engine.connect() as connection:
+            return list(
+                connection.scalars(
+                    select(models.Fill.filled_at).where(
+                        models.Fill.agent_id == agent_id,
+                        models.Fill.reason == "entry",
+                        models.Fill.filled_at >= since,
+                    )
+                )
+            )
+
+    # -- the CycleStore port -----------------------------------------------------------------
+
+    def cycle_done(self, agent: str, scheduled_at: datetime) -> bool:
+        """Return True when this agent-cycle is already recorded."""
+        agent_id = self.agent_ids[agent]
+        if self._done_cycles is not None:
+            return scheduled_at in self._done_cycles.get(agent_id, set())
+        with self.engine.connect() as connection:
+            found = connection.execute(
+                select(models.Cycle.id).where(
+                    models.Cycle.agent_id == agent_id, models.Cycle.scheduled_at == scheduled_at
+                )
+            ).first()
+        return found is not None
+
+    def track_done_cycles_in_memory(self) -> None:
+        """Answer `cycle_done` from memory (a backtest is the only writer of its fresh run)."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(models.Cycle.agent_id, models.Cycle.scheduled_at).where(
+                    models.Cycle.agent_id.in_(list(self.agent_ids.values()))
+                )
+            )
+            done: dict[int, set[datetime]] = {}
+            for row in rows:
+                done.setdefault(row.agent_id, set()).add(row.scheduled_at)
+        self._done_cycles = done
+
+    def record_cycle(self, record: AgentCycleRecord) -> bool:
+        """Write one agent-cycle in one transaction; False when it was already recorded."""
+        return self.record_cycles([record]) == 1
+
+    def record_cycles(self, records: Sequence[AgentCycleRecord]) -> int:
+        """Write several agent-cycles, each whole or not at all; return how many were new.
+
+        All of them share one transaction (a backtest batches a cycle's agents this way); a
+        duplicate agent-cycle is skipped through a savepoint so the others still land.
+        """
+        written: list[AgentCycleRecord] = []
+        changes = _PositionChanges()
+        with self.engine.begin() as connection:
+            for record in records:
+                pending = _PositionChanges()
+                savepoint = connection.begin_nested()
+                try:
+                    self._write_cycle(connection, record, pending)
+                except IntegrityError:
+                    savepoint.rollback()
+                    log.info(
+                        "agent %s: cycle %s already recorded; not trading it twice",
+                        record.agent,
+                        record.scheduled_at.isoformat(),
+                    )
+                    continue
+                savepoint.commit()
+                changes.merge(pending)
+                written.append(record)
+        # The in-memory index follows the database only once the transaction has committed.
+        changes.apply(self._open_positions)
+        if self._done_cycles is not None:
+            for record in written:
+                agent_id = self.agent_ids[record.agent]
+                self._done_cycles.setdefault(agent_id, set()).add(record.scheduled_at)
+        return len(written)
+
+    def record_events(self, record: AccountEventsRecord) -> None:
+        """Write exits and funding applied between cycles, in one transaction."""
+        agent_id = self.agent_ids[record.agent]
+        changes = _PositionChanges()
+        with self.engine.begin() as connection:
+            self._write_trading(
+                connection,
+                agent_id=agent_id,
+                cycle_id=None,
+                books=record.books,
+                fills=record.fills,
+                closed_trades=record.closed_trades,
+                funding=record.funding,
+                changes=changes,
+            )
+            self._write_snapshot(connection, agent_id, None, record.at, record)
+        changes.apply(self._open_positions)
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def _write_cycle(
+        self, connection: Connection, record: AgentCycleRecord, changes: _PositionChanges
+    ) -> None:
+        agent_id = self.agent_ids[record.agent]
+        cycle_id = connection.execute(
+            insert(models.Cycle).values(
+                agent_id=agent_id,
+                scheduled_at=record.scheduled_at,
+                invocation=record.invocation,
+                started_at=record.started_at,
+                finished_at=record.finished_at,
+                status=record.status,
+                error=record.error,
+                prompt_version=record.prompt_version,
+            )
+        ).inserted_primary_key
+        assert cycle_id is not None
+        cycle = int(cycle_id[0])
+        if record.answer is not None or record.messages:
+            self._write_llm_calls(connection, agent_id, cycle, record)
+        if record.decisions:
+            connection.execute(
+                insert(models.Decision),
+                [_decision_values(cycle, item) for item in record.decisions],
+            )
+        self._write_trading(
+            connection,
+            agent_id=agent_id,
+            cycle_id=cycle,
+            books=record.books,
+            fills=record.fills,
+            closed_trades=record.closed_trades,
+            funding=record.funding,
+            changes=changes,
+        )
+        self._write_snapshot(connection, agent_id, cycle, record.scheduled_at, record)
+
+    def _write_llm_calls(
+        self, connection: Connection, agent_id: int, cycle_id: int, record: AgentCycleRecord
+    ) -> None:
+        answer = record.answer
+        rows = llm_call_values(
+            messages=record.messages,
+            answer=None if answer is None else answer.chat,
+            attempts=() if answer is None else answer.attempts,
+            created_at=record.finished_at,
+            agent_id=agent_id,
+            cycle_id=cycle_id,
+            prompt_version=record.prompt_version,
+            parse_error=None if answer is None else answer.parse_error,
+            error=record.error,
+        )
+        if rows:
+            connection.execute(insert(models.LlmCall), rows)
+
+    def _write_trading(
+        self,
+        connection: Connection,
+        *,
+        agent_id: int,
+        cycle_id: int | None,
+        books: AccountState,
+        fills: Sequence[Fill],
+        closed_trades: Sequence[ClosedTrade],
+        funding: Sequence[FundingPayment],
+        changes: _PositionChanges,
+    ) -> None:
+        open_ids = dict(self._open_positions)
+        changes.apply(open_ids)
+        closed_by_coin = {trade.coin: trade for trade in closed_trades}
+        fill_rows = []
+        for fill in fills:
+            key = (agent_id, fill.coin)
+            position_id = open_ids.get(key)
+            if fill.reason == "entry":
+                position = books.positions.get(fill.coin)
+                if position is None:
+                    # Opened and closed between two records: the closed trade carries it.
+                    trade = closed_by_coin.get(fill.coin)
+                    position_id = self._insert_closed_position(connection, agent_id, trade)
+                else:
+                    inserted = connection.execute(
+                        insert(models.Position).values(**_position_values(agent_id, position))
+                    ).inserted_primary_key
+                    assert inserted is not None
+                    position_id = int(inserted[0])
+                    open_ids[key] = position_id
+                    changes.opened[key] = position_id
+                    changes.closed.discard(key)
+            fill_rows.append(
+                {
+                    "agent_id": agent_id,
+                    "cycle_id": cycle_id,
+                    "position_id": position_id,
+                    "coin": fill.coin,
+                    "side": fill.side,
+                    "quantity": fill.quantity,
+                    "price": fill.price,
+                    "reference_price": fill.reference_price,
+                    "fee_usd": fill.fee_usd,
+                    "reason": fill.reason,
+                    "realized_pnl_usd": fill.realized_pnl_usd,
+                    "filled_at": fill.filled_at,
+                }
+            )
+        if fill_rows:
+            connection.execute(insert(models.Fill), fill_rows)
+        if funding:
+            connection.execute(
+                insert(models.FundingPayment),
+                [
+                    {
+                        "agent_id": agent_id,
+                        "position_id": open_ids.get((agent_id, payment.coin)),
+                        "coin": payment.coin,
+                        "rate": payment.rate,
+                        "mark_price": payment.mark_price,
+                        "quantity": payment.quantity,
+                        "amount_usd": payment.amount_usd,
+                        "settled_at": payment.settled_at,
+                    }
+                    for payment in funding
+                ],
+            )
+        for trade in closed_trades:
+            key = (agent_id, trade.coin)
+            position_id = open_ids.pop(key, None)
+            changes.opened.pop(key, None)
+            changes.closed.add(key)
+            if position_id is None:
+                continue
+            connection.execute(
+                update(models.Position)
+                .where(models.Position.id == position_id)
+                .values(
+                    status="closed",
+                    closed_at=trade.closed_at,
+                    exit_price=trade.exit_price,
+                    exit_fee_usd=trade.exit_fee_usd,
+                    exit_reason=trade.exit_reason,
+                    gross_pnl_usd=trade.gross_pnl_usd,
+                    net_pnl_usd=trade.net_pnl_usd,
+                    funding_usd=trade.funding_usd,
+                )
+            )
+        if funding:
+            for coin in {payment.coin for payment in funding}:
+                position = books.positions.get(coin)
+                position_id = open_ids.get((agent_id, coin))
+                if position is not None and position_id is not None:
+                    connection.execute(
+                        update(models.Position)
+                        .where(models.Position.id == position_id)
+                        .values(funding_usd=position.funding_usd)
+                    )
+
+    def _insert_closed_position(
+        self, connection: Connection, agent_id: int, trade: ClosedTrade | None
+    ) -> int | None:
+        if trade is None:
+            return None
+        inserted = connection.execute(
+            insert(models.Position).values(
+                agent_id=agent_id,
+                coin=trade.coin,
+                side=trade.side,
+                quantity=trade.quantity,
+                entry_price=trade.entry_price,
+                leverage=trade.leverage,
+                margin_usd=trade.entry_price * trade.quantity / trade.leverage,
+                liquidation_price=0.0,
+                entry_fee_usd=trade.entry_fee_usd,
+                funding_usd=trade.funding_usd,
+                opened_at=trade.opened_at,
+                status="closed",
+                closed_at=trade.closed_at,
+                exit_price=trade.exit_price,
+                exit_fee_usd=trade.exit_fee_usd,
+                exit_reason=trade.exit_reason,
+                gross_pnl_usd=trade.gross_pnl_usd,
+                net_pnl_usd=trade.net_pnl_usd,
+            )
+        ).inserted_primary_key
+        return None if inserted is None else int(inserted[0])
+
+    def _write_snapshot(
+        self,
+        connection: Connection,
+        agent_id: int,
+        cycle_id: int | None,
+        at: datetime,
+        record: AgentCycleRecord | AccountEventsRecord,
+    ) -> None:
+        view, books = record.view, record.books
+        connection.execute(
+            insert(models.AccountSnapshot).values(
+                agent_id=agent_id,
+                cycle_id=cycle_id,
+                at=at,
+                cash_usd=books.cash_usd,
+                margin_usd=view.margin_usd,
+                unrealized_pnl_usd=view.unrealized_pnl_usd,
+                equity_usd=view.equity_usd,
+                realized_pnl_usd=books.realized_pnl_usd,
+                fees_paid_usd=books.fees_paid_usd,
+                funding_paid_usd=books.funding_paid_usd,
+                open_positions=len(books.positions),
+            )
+        )
+
+
+def _decision_values(cycle_id: int, item: DecisionRecord) -> dict[str, Any]:
+    # Every row carries every column: one executemany needs the same keys throughout.
+    decision = item.decision
+    return {
+        "cycle_id": cycle_id,
+        "coin": decision.coin if decision is not None else item.coin[:16] or "?",
+        "signal": decision.signal if decision is not None else item.signal[:16] or "?",
+        "quantity": None if decision is None else decision.quantity,
+        "leverage": None if decision is None else decision.leverage,
+        "profit_target": None if decision is None else decision.profit_target,
+        "stop_loss": None if decision is None else decision.stop_loss,
+        "invalidation_condition": None
+        if decision is None
+        else decision.invalidation_condition or None,
+        "confidence": None if decision is None else decision.confidence,
+        "risk_usd": None if decision is None else decision.risk_usd,
+        "justification": None if decision is None else decision.justification or None,
+        "outcome": item.outcome,
+        "reason": item.reason,
+        "filled_quantity": item.filled_quantity,
+    }

@@ -1,0 +1,104 @@
+"""The response cache (`llm_cache`): answers keyed by a hash of what was asked.
+
+Modes: `live` always calls and stores the answer, `cached` uses a stored answer when there is one
+(and calls and stores otherwise), `replay` never calls (a miss is an error naming the prompt).
+A hit is one primary-key lookup and no write: hits are counted in memory and added to the rows by
+`flush_hits()` (the runtime calls it when it closes), so a backtest replays without an fsync per
+cycle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.llm.openai_compat import PreparedRequest
+from app.llm.quota import Clock, utc_now
+from app.llm.store import add_cache_hits, cached_answer_result, load_cached_answer
+from app.llm.store import save_cached_answer as _save
+from app.ports import ChatResult
+
+log = logging.getLogger(__name__)
+
+
+def cache_key(provider: str, request: PreparedRequest) -> str:
+    """Return the sha256 of the canonical JSON of (provider, model, messages, parameters)."""
+    payload: dict[str, Any] = {
+        "provider": provider,
+        "model": request.model,
+        "messages": [dict(m) for m in request.messages],
+        "parameters": request.answer_parameters(),
+    }
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class ResponseCache:
+    """Stored answers in `llm_cache`, read with one lookup and written in short transactions."""
+
+    def __init__(self, session_factory: sessionmaker[Session], *, clock: Clock = utc_now) -> None:
+        self.session_factory = session_factory
+        self.clock = clock
+        self._hits: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        # One session kept for lookups: reads in WAL mode never wait for writers, and reusing
+        # it saves building a session per hit.
+        self._reader: Session | None = None
+
+    def get(self, key: str) -> ChatResult | None:
+        """Return the stored answer under `key` as a cache hit, or None."""
+        started_s = time.perf_counter()
+        reader = self._reader
+        if reader is None:
+            reader = self._reader = self.session_factory()
+        try:
+            row = load_cached_answer(reader, key)
+            if row is None:
+                return None
+            result = cached_answer_result(row, latency_s=time.perf_counter() - started_s)
+        finally:
+            # End the read transaction so the next lookup sees new rows, and drop the row from
+            # the identity map so the session does not grow over a long replay.
+            reader.rollback()
+            reader.expunge_all()
+        with self._lock:
+            self._hits[key] += 1
+        return result
+
+    async def put(self, key: str, *, model: str, answer: ChatResult) -> None:
+        """Store `answer` (asked of `model`) under `key`, in a worker thread."""
+        try:
+            await asyncio.to_thread(self.save, key, model=model, answer=answer)
+        except SQLAlchemyError as error:
+            # The answer is good even if it could not be kept for a later run.
+            log.warning("could not store the answer in llm_cache: %s", error)
+
+    def save(self, key: str, *, model: str, answer: ChatResult) -> None:
+        """Store `answer` under `key` in a transaction of its own."""
+        with self.session_factory.begin() as session:
+            _save(session, key=key, model=model, answer=answer, created_at=self.clock())
+
+    def flush_hits(self) -> int:
+        """Add the hits counted since the last flush to their rows; return how many."""
+        with self._lock:
+            hits, self._hits = dict(self._hits), Counter()
+        if hits:
+            with self.session_factory.begin() as session:
+                add_cache_hits(session, hits)
+        return sum(hits.values())
+
+    def close(self) -> None:
+        """Flush the hit counts and release the reading session."""
+        self.flush_hits()
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None

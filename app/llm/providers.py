@@ -1,0 +1,81 @@
+"""The providers by the names users know: thin classes over the one adapter, one per provider.
+
+Each only names its `ProviderTraits` and a default model; everything else is `OpenAIChatModel`,
+so `QwenProvider(api_key)` asks the default Qwen model on ModelScope.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from pydantic import SecretStr
+
+from app.config import DEFAULT_MODELSCOPE_MODEL
+from app.errors import ConfigError
+from app.llm.openai_compat import CallDefaults, ClientPool, OpenAIChatModel, Sleep
+from app.llm.traits import DASHSCOPE, DEEPSEEK, MODELSCOPE, OPENAI
+
+DEFAULT_DEEPSEEK_MODEL: Final = "deepseek-flash"
+DEFAULT_QWQ_MODEL: Final = "qwq-plus"
+
+
+class QwenProvider(OpenAIChatModel):
+    """Qwen (or any served model) on ModelScope API-Inference: the default provider."""
+
+    TRAITS = MODELSCOPE
+    DEFAULT_MODEL = DEFAULT_MODELSCOPE_MODEL
+
+
+class DeepSeekProvider(OpenAIChatModel):
+    """DeepSeek's own API (`deepseek-flash`, `deepseek-v4-pro`); thinking via `ChatOptions`."""
+
+    TRAITS = DEEPSEEK
+    DEFAULT_MODEL = DEFAULT_DEEPSEEK_MODEL
+
+
+class QwQProvider(OpenAIChatModel):
+    """QwQ (`qwq-plus`, `qwq-32b`) on DashScope's compatible mode: streamed, always thinking."""
+
+    TRAITS = DASHSCOPE
+    DEFAULT_MODEL = DEFAULT_QWQ_MODEL
+
+
+class OpenAICompatibleProvider(OpenAIChatModel):
+    """Any OpenAI-compatible endpoint by base URL (a local Ollama or vLLM server, OpenAI...)."""
+
+    TRAITS = OPENAI
+
+
+PROVIDER_CLASSES: Final[dict[str, type[OpenAIChatModel]]] = {
+    "modelscope": QwenProvider,
+    "deepseek": DeepSeekProvider,
+    "dashscope": QwQProvider,
+    "openai": OpenAICompatibleProvider,
+}
+
+
+def make_provider(
+    provider: str,
+    *,
+    model: str,
+    api_key: str | SecretStr | None,
+    base_url: str | None = None,
+    defaults: CallDefaults | None = None,
+    clients: ClientPool | None = None,
+    sleep: Sleep | None = None,
+    require_key: bool = True,
+) -> OpenAIChatModel:
+    """Return the adapter for `provider` (`modelscope`, `deepseek`, `dashscope`, `openai`)."""
+    cls = PROVIDER_CLASSES.get(provider)
+    if cls is None:
+        known = ", ".join(PROVIDER_CLASSES)
+        raise ConfigError(f"provider {provider!r} is not a model provider; use one of {known}")
+    return cls(
+        api_key,
+        model,
+        base_url=base_url,
+        defaults=defaults,
+        clients=clients,
+        sleep=sleep,
+        require_key=require_key,
+    )

@@ -1,0 +1,142 @@
+"""Quota accounting: calls per provider, model and UTC day, and which models to skip for now.
+
+Every request's outcome and rate-limit headers go to `quota_usage` in a short transaction of its
+own, run in a worker thread so a busy SQLite file never stalls the other agents' calls. Skips are
+shared by every agent (ModelScope's quota is per account, not per agent) and survive a restart:
+a model exhausted for the day has `exhausted_at` set on its row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.llm.store import QuotaDelta, add_quota_usage, quota_rows
+from app.llm.traits import next_quota_day_at, quota_day
+from app.ports import CallAttempt
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """Return the current UTC time (the live clock of the LLM adapters)."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """A model left out of its chains until `until`, and why."""
+
+    until: datetime
+    reason: str
+    message: str
+
+
+class QuotaTracker:
+    """Record requests per (provider, model, UTC day) and remember models to skip."""
+
+    def __init__(
+        self, session_factory: sessionmaker[Session] | None = None, *, clock: Clock = utc_now
+    ) -> None:
+        self.session_factory = session_factory
+        self.clock = clock
+        self._skips: dict[tuple[str, str], Skip] = {}
+        self._loaded_day: date | None = None
+
+    def skip(
+        self, provider: str, model: str, *, until: datetime, reason: str, message: str
+    ) -> None:
+        """Leave `model` out of every chain until `until`."""
+        self._skips[(provider, model)] = Skip(until=until, reason=reason, message=message)
+
+    def skipped(self, provider: str, model: str, at: datetime) -> Skip | None:
+        """Return the skip in force for `model` at `at`, or None when it may be asked."""
+        self._load_day(at)
+        skip = self._skips.get((provider, model))
+        if skip is None:
+            return None
+        if at >= skip.until:
+            del self._skips[(provider, model)]
+            return None
+        return skip
+
+    def _load_day(self, at: datetime) -> None:
+        # After a restart, models marked exhausted earlier today stay skipped.
+        day = quota_day(at)
+        if self.session_factory is None or self._loaded_day == day:
+            return
+        self._loaded_day = day
+        with self.session_factory() as session:
+            for row in quota_rows(session, day):
+                if row.exhausted_at is not None and (row.provider, row.model) not in self._skips:
+                    not_served = "not_served" in (row.last_status or "")
+                    self._skips[(row.provider, row.model)] = Skip(
+                        until=next_quota_day_at(at),
+                        reason="not_served" if not_served else "rate_limited",
+                        message=row.last_error or "quota exhausted earlier today",
+                    )
+
+    async def record(
+        self,
+        attempts: Sequence[CallAttempt],
+        *,
+        at: datetime,
+        exhausted_at: datetime | None = None,
+    ) -> None:
+        """Add `attempts` (requests to one model) to today's `quota_usage` row of each model."""
+        if self.session_factory is None or not attempts:
+            return
+        deltas = quota_deltas(attempts, at=at, exhausted_at=exhausted_at)
+        try:
+            await asyncio.to_thread(self._write, deltas)
+        except SQLAlchemyError as error:
+            # Bookkeeping must not cost the agent its answer: the call itself went through.
+            log.warning("could not record LLM quota usage: %s", error)
+
+    def _write(self, deltas: Sequence[QuotaDelta]) -> None:
+        assert self.session_factory is not None
+        with self.session_factory.begin() as session:
+            for delta in deltas:
+                add_quota_usage(session, delta)
+
+
+def quota_deltas(
+    attempts: Sequence[CallAttempt], *, at: datetime, exhausted_at: datetime | None = None
+) -> list[QuotaDelta]:
+    """Return one `QuotaDelta` per model named in `attempts` (headers: the last ones seen)."""
+    by_model: dict[tuple[str, str], list[CallAttempt]] = {}
+    for attempt in attempts:
+        by_model.setdefault((attempt.provider, attempt.model), []).append(attempt)
+    deltas = []
+    for (provider, model), group in by_model.items():
+        headers: dict[str, str] = {}
+        for attempt in group:
+            headers.update(attempt.rate_limit_headers)
+        last = group[-1]
+        deltas.append(
+            QuotaDelta(
+                provider=provider,
+                model=model,
+                day=quota_day(at),
+                at=at,
+                calls=len(group),
+                successes=sum(1 for a in group if a.outcome == "ok"),
+                failures=sum(1 for a in group if a.outcome != "ok"),
+                rate_limited=sum(1 for a in group if a.outcome == "rate_limited"),
+                headers=headers,
+                last_status=last.outcome
+                if last.status_code is None
+                else f"{last.status_code} {last.outcome}",
+                last_error=last.error,
+                exhausted_at=exhausted_at,
+            )
+        )
+    return deltas

@@ -1,0 +1,297 @@
+"""What `arena quota` shows: per configured model, today's calls, last-seen limits and runway.
+
+`quota_report` reads `quota_usage` only (free); `probe_models` spends one minimal request per model
+to read fresh rate-limit headers (on ModelScope even a rejected request spends quota).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from rich.table import Table
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import AgentConfig, Settings
+from app.domain import timeframe_to_timedelta
+from app.errors import ConfigError, ModelCallError
+from app.llm.openai_compat import ClientPool
+from app.llm.providers import make_provider
+from app.llm.quota import QuotaTracker
+from app.llm.runtime import call_defaults
+from app.llm.store import latest_quota_rows, quota_rows, rate_limit_values
+from app.llm.traits import next_quota_day_at, quota_day
+from app.ports import ChatMessage, ChatOptions
+
+PROBE_MESSAGES = (ChatMessage("user", "Reply with the single word OK."),)
+PROBE_MAX_TOKENS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class ModelQuota:
+    """One configured model's quota picture (see `quota_report`)."""
+
+    provider: str
+    model: str
+    agents: tuple[str, ...]
+    primary_for: int
+    calls_today: int
+    successes_today: int
+    failures_today: int
+    rate_limited_today: int
+    requests_limit: int | None
+    requests_remaining: int | None
+    model_requests_limit: int | None
+    model_requests_remaining: int | None
+    limits_seen_on: str | None
+    calls_left: int | None
+    calls_left_estimated: bool
+    cycles_left_today: int
+    calls_needed_today: int
+    enough_for_today: bool | None
+    runs_out_at: str | None
+    exhausted: bool
+    last_status: str | None
+    last_error: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        """Return the figures as a JSON-ready dict."""
+        payload = asdict(self)
+        payload["agents"] = list(self.agents)
+        return payload
+
+
+def configured_models(agents: Sequence[AgentConfig]) -> list[tuple[str, str, list[str], int]]:
+    """Return (provider, model, agent names, agents asking it first) for each model in a chain."""
+    found: dict[tuple[str, str], tuple[list[str], int]] = {}
+    for agent in agents:
+        if agent.provider == "baseline":
+            continue
+        for position, model in enumerate(agent.models):
+            names, primary = found.get((agent.provider, model), ([], 0))
+            if agent.name not in names:
+                names.append(agent.name)
+            found[(agent.provider, model)] = (names, primary + (position == 0))
+    return [(p, m, names, primary) for (p, m), (names, primary) in found.items()]
+
+
+def quota_report(
+    settings: Settings, session_factory: sessionmaker[Session], *, now: datetime
+) -> list[ModelQuota]:
+    """Return the quota picture of every configured model at `now` (reads the database only).
+
+    Calls needed today = cycles left before the quota day ends (at `schedule.interval`) x the
+    agents asking the model first. Calls left = the smaller of the model's and the account's
+    last-seen remainders; when those were seen on an earlier day, the limit minus today's calls
+    (flagged as an estimate).
+    """
+    interval_s = timeframe_to_timedelta(settings.schedule.interval).total_seconds()
+    reset_at = next_quota_day_at(now)
+    cycles_left = math.ceil((reset_at - now).total_seconds() / interval_s)
+    day = quota_day(now)
+    with session_factory() as session:
+        today = {(row.provider, row.model): row for row in quota_rows(session, day)}
+        latest = latest_quota_rows(session)
+    report = []
+    for provider, model, agents, primary in configured_models(settings.agents):
+        row = today.get((provider, model))
+        seen = row if row is not None and row.requests_limit is not None else None
+        seen = seen or latest.get((provider, model))
+        limits = _limits(seen)
+        calls_today = row.calls if row is not None else 0
+        fresh = seen is not None and seen.day == day
+        remaining = [
+            value
+            for value in (limits["model_requests_remaining"], limits["requests_remaining"])
+            if value is not None
+        ]
+        estimated = False
+        if fresh and remaining:
+            calls_left: int | None = min(remaining)
+        else:
+            caps = [v for v in (limits["model_requests_limit"], limits["requests_limit"]) if v]
+            calls_left = max(0, min(caps) - calls_today) if caps else None
+            estimated = calls_left is not None
+        needed = cycles_left * primary
+        runs_out_at = None
+        if calls_left is not None and primary and calls_left < needed:
+            runs_out_at = (now + (calls_left // primary) * (reset_at - now) / cycles_left).strftime(
+                "%H:%M UTC"
+            )
+        report.append(
+            ModelQuota(
+                provider=provider,
+                model=model,
+                agents=tuple(agents),
+                primary_for=primary,
+                calls_today=calls_today,
+                successes_today=row.successes if row is not None else 0,
+                failures_today=row.failures if row is not None else 0,
+                rate_limited_today=row.rate_limited if row is not None else 0,
+                limits_seen_on=seen.day.isoformat() if seen is not None else None,
+                calls_left=calls_left,
+                calls_left_estimated=estimated,
+                cycles_left_today=cycles_left,
+                calls_needed_today=needed,
+                enough_for_today=None if calls_left is None else calls_left >= needed,
+                runs_out_at=runs_out_at,
+                exhausted=row is not None and row.exhausted_at is not None,
+                last_status=row.last_status if row is not None else None,
+                last_error=row.last_error if row is not None else None,
+                **limits,
+            )
+        )
+    return report
+
+
+def _limits(row: Any) -> dict[str, int | None]:
+    if row is None:
+        return dict.fromkeys(
+            (
+                "requests_limit",
+                "requests_remaining",
+                "model_requests_limit",
+                "model_requests_remaining",
+            )
+        )
+    return {
+        "requests_limit": row.requests_limit,
+        "requests_remaining": row.requests_remaining,
+        "model_requests_limit": row.model_requests_limit,
+        "model_requests_remaining": row.model_requests_remaining,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """The outcome of one probe request."""
+
+    provider: str
+    model: str
+    outcome: str
+    detail: str
+    headers: dict[str, int | None]
+
+
+async def probe_models(
+    settings: Settings,
+    session_factory: sessionmaker[Session] | None,
+    *,
+    now: datetime,
+) -> list[ProbeResult]:
+    """Spend one minimal request per configured model to read fresh limits; record each.
+
+    Models whose provider has no key are reported as `no_key` without a request.
+    """
+    clients = ClientPool()
+    tracker = QuotaTracker(session_factory)
+    defaults = call_defaults(settings)
+    results = []
+    try:
+        for provider, model, _agents, _primary in configured_models(settings.agents):
+            endpoint = settings.provider_settings(provider)
+            try:
+                adapter = make_provider(
+                    provider,
+                    model=model,
+                    api_key=endpoint.api_key,
+                    base_url=endpoint.base_url,
+                    defaults=defaults,
+                    clients=clients,
+                )
+            except ConfigError as error:
+                results.append(ProbeResult(provider, model, "no_key", str(error), {}))
+                continue
+            request = adapter.prepare(
+                PROBE_MESSAGES, ChatOptions(max_tokens=PROBE_MAX_TOKENS, thinking=False)
+            )
+            try:
+                answer = await adapter.send(request, max_retries=0)
+            except ModelCallError as error:
+                attempts = error.attempts
+                detail = str(error)
+            else:
+                attempts = answer.attempts
+                detail = "answered"
+            await tracker.record(attempts, at=now)
+            last = attempts[-1] if attempts else None
+            results.append(
+                ProbeResult(
+                    provider,
+                    model,
+                    last.outcome if last is not None else "error",
+                    detail,
+                    rate_limit_values(last.rate_limit_headers if last is not None else {}),
+                )
+            )
+    finally:
+        await clients.aclose()
+    return results
+
+
+def report_json(
+    settings: Settings, report: Sequence[ModelQuota], probes: Sequence[ProbeResult] = ()
+) -> dict[str, Any]:
+    """Return `arena quota --json`'s document."""
+    return {
+        "interval": settings.schedule.interval,
+        "models": [item.as_json() for item in report],
+        "probes": [asdict(probe) for probe in probes],
+    }
+
+
+def probe_lines(probes: Sequence[ProbeResult]) -> list[str]:
+    """Return one rich-markup line per probe outcome."""
+    lines = []
+    for probe in probes:
+        if probe.outcome == "ok":
+            lines.append(f"probe {probe.provider}:{probe.model}: [green]ok[/]")
+        else:
+            lines.append(
+                f"probe {probe.provider}:{probe.model}: [red]{probe.outcome}[/] ({probe.detail})"
+            )
+    return lines
+
+
+def _fraction(left: int | None, limit: int | None) -> str:
+    if left is None and limit is None:
+        return "?"
+    return f"{'?' if left is None else left}/{limit or '?'}"
+
+
+def _verdict(item: ModelQuota) -> str:
+    if item.exhausted:
+        return "[red]exhausted today[/]"
+    if item.enough_for_today is None:
+        return "unknown"
+    left = f"{item.calls_left}{' (est.)' if item.calls_left_estimated else ''} left"
+    if item.enough_for_today:
+        return f"[green]enough[/]: {left}"
+    return f"[yellow]runs out ~{item.runs_out_at}[/]: {left}"
+
+
+def report_table(settings: Settings, report: Sequence[ModelQuota]) -> Table | str:
+    """Return the report as a rich table (or a sentence when no agent uses a model)."""
+    if not report:
+        return "No LLM agents configured (only baselines): no quota is used."
+    interval = settings.schedule.interval
+    table = Table(
+        title=f"LLM quota, today (UTC), one decision every {interval}",
+        caption="model/account left: last-seen remainder/limit; unknown: run arena quota --probe",
+    )
+    for column in ("model", "calls today", "model left", "account left", "needed", "verdict"):
+        table.add_column(column, overflow="fold")
+    for item in report:
+        table.add_row(
+            f"{item.provider}:{item.model}",
+            f"{item.calls_today}"
+            + (f" ({item.failures_today} failed)" if item.failures_today else ""),
+            _fraction(item.model_requests_remaining, item.model_requests_limit),
+            _fraction(item.requests_remaining, item.requests_limit),
+            str(item.calls_needed_today),
+            _verdict(item),
+        )
+    return table

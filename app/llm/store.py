@@ -1,0 +1,321 @@
+"""SQLAlchemy persistence of the LLM side: `llm_call`, `quota_usage` and `llm_cache` rows.
+
+Every function takes a `Session` and never commits: the caller owns the transaction (the engine's
+one-per-agent-cycle transaction for `llm_call`, a short one of its own for quota and cache).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, Final
+
+from sqlalchemy import case, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from app.db import models
+from app.db.llm_rows import (
+    compress_text,
+    decompress_text,
+    llm_call_values,
+)
+from app.ports import CallAttempt, ChatMessage, ChatResult, TokenUsage
+
+RATE_LIMIT_COLUMNS: Final[Mapping[str, str]] = {
+    "modelscope-ratelimit-requests-limit": "requests_limit",
+    "modelscope-ratelimit-requests-remaining": "requests_remaining",
+    "modelscope-ratelimit-model-requests-limit": "model_requests_limit",
+    "modelscope-ratelimit-model-requests-remaining": "model_requests_remaining",
+}
+
+
+def rate_limit_values(headers: Mapping[str, str]) -> dict[str, int | None]:
+    """Return the four ModelScope rate-limit headers as `quota_usage` column values."""
+    values: dict[str, int | None] = {}
+    for header, column in RATE_LIMIT_COLUMNS.items():
+        raw = headers.get(header)
+        try:
+            values[column] = int(raw) if raw is not None else None
+        except ValueError:
+            values[column] = None
+    return values
+
+
+# -- llm_call ----------------------------------------------------------------------------------
+
+
+def add_llm_calls(
+    session: Session,
+    *,
+    messages: Sequence[ChatMessage],
+    answer: ChatResult | None,
+    attempts: Sequence[CallAttempt] = (),
+    created_at: datetime,
+    agent_id: int | None = None,
+    cycle_id: int | None = None,
+    prompt_version: str | None = None,
+    parse_error: str | None = None,
+) -> list[models.LlmCall]:
+    """Add the `llm_call` rows of one call (see `llm_call_values`); nothing is committed."""
+    rows = [
+        models.LlmCall(**values)
+        for values in llm_call_values(
+            messages=messages,
+            answer=answer,
+            attempts=attempts,
+            created_at=created_at,
+            agent_id=agent_id,
+            cycle_id=cycle_id,
+            prompt_version=prompt_version,
+            parse_error=parse_error,
+        )
+    ]
+    session.add_all(rows)
+    return rows
+
+
+@dataclass(frozen=True, slots=True)
+class AgentLlmUsage:
+    """Tokens, latency and calls of one agent's `llm_call` rows."""
+
+    agent_id: int
+    calls: int
+    requests: int
+    cache_hits: int
+    failures: int
+    prompt_tokens: int
+    completion_tokens: int
+    reasoning_tokens: int
+    total_tokens: int
+    latency_ms: int
+
+    @property
+    def mean_latency_ms(self) -> float:
+        """Return the mean latency per request (0 without requests)."""
+        return self.latency_ms / self.requests if self.requests else 0.0
+
+
+def usage_by_agent(
+    session: Session,
+    *,
+    agent_ids: Iterable[int] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> dict[int, AgentLlmUsage]:
+    """Return tokens, latency and call counts summed per agent over `[since, until)`.
+
+    `calls` counts answers and failed calls (rows), `requests` the rows that reached a provider
+    (cache hits excluded), `failures` the rows whose outcome is not ok/cache_hit/parse_error.
+    """
+    call = models.LlmCall
+    ok_outcomes = ("ok", "cache_hit", "parse_error")
+    query = (
+        select(
+            call.agent_id,
+            func.count(call.id),
+            func.sum(case((call.cache_hit.is_(False), 1), else_=0)),
+            func.sum(case((call.cache_hit.is_(True), 1), else_=0)),
+            func.sum(case((call.outcome.not_in(ok_outcomes), 1), else_=0)),
+            func.sum(call.prompt_tokens),
+            func.sum(call.completion_tokens),
+            func.sum(call.reasoning_tokens),
+            func.sum(call.total_tokens),
+            func.sum(case((call.cache_hit.is_(False), call.latency_ms), else_=0)),
+        )
+        .where(call.agent_id.is_not(None))
+        .group_by(call.agent_id)
+    )
+    if agent_ids is not None:
+        query = query.where(call.agent_id.in_(list(agent_ids)))
+    if since is not None:
+        query = query.where(call.created_at >= since)
+    if until is not None:
+        query = query.where(call.created_at < until)
+    result: dict[int, AgentLlmUsage] = {}
+    for row in session.execute(query):
+        agent_id = int(row[0])
+        numbers = [int(value or 0) for value in row[1:]]
+        result[agent_id] = AgentLlmUsage(agent_id, *numbers)
+    return result
+
+
+# -- quota_usage -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaDelta:
+    """What some requests to one model on one quota day add to its `quota_usage` row."""
+
+    provider: str
+    model: str
+    day: date
+    at: datetime
+    calls: int = 0
+    successes: int = 0
+    failures: int = 0
+    rate_limited: int = 0
+    headers: Mapping[str, str] | None = None
+    last_status: str | None = None
+    last_error: str | None = None
+    exhausted_at: datetime | None = None
+
+
+def add_quota_usage(session: Session, delta: QuotaDelta) -> None:
+    """Add `delta` to its (provider, model, day) row, keeping the last-seen limits."""
+    limits = rate_limit_values(delta.headers or {})
+    values: dict[str, Any] = {
+        "provider": delta.provider,
+        "model": delta.model,
+        "day": delta.day,
+        "calls": delta.calls,
+        "successes": delta.successes,
+        "failures": delta.failures,
+        "rate_limited": delta.rate_limited,
+        "last_status": delta.last_status,
+        "last_error": delta.last_error,
+        "exhausted_at": delta.exhausted_at,
+        "updated_at": delta.at,
+        **limits,
+    }
+    dialect = session.get_bind().dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+        statement = insert(models.QuotaUsage).values(**values)
+        excluded = statement.excluded
+        current = models.QuotaUsage.__table__.c
+        changes: dict[str, Any] = {
+            name: current[name] + excluded[name]
+            for name in ("calls", "successes", "failures", "rate_limited")
+        }
+        # Headers, status and exhaustion keep their last known value when this delta has none.
+        for name in (*limits, "last_status", "last_error", "exhausted_at"):
+            changes[name] = func.coalesce(excluded[name], current[name])
+        changes["updated_at"] = excluded["updated_at"]
+        session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["provider", "model", "day"], set_=changes
+            )
+        )
+        return
+    _add_quota_usage_portably(session, values, limits)
+
+
+def _add_quota_usage_portably(
+    session: Session, values: dict[str, Any], limits: Mapping[str, int | None]
+) -> None:
+    row = session.scalars(
+        select(models.QuotaUsage).where(
+            models.QuotaUsage.provider == values["provider"],
+            models.QuotaUsage.model == values["model"],
+            models.QuotaUsage.day == values["day"],
+        )
+    ).first()
+    if row is None:
+        session.add(models.QuotaUsage(**values))
+        return
+    for name in ("calls", "successes", "failures", "rate_limited"):
+        setattr(row, name, getattr(row, name) + values[name])
+    for name in (*limits, "last_status", "last_error", "exhausted_at"):
+        if values[name] is not None:
+            setattr(row, name, values[name])
+    row.updated_at = values["updated_at"]
+
+
+def quota_rows(session: Session, day: date) -> list[models.QuotaUsage]:
+    """Return the `quota_usage` rows of `day`."""
+    return list(
+        session.scalars(
+            select(models.QuotaUsage)
+            .where(models.QuotaUsage.day == day)
+            .order_by(models.QuotaUsage.provider, models.QuotaUsage.model)
+        )
+    )
+
+
+def latest_quota_rows(session: Session) -> dict[tuple[str, str], models.QuotaUsage]:
+    """Return the most recent `quota_usage` row of every (provider, model)."""
+    latest = (
+        select(
+            models.QuotaUsage.provider,
+            models.QuotaUsage.model,
+            func.max(models.QuotaUsage.day).label("day"),
+        )
+        .group_by(models.QuotaUsage.provider, models.QuotaUsage.model)
+        .subquery()
+    )
+    rows = session.scalars(
+        select(models.QuotaUsage).join(
+            latest,
+            (models.QuotaUsage.provider == latest.c.provider)
+            & (models.QuotaUsage.model == latest.c.model)
+            & (models.QuotaUsage.day == latest.c.day),
+        )
+    )
+    return {(row.provider, row.model): row for row in rows}
+
+
+# -- llm_cache ---------------------------------------------------------------------------------
+
+
+def load_cached_answer(session: Session, key: str) -> models.LlmCache | None:
+    """Return the stored answer under `key` (one primary-key lookup), or None."""
+    return session.get(models.LlmCache, key)
+
+
+def save_cached_answer(
+    session: Session, *, key: str, model: str, answer: ChatResult, created_at: datetime
+) -> None:
+    """Store `answer` under `key`, replacing an older answer (`live` mode refreshes it)."""
+    usage = answer.usage
+    values: dict[str, Any] = {
+        "key": key,
+        "provider": answer.provider,
+        "model": model,
+        "model_answered": answer.model,
+        "response_text": answer.text,
+        "reasoning_z": compress_text(answer.reasoning),
+        "finish_reason": answer.finish_reason,
+        "usage": {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "reasoning_tokens": usage.reasoning_tokens,
+            "total_tokens": usage.total_tokens,
+        },
+        "latency_ms": round(answer.latency_s * 1000),
+        "created_at": created_at,
+    }
+    row = session.get(models.LlmCache, key)
+    if row is None:
+        session.add(models.LlmCache(hits=0, **values))
+        return
+    for name, value in values.items():
+        setattr(row, name, value)
+
+
+def add_cache_hits(session: Session, hits: Mapping[str, int]) -> None:
+    """Add counted hits to their `llm_cache` rows."""
+    cache = models.LlmCache
+    for key, count in hits.items():
+        session.execute(update(cache).where(cache.key == key).values(hits=cache.hits + count))
+
+
+def cached_answer_result(row: models.LlmCache, *, latency_s: float) -> ChatResult:
+    """Return a stored answer as a `ChatResult` with `cache_hit` set."""
+    usage = row.usage or {}
+    return ChatResult(
+        text=row.response_text,
+        provider=row.provider,
+        model=row.model_answered or row.model,
+        reasoning=decompress_text(row.reasoning_z),
+        finish_reason=row.finish_reason,
+        usage=TokenUsage(
+            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            completion_tokens=int(usage.get("completion_tokens", 0)),
+            reasoning_tokens=int(usage.get("reasoning_tokens", 0)),
+            total_tokens=int(usage.get("total_tokens", 0)),
+        ),
+        latency_s=latency_s,
+        cache_hit=True,
+    )

@@ -1,0 +1,182 @@
+"""Per-provider traits as data: what each OpenAI-compatible provider accepts and how it fails.
+
+The one adapter (`openai_compat.OpenAIChatModel`) reads these instead of branching on provider
+names. A provider is its defaults plus rules matched against the model id; the facts behind each
+value are in docs/providers.md (and the wire-format notes it cites).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Final
+
+
+@dataclass(frozen=True, slots=True)
+class ModelTraits:
+    """How to ask one model, resolved from its provider's defaults and the rules it matches."""
+
+    # A non-stream call is refused (QwQ, `*-Thinking-*`): always stream.
+    stream_only: bool = False
+    # Send `temperature`; False where the model silently ignores sampling parameters.
+    sampling: bool = True
+    # Merge system messages into the first user message (QwQ works best without a system role).
+    fold_system: bool = False
+    # Send `response_format={"type": "json_object"}` when JSON is asked for.
+    json_mode: bool = False
+    # Thinking models answer slowly: never wait less than this, whatever the settings say.
+    min_timeout_s: float = 0.0
+    # `extra_body` fragments that switch thinking on or off; None where the model has no switch.
+    thinking_on: Mapping[str, Any] | None = None
+    thinking_off: Mapping[str, Any] | None = None
+    # Thinking is refused in a non-stream call: stream when thinking, switch it off otherwise.
+    thinking_needs_stream: bool = False
+    # Ask for token usage in the last stream chunk (`stream_options.include_usage`).
+    stream_usage: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRule:
+    """Overrides of `ModelTraits` fields for model ids matching `pattern` (case-insensitive)."""
+
+    pattern: str
+    overrides: Mapping[str, Any]
+
+    def matches(self, model: str) -> bool:
+        """Return True when `model` matches this rule."""
+        return re.search(self.pattern, model, flags=re.IGNORECASE) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderTraits:
+    """One OpenAI-compatible provider: endpoint, key, per-model rules and error vocabulary."""
+
+    name: str
+    label: str
+    default_base_url: str | None
+    key_env: str
+    key_help: str
+    defaults: ModelTraits = field(default_factory=ModelTraits)
+    rules: tuple[ModelRule, ...] = ()
+    # Local OpenAI-compatible servers accept any key; the hosted providers refuse a missing one.
+    key_required: bool = True
+    # Response headers worth keeping (quota and rate limits), by lowercase prefix.
+    rate_limit_header_prefixes: tuple[str, ...] = ("modelscope-ratelimit-", "x-ratelimit-")
+    # How long a model that answered 429 is skipped: None means until the next quota day
+    # (ModelScope's free quota is daily), a number of seconds where 429 means "too fast".
+    rate_limit_cooldown_s: float | None = None
+    # Lowercase fragments of error messages, by meaning.
+    not_served_markers: tuple[str, ...] = (
+        "has no provider supported",
+        "model not exist",
+        "model_not_found",
+        "does not exist",
+    )
+    quota_markers: tuple[str, ...] = ("limit exceeded", "达到使用量上限")
+    # Quota gone for the day even where a plain 429 only means "slow down".
+    day_quota_markers: tuple[str, ...] = (
+        "insufficient_quota",
+        "allocationquota",
+        "free allocated quota",
+    )
+    billing_markers: tuple[str, ...] = ("insufficient balance", "arrearage")
+
+    def model_traits(self, model: str) -> ModelTraits:
+        """Return the traits of `model`: the defaults with every matching rule applied in order."""
+        traits = self.defaults
+        for rule in self.rules:
+            if rule.matches(model):
+                traits = replace(traits, **dict(rule.overrides))
+        return traits
+
+
+_ENABLE_THINKING_ON: Final = {"enable_thinking": True}
+_ENABLE_THINKING_OFF: Final = {"enable_thinking": False}
+# Open-source hybrid Qwen3 checkpoints (`Qwen3-32B`, `Qwen3-235B-A22B`): thinking by default,
+# and a non-stream call with thinking on is a 400. The `-Instruct-2507` ones never think.
+_HYBRID_QWEN3: Final = ModelRule(
+    pattern=r"(^|/)qwen3-[\d.]+b(-a[\d.]+b)?$",
+    overrides={
+        "thinking_on": _ENABLE_THINKING_ON,
+        "thinking_off": _ENABLE_THINKING_OFF,
+        "thinking_needs_stream": True,
+    },
+)
+_THINKING_ONLY: Final = ModelRule(
+    pattern=r"thinking|qwq",
+    overrides={"stream_only": True, "json_mode": False, "min_timeout_s": 60.0},
+)
+
+MODELSCOPE: Final = ProviderTraits(
+    name="modelscope",
+    label="ModelScope",
+    default_base_url="https://api-inference.modelscope.cn/v1",
+    key_env="MODELSCOPE_API_KEY",
+    key_help="create an access token at https://modelscope.cn/my/myaccesstoken",
+    rules=(
+        _HYBRID_QWEN3,
+        _THINKING_ONLY,
+        # JSON mode was seen working for DeepSeek V4 served by ModelScope.
+        ModelRule(pattern=r"^deepseek-ai/deepseek-v", overrides={"json_mode": True}),
+    ),
+    rate_limit_cooldown_s=None,
+)
+
+DASHSCOPE: Final = ProviderTraits(
+    name="dashscope",
+    label="DashScope",
+    default_base_url="https://dashscope.aliyuncs.com/compatible-mode/v1",
+    key_env="DASHSCOPE_API_KEY",
+    key_help="create a key in the Model Studio console (https://bailian.console.aliyun.com)",
+    rules=(
+        _HYBRID_QWEN3,
+        _THINKING_ONLY,
+        # QwQ: stream only, ignores sampling, no JSON mode, better without a system message.
+        ModelRule(pattern=r"^qwq", overrides={"sampling": False, "fold_system": True}),
+    ),
+    rate_limit_cooldown_s=60.0,
+)
+
+DEEPSEEK: Final = ProviderTraits(
+    name="deepseek",
+    label="DeepSeek",
+    default_base_url="https://api.deepseek.com",
+    key_env="DEEPSEEK_API_KEY",
+    key_help="create a key at https://platform.deepseek.com/api_keys",
+    # Thinking is on by default on the current models and is switched in the request body;
+    # JSON mode works on both (the prompt must say "json").
+    defaults=ModelTraits(
+        json_mode=True,
+        thinking_on={"thinking": {"type": "enabled"}},
+        thinking_off={"thinking": {"type": "disabled"}},
+    ),
+    # DeepSeek's 429 means "over the concurrency limit", not "out of quota for the day".
+    rate_limit_cooldown_s=60.0,
+)
+
+OPENAI: Final = ProviderTraits(
+    name="openai",
+    label="OpenAI-compatible server",
+    default_base_url="https://api.openai.com/v1",
+    key_env="OPENAI_API_KEY",
+    key_help="set the key your server expects (local servers such as Ollama accept any text)",
+    key_required=False,
+    rate_limit_cooldown_s=60.0,
+)
+
+PROVIDER_TRAITS: Final[Mapping[str, ProviderTraits]] = {
+    traits.name: traits for traits in (MODELSCOPE, DASHSCOPE, DEEPSEEK, OPENAI)
+}
+
+
+def quota_day(at: datetime) -> date:
+    """Return the quota day `at` falls in (quotas are counted per UTC day)."""
+    return at.astimezone(UTC).date()
+
+
+def next_quota_day_at(at: datetime) -> datetime:
+    """Return when the quota day after the one holding `at` begins."""
+    day = quota_day(at)
+    return datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)

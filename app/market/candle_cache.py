@@ -1,0 +1,151 @@
+"""The candle cache: closed exchange candles in the `candle` table, so nothing is fetched twice.
+
+Only closed candles are stored (a forming candle would change), keyed by exchange id, unified
+symbol, timeframe and open time in integer milliseconds. Saving the same candle again replaces it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Engine, Table, and_, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.sql.expression import Executable
+
+from app.db.models import Candle
+from app.db.session import make_engine
+from app.domain import ensure_utc
+from app.errors import TemporaryError
+from app.market.files import CANDLE_COLUMNS, INDEX_NAME, index_ns
+
+_BATCH_ROWS = 2000
+
+
+def _ms(moment: datetime) -> int:
+    return int(ensure_utc(moment).timestamp() * 1000)
+
+
+def empty_candles() -> pd.DataFrame:
+    """Return an empty OHLCV frame with the usual columns and a UTC index."""
+    return pd.DataFrame(
+        {name: np.array([], dtype=float) for name in CANDLE_COLUMNS},
+        index=pd.DatetimeIndex([], tz="UTC", name=INDEX_NAME).as_unit("ns"),
+    )
+
+
+def candles_from_rows(times_ms: np.ndarray, values: np.ndarray) -> pd.DataFrame:
+    """Build an OHLCV frame from open times in ms and rows of open, high, low, close, volume."""
+    if len(times_ms) == 0:
+        return empty_candles()
+    index = pd.DatetimeIndex(
+        pd.to_datetime(np.asarray(times_ms, dtype=np.int64), unit="ms", utc=True), name=INDEX_NAME
+    ).as_unit("ns")
+    return pd.DataFrame(np.asarray(values, dtype=float), index=index, columns=list(CANDLE_COLUMNS))
+
+
+class CandleCache:
+    """Read and write closed candles in the `candle` table of a migrated database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def from_url(cls, url: str) -> CandleCache:
+        """Open the cache in the database at `url` (migrate it first: `arena db upgrade`)."""
+        return cls(make_engine(url))
+
+    def load(
+        self, *, exchange: str, symbol: str, timeframe: str, start: datetime, end: datetime
+    ) -> pd.DataFrame:
+        """Return the cached candles with open time in [`start`, `end`), oldest first."""
+        query = (
+            select(
+                Candle.open_time_ms,
+                Candle.open,
+                Candle.high,
+                Candle.low,
+                Candle.close,
+                Candle.volume,
+            )
+            .where(
+                and_(
+                    Candle.exchange == exchange,
+                    Candle.symbol == symbol,
+                    Candle.timeframe == timeframe,
+                    Candle.open_time_ms >= _ms(start),
+                    Candle.open_time_ms < _ms(end),
+                )
+            )
+            .order_by(Candle.open_time_ms)
+        )
+        try:
+            with self.engine.connect() as connection:
+                rows = connection.execute(query).all()
+        except SQLAlchemyError as error:
+            raise TemporaryError(f"the candle cache could not be read: {error}") from error
+        if not rows:
+            return empty_candles()
+        table = np.array(rows, dtype=float)
+        return candles_from_rows(table[:, 0].astype(np.int64), table[:, 1:])
+
+    def count(self, *, exchange: str, symbol: str, timeframe: str) -> int:
+        """Return how many candles of this series are cached."""
+        query = select(func.count()).where(
+            Candle.exchange == exchange, Candle.symbol == symbol, Candle.timeframe == timeframe
+        )
+        with self.engine.connect() as connection:
+            return int(connection.execute(query).scalar_one())
+
+    def save(self, *, exchange: str, symbol: str, timeframe: str, frame: pd.DataFrame) -> int:
+        """Store closed candles (replacing any with the same open time); return how many."""
+        if frame.empty:
+            return 0
+        times = index_ns(frame) // 1_000_000
+        values = frame[list(CANDLE_COLUMNS)].to_numpy(dtype=float)
+        rows = [
+            {
+                "exchange": exchange,
+                "symbol": symbol,
+                "timeframe": timeframe,
+                "open_time_ms": int(t),
+                "open": float(v[0]),
+                "high": float(v[1]),
+                "low": float(v[2]),
+                "close": float(v[3]),
+                "volume": float(v[4]),
+            }
+            for t, v in zip(times, values, strict=True)
+        ]
+        try:
+            with self.engine.begin() as connection:
+                for batch in _batches(rows):
+                    connection.execute(self._upsert(), batch)
+        except SQLAlchemyError as error:
+            raise TemporaryError(f"the candle cache could not be written: {error}") from error
+        return len(rows)
+
+    def _upsert(self) -> Executable:
+        dialect = self.engine.dialect.name
+        table = Candle.__table__
+        assert isinstance(table, Table)
+        keys = ["exchange", "symbol", "timeframe", "open_time_ms"]
+        if dialect == "sqlite":
+            lite = sqlite.insert(table)
+            return lite.on_conflict_do_update(
+                index_elements=keys, set_={name: lite.excluded[name] for name in CANDLE_COLUMNS}
+            )
+        if dialect == "postgresql":
+            pg = postgresql.insert(table)
+            return pg.on_conflict_do_update(
+                index_elements=keys, set_={name: pg.excluded[name] for name in CANDLE_COLUMNS}
+            )
+        raise TemporaryError(f"the candle cache does not support {dialect} databases yet")
+
+
+def _batches(rows: list[dict[str, object]]) -> Iterator[list[dict[str, object]]]:
+    for start in range(0, len(rows), _BATCH_ROWS):
+        yield rows[start : start + _BATCH_ROWS]

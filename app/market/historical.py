@@ -1,0 +1,438 @@
+"""`HistoricalMarketData`: the `MarketData` port over candle files, for backtests.
+
+Everything expensive happens once, in the constructor: the base candles are resampled to the
+intraday and context timeframes on clock boundaries, the indicators are computed over the whole
+history, and the candle close times are kept as int64 nanosecond arrays. `snapshot(at)` then only
+binary-searches those arrays and slices the last `tail` rows, which is why a backtest can take
+hundreds of snapshots a second. A resampled candle is visible only once all of it has closed
+(`open_time + timeframe <= at`), and indicators on a candle only read that candle and earlier
+ones, so nothing from after `at` leaks into a snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import pandas as pd
+
+from app.domain import CoinSnapshot, MarketRules, MarketSnapshot, ensure_utc
+from app.errors import ConfigError, DataUnavailableError
+from app.indicators import (
+    CONTEXT_INDICATOR_COLUMNS,
+    INTRADAY_INDICATOR_COLUMNS,
+    add_context_indicators,
+    add_intraday_indicators,
+)
+from app.market.dataset import DataSet, load_data_set
+from app.market.files import CANDLE_COLUMNS, FUNDING_INDEX_NAME, index_ns, infer_timeframe
+from app.market.resample import check_multiple, resample_candles, step_ns
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TAIL: Final = 60
+# Files carry no open interest; the prompt says "not available" for these.
+ALWAYS_MISSING: Final = frozenset({"open_interest", "open_interest_avg"})
+
+
+def _ns(moment: datetime) -> int:
+    return int(pd.Timestamp(ensure_utc(moment)).as_unit("ns").value)
+
+
+def _to_datetime(ns: int) -> datetime:
+    return pd.Timestamp(ns, tz="UTC").to_pydatetime()
+
+
+def _ready_close_ns(
+    frame: pd.DataFrame, close_ns: np.ndarray, columns: Sequence[str]
+) -> int | None:
+    complete = frame[list(columns)].notna().all(axis=1).to_numpy()
+    hits = np.flatnonzero(complete)
+    return int(close_ns[hits[0]]) if hits.size else None
+
+
+class _Window:
+    """One timeframe of one coin: the frame, its close times, and the last slice handed out."""
+
+    __slots__ = ("close_ns", "frame", "last_key", "last_slice")
+
+    def __init__(self, frame: pd.DataFrame, step: int) -> None:
+        self.frame = frame
+        self.close_ns: np.ndarray = index_ns(frame) + step
+        self.last_key: tuple[int, int] = (-1, -1)
+        self.last_slice: pd.DataFrame = frame.iloc[0:0]
+
+    def closed_tail(self, at_ns: int, tail: int) -> pd.DataFrame:
+        end = int(np.searchsorted(self.close_ns, at_ns, side="right"))
+        key = (max(0, end - tail), end)
+        # The context slice only changes every few hours; reuse it instead of slicing again.
+        if key != self.last_key:
+            self.last_slice = self.frame.iloc[key[0] : key[1]]
+            self.last_key = key
+        return self.last_slice
+
+
+@dataclass(frozen=True, slots=True)
+class _Funding:
+    settled_ns: np.ndarray
+    rates: np.ndarray
+    series: pd.Series
+
+
+class _CoinHistory:
+    """Everything precomputed for one coin."""
+
+    def __init__(
+        self,
+        *,
+        coin: str,
+        symbol: str,
+        base: pd.DataFrame,
+        base_timeframe: str,
+        intraday_timeframe: str,
+        context_timeframe: str,
+        funding: pd.Series | None,
+        marks: pd.DataFrame | None,
+        rules: MarketRules | None,
+    ) -> None:
+        self.coin = coin
+        self.symbol = symbol
+        self.rules = rules
+        self.base = base[list(CANDLE_COLUMNS)]
+        self.base_step = step_ns(base_timeframe)
+        self.base_open_ns: np.ndarray = index_ns(base)
+        self.base_close_ns = self.base_open_ns + self.base_step
+        self.base_open = base["open"].to_numpy(dtype=float)
+        self.base_close = base["close"].to_numpy(dtype=float)
+        intraday = add_intraday_indicators(
+            resample_candles(self.base, intraday_timeframe, base_timeframe)
+        )
+        context = add_context_indicators(
+            resample_candles(self.base, context_timeframe, base_timeframe)
+        )
+        self.intraday = _Window(intraday, step_ns(intraday_timeframe))
+        self.context = _Window(context, step_ns(context_timeframe))
+        self.funding = self._funding(funding)
+        self.marks = marks
+        if marks is not None and len(marks):
+            mark_timeframe = infer_timeframe(marks) or base_timeframe
+            self.mark_open_ns: np.ndarray = index_ns(marks)
+            self.mark_close_ns: np.ndarray = self.mark_open_ns + step_ns(mark_timeframe)
+            self.mark_open = marks["open"].to_numpy(dtype=float)
+            self.mark_close = marks["close"].to_numpy(dtype=float)
+        self.missing_always = (
+            ALWAYS_MISSING
+            | (frozenset() if self.funding else frozenset({"funding_rate", "next_funding_at"}))
+            | (
+                frozenset()
+                if self.marks is not None and len(self.marks)
+                else frozenset({"mark_price"})
+            )
+        )
+
+    @staticmethod
+    def _funding(series: pd.Series | None) -> _Funding | None:
+        if series is None or series.empty:
+            return None
+        series = series.sort_index()
+        return _Funding(index_ns(series), series.to_numpy(dtype=float), series)
+
+    def ready_ns(self) -> int | None:
+        intraday = _ready_close_ns(
+            self.intraday.frame, self.intraday.close_ns, INTRADAY_INDICATOR_COLUMNS
+        )
+        context = _ready_close_ns(
+            self.context.frame, self.context.close_ns, CONTEXT_INDICATOR_COLUMNS
+        )
+        if intraday is None or context is None:
+            return None
+        return max(intraday, context)
+
+    def last_close_index(self, at_ns: int) -> int:
+        return int(np.searchsorted(self.base_close_ns, at_ns, side="right")) - 1
+
+    def mark_at(self, at_ns: int) -> float | None:
+        if self.marks is None or not len(self.marks):
+            return None
+        i = int(np.searchsorted(self.mark_close_ns, at_ns, side="right")) - 1
+        return float(self.mark_close[i]) if i >= 0 else None
+
+    def snapshot(self, at_ns: int, tail: int) -> CoinSnapshot:
+        i = self.last_close_index(at_ns)
+        if i < 0:
+            raise DataUnavailableError(
+                f"no {self.coin} candle has closed by {_to_datetime(at_ns)}; "
+                f"the data starts at {_to_datetime(int(self.base_open_ns[0]))}"
+            )
+        missing = self.missing_always
+        funding_rate: float | None = None
+        next_funding_at: datetime | None = None
+        if self.funding is not None:
+            k = int(np.searchsorted(self.funding.settled_ns, at_ns, side="right"))
+            if k > 0:
+                funding_rate = float(self.funding.rates[k - 1])
+            else:
+                missing = missing | {"funding_rate"}
+            if k < self.funding.settled_ns.shape[0]:
+                next_funding_at = _to_datetime(int(self.funding.settled_ns[k]))
+            else:
+                missing = missing | {"next_funding_at"}
+        mark_price = self.mark_at(at_ns)
+        if mark_price is None and "mark_price" not in missing:
+            missing = missing | {"mark_price"}
+        return CoinSnapshot(
+            coin=self.coin,
+            symbol=self.symbol,
+            last_price=float(self.base_close[i]),
+            intraday=self.intraday.closed_tail(at_ns, tail),
+            context=self.context.closed_tail(at_ns, tail),
+            funding_rate=funding_rate,
+            next_funding_at=next_funding_at,
+            mark_price=mark_price,
+            missing=frozenset(missing),
+            rules=self.rules,
+        )
+
+
+class HistoricalMarketData:
+    """Serve `MarketSnapshot`s from candle history at any `at`, without look-ahead.
+
+    `candles` maps each coin to its base-timeframe OHLCV frame (as `load_candles` returns it);
+    `funding` to its settled rates (`load_funding`) and `marks` to mark-price candles, both
+    optional. The snapshot's `funding_rate` is the most recently *settled* rate and
+    `next_funding_at` the next settlement in the data; open interest is never in files, so it
+    is reported missing. `tail` is how many closed candles per timeframe a snapshot carries.
+    """
+
+    def __init__(
+        self,
+        candles: Mapping[str, pd.DataFrame],
+        *,
+        base_timeframe: str | None = None,
+        intraday_timeframe: str = "3m",
+        context_timeframe: str = "4h",
+        funding: Mapping[str, pd.Series] | None = None,
+        marks: Mapping[str, pd.DataFrame] | None = None,
+        tail: int = DEFAULT_TAIL,
+        quote: str = "USDT",
+        symbols: Mapping[str, str] | None = None,
+        rules: Mapping[str, MarketRules] | None = None,
+    ) -> None:
+        if not candles:
+            raise ConfigError("no candles given: pass at least one coin's candle file")
+        if tail < 1:
+            raise ConfigError(f"tail must be at least 1 candle, got {tail}")
+        empty = [coin for coin, frame in candles.items() if frame.empty]
+        if empty:
+            raise ConfigError(f"no candles for {', '.join(empty)}")
+        if base_timeframe is None:
+            base_timeframe = self._infer_base(candles)
+        check_multiple(intraday_timeframe, base_timeframe, what="intraday")
+        check_multiple(context_timeframe, base_timeframe, what="context")
+        self.base_timeframe = base_timeframe
+        self.intraday_timeframe = intraday_timeframe
+        self.context_timeframe = context_timeframe
+        self.tail = tail
+        self._intraday_step = step_ns(intraday_timeframe)
+        funding = funding or {}
+        marks = marks or {}
+        rules = rules or {}
+        symbols = symbols or {}
+        self._coins: dict[str, _CoinHistory] = {
+            coin: _CoinHistory(
+                coin=coin,
+                symbol=symbols.get(coin, f"{coin}/{quote}:{quote}"),
+                base=frame,
+                base_timeframe=base_timeframe,
+                intraday_timeframe=intraday_timeframe,
+                context_timeframe=context_timeframe,
+                funding=funding.get(coin),
+                marks=marks.get(coin),
+                rules=rules.get(coin),
+            )
+            for coin, frame in candles.items()
+        }
+        self._end_ns = min(int(c.base_close_ns[-1]) for c in self._coins.values())
+
+    @staticmethod
+    def _infer_base(candles: Mapping[str, pd.DataFrame]) -> str:
+        found = {coin: infer_timeframe(frame) for coin, frame in candles.items()}
+        steps = {tf for tf in found.values() if tf is not None}
+        if len(steps) != 1:
+            raise ConfigError(
+                "cannot tell the candles' timeframe "
+                f"({', '.join(f'{c}: {tf}' for c, tf in found.items())}); "
+                "give files of one timeframe for every coin"
+            )
+        return steps.pop()
+
+    @classmethod
+    def from_data_set(cls, data: DataSet, **options: object) -> HistoricalMarketData:
+        """Build from a loaded `DataSet` (candles, funding and marks per coin)."""
+        return cls(
+            data.candles,
+            base_timeframe=data.timeframe,
+            funding=data.funding,
+            marks=data.marks,
+            **options,  # type: ignore[arg-type]
+        )
+
+    @classmethod
+    def from_paths(
+        cls, paths: Sequence[Path | str], *, coins: Sequence[str] | None = None, **options: object
+    ) -> HistoricalMarketData:
+        """Load files and folders (see `load_data_set`) and build from them."""
+        return cls.from_data_set(load_data_set(paths, coins=coins), **options)
+
+    @property
+    def coins(self) -> tuple[str, ...]:
+        """Return the coins, in the order they were given."""
+        return tuple(self._coins)
+
+    @property
+    def start_at(self) -> datetime:
+        """Return the earliest base candle open time over all coins."""
+        return _to_datetime(min(int(c.base_open_ns[0]) for c in self._coins.values()))
+
+    @property
+    def end_at(self) -> datetime:
+        """Return the time the last base candle closes, for the coin whose data ends first."""
+        return _to_datetime(self._end_ns)
+
+    def first_ready_at(self) -> datetime:
+        """Return the first time at which every coin's newest closed candles have all indicators.
+
+        That is the close of the 50th context candle for EMA50 (about 8 days of 4h candles) or
+        later; raise `ConfigError` when the data is too short for it.
+        """
+        ready: list[int] = []
+        for coin, history in self._coins.items():
+            at = history.ready_ns()
+            if at is None:
+                raise ConfigError(
+                    f"{coin}: the data is too short to warm up the indicators (EMA50 needs 50 "
+                    f"{self.context_timeframe} candles); give a longer history"
+                )
+            ready.append(at)
+        return _to_datetime(max(ready))
+
+    def snapshot_at(self, at: datetime) -> MarketSnapshot:
+        """Return the market as it was known at `at` (synchronous; `snapshot` is the port's)."""
+        at = ensure_utc(at)
+        at_ns = _ns(at)
+        if at_ns > self._end_ns + self._intraday_step:
+            raise DataUnavailableError(
+                f"the data ends at {self.end_at}; there is no market at {at}"
+            )
+        coins = {coin: history.snapshot(at_ns, self.tail) for coin, history in self._coins.items()}
+        return MarketSnapshot(
+            at=at,
+            intraday_timeframe=self.intraday_timeframe,
+            context_timeframe=self.context_timeframe,
+            coins=coins,
+        )
+
+    def _history(self, coin: str) -> _CoinHistory:
+        try:
+            return self._coins[coin]
+        except KeyError:
+            raise ConfigError(
+                f"no data for {coin}; the data has {', '.join(self._coins)}"
+            ) from None
+
+    def candles_between(self, coin: str, start: datetime, end: datetime) -> pd.DataFrame:
+        """Return the base candles of `coin` opened at or after `start` and closed by `end`."""
+        history = self._history(coin)
+        lo = int(np.searchsorted(history.base_open_ns, _ns(start), side="left"))
+        hi = int(np.searchsorted(history.base_close_ns, _ns(end), side="right"))
+        return history.base.iloc[lo : max(lo, hi)]
+
+    def price_at(self, coin: str, at: datetime) -> float | None:
+        """Return the close of the last base candle closed by `at`, or None before the data."""
+        history = self._history(coin)
+        i = history.last_close_index(_ns(at))
+        return float(history.base_close[i]) if i >= 0 else None
+
+    def next_open(self, coin: str, at: datetime) -> tuple[datetime, float] | None:
+        """Return (open time, open price) of the first base candle opening at or after `at`."""
+        history = self._history(coin)
+        i = int(np.searchsorted(history.base_open_ns, _ns(at), side="left"))
+        if i >= history.base_open_ns.shape[0]:
+            return None
+        return _to_datetime(int(history.base_open_ns[i])), float(history.base_open[i])
+
+    def funding_between(self, coin: str, start: datetime, end: datetime) -> pd.DataFrame:
+        """Return the settlements in (`start`, `end`]: `funding_rate` and the `mark_price` then.
+
+        The mark price is the open of the mark candle starting at the settlement (what freqtrade
+        charges); NaN without mark data for that time, and the paper exchange then uses the
+        candle price (the port's contract).
+        """
+        history = self._history(coin)
+        if history.funding is None:
+            return pd.DataFrame(
+                {"funding_rate": [], "mark_price": []},
+                index=pd.DatetimeIndex([], tz="UTC", name=FUNDING_INDEX_NAME),
+            )
+        lo = int(np.searchsorted(history.funding.settled_ns, _ns(start), side="right"))
+        hi = int(np.searchsorted(history.funding.settled_ns, _ns(end), side="right"))
+        times = history.funding.settled_ns[lo:hi]
+        marks = np.full(times.shape[0], np.nan)
+        if history.marks is not None and len(history.marks):
+            marks = _open_at(history.mark_open_ns, history.mark_open, times)
+        return pd.DataFrame(
+            {"funding_rate": history.funding.rates[lo:hi], "mark_price": marks},
+            index=history.funding.series.index[lo:hi],
+        )
+
+    # The MarketData port (async, as the live feed needs it).
+
+    async def snapshot(self, at: datetime) -> MarketSnapshot:
+        """Return the market as it was known at `at`."""
+        return self.snapshot_at(at)
+
+    async def candles(
+        self, coin: str, timeframe: str, start: datetime, end: datetime
+    ) -> pd.DataFrame:
+        """Return `coin`'s OHLCV at `timeframe`, opened at or after `start` and closed by `end`."""
+        base = self.candles_between(coin, start, end)
+        if timeframe == self.base_timeframe:
+            return base
+        return resample_candles(base, timeframe, self.base_timeframe)
+
+    async def funding_rates(self, coin: str, start: datetime, end: datetime) -> pd.Series:
+        """Return the funding rates settled in (`start`, `end`]."""
+        frame = self.funding_between(coin, start, end)
+        return frame["funding_rate"]
+
+    async def funding(self, coin: str, start: datetime, end: datetime) -> pd.DataFrame:
+        """Return the settlements in (`start`, `end`] with `funding_rate` and `mark_price`."""
+        return self.funding_between(coin, start, end)
+
+    async def market_rules(self) -> Mapping[str, MarketRules]:
+        """Return the rules given at construction, or rules without limits per coin."""
+        return {
+            coin: history.rules or MarketRules(symbol=history.symbol)
+            for coin, history in self._coins.items()
+        }
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+def _open_at(open_ns: np.ndarray, opens: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Return the open of the candle starting exactly at each of `times` (NaN where none does)."""
+    out = np.full(times.shape[0], np.nan)
+    if times.shape[0] == 0 or open_ns.shape[0] == 0:
+        return out
+    idx = np.searchsorted(open_ns, times, side="left")
+    inside = idx < open_ns.shape[0]
+    exact = np.zeros(times.shape[0], dtype=bool)
+    exact[inside] = open_ns[idx[inside]] == times[inside]
+    out[exact] = opens[idx[exact]]
+    return out

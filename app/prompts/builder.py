@@ -1,0 +1,357 @@
+"""Build the system and user messages of one decision call, in nof1's layout.
+
+The user message has three parts: a preamble (time, invocation count), the market section and the
+account section. The market section depends only on the snapshot, so the engine renders it once
+per cycle with `render_market_section` and passes it to `build_messages` for every agent; only
+the preamble and the account section are rendered per agent. Same inputs, same bytes: nothing
+here reads the clock, the locale or a dict whose order the caller did not choose.
+"""
+
+from __future__ import annotations
+
+import functools
+import string
+from collections.abc import Mapping
+from datetime import datetime
+from importlib import resources
+from typing import Final
+
+import numpy as np
+import pandas as pd
+
+from app.domain import (
+    AccountView,
+    CoinSnapshot,
+    MarketSnapshot,
+    Position,
+    ensure_utc,
+    timeframe_to_timedelta,
+)
+from app.ports import ChatMessage
+from app.prompts.formatting import (
+    INDICATOR_DIGITS,
+    NOT_AVAILABLE,
+    PRICE_DIGITS,
+    QUANTITY_DIGITS,
+    JsonValue,
+    describe_timeframe,
+    format_bps_as_pct,
+    format_duration,
+    format_pct,
+    format_series,
+    format_sig,
+    format_usd,
+    json_number,
+    json_usd,
+    to_json,
+)
+
+PROMPT_VERSION: Final = "v1"
+# How many closed candles each series shows (nof1 showed 10).
+SERIES_LENGTH: Final = 10
+NOT_AVAILABLE_TEXT: Final = "not available"
+
+_SYSTEM_TEMPLATE: Final = f"system_{PROMPT_VERSION}.md"
+# Open interest and funding are optional per exchange: `CoinSnapshot.missing` names what is absent.
+_OPEN_INTEREST: Final = "open_interest"
+_OPEN_INTEREST_AVG: Final = "open_interest_avg"
+_FUNDING_RATE: Final = "funding_rate"
+
+
+@functools.cache
+def _system_template() -> string.Template:
+    source = resources.files("app.prompts").joinpath("templates", _SYSTEM_TEMPLATE)
+    return string.Template(source.read_text(encoding="utf-8"))
+
+
+@functools.lru_cache(maxsize=64)
+def render_system_prompt(
+    *,
+    coins: tuple[str, ...],
+    fee_bps: float,
+    slippage_bps: float,
+    max_leverage: int,
+    max_position_margin_pct: float,
+) -> str:
+    """Return the system prompt: the trading rules with the actual limits and costs, and the schema.
+
+    `max_position_margin_pct` is in percent of the account value (50.0 means half).
+    """
+    round_trip_bps = 2.0 * (fee_bps + slippage_bps)
+    return _system_template().substitute(
+        coins=", ".join(coins),
+        example_coin=coins[0] if coins else "BTC",
+        max_leverage=str(max_leverage),
+        max_margin_pct=format_sig(max_position_margin_pct, 6),
+        fee_pct=format_bps_as_pct(fee_bps),
+        slippage_pct=format_bps_as_pct(slippage_bps),
+        round_trip_pct=format_bps_as_pct(round_trip_bps),
+        round_trip_10x_pct=format_bps_as_pct(10.0 * round_trip_bps),
+    )
+
+
+def render_market_section(snapshot: MarketSnapshot) -> str:
+    """Return the market part of the user message: the notes, then one block per coin."""
+    intraday = describe_timeframe(snapshot.intraday_timeframe)
+    context = describe_timeframe(snapshot.context_timeframe)
+    parts = [
+        "**ALL OF THE PRICE OR SIGNAL DATA BELOW IS ORDERED: OLDEST → NEWEST**",
+        f"**Timeframes note:** intraday series are {intraday} candles (the last "
+        f"{SERIES_LENGTH} closed candles; prices are candle closes). The longer-term context "
+        f"uses {context} candles. Every candle shown has closed.",
+        "---",
+        "### CURRENT MARKET STATE FOR ALL COINS",
+    ]
+    blocks = [_coin_block(snapshot, coin) for coin in snapshot.coins.values()]
+    return "\n\n".join(parts) + "\n\n" + "\n\n---\n\n".join(blocks)
+
+
+def render_account_section(
+    snapshot: MarketSnapshot,
+    account: AccountView,
+    *,
+    fee_bps: float,
+    slippage_bps: float,
+    sharpe: float | None,
+) -> str:
+    """Return the account part of the user message: returns, cash, positions as JSON, Sharpe."""
+    lines = [
+        "### HERE IS YOUR ACCOUNT INFORMATION & PERFORMANCE",
+        f"Current Total Return (percent): {format_pct(account.total_return_pct)}",
+        f"Available Cash: {format_usd(account.cash_usd)}",
+        f"**Current Account Value:** {format_usd(account.equity_usd)}",
+        f"Trading costs: taker fee {format_bps_as_pct(fee_bps)} of the notional on every fill "
+        f"(entries and exits), slippage about {format_bps_as_pct(slippage_bps)} per fill.",
+    ]
+    positions = _ordered_positions(snapshot, account.positions)
+    if positions:
+        shown = "\n".join(to_json(_position_json(snapshot, position)) for position in positions)
+        lines.append(
+            "Current live positions & performance (one JSON object per position):\n" + shown
+        )
+    else:
+        lines.append("Current live positions & performance: none (no open position)")
+    sharpe_text = format_sig(sharpe, 4)
+    if sharpe_text == NOT_AVAILABLE:
+        sharpe_text = "not available yet"
+    lines.append(f"Sharpe Ratio: {sharpe_text}")
+    return "\n\n".join(lines)
+
+
+def render_preamble(snapshot: MarketSnapshot, *, started_at: datetime, invocation: int) -> str:
+    """Return the opening lines: minutes since the start, the current time, the call count."""
+    now = ensure_utc(snapshot.at)
+    elapsed_s = (now - ensure_utc(started_at)).total_seconds()
+    if elapsed_s < 0:
+        raise ValueError(
+            f"started_at {ensure_utc(started_at).isoformat()} is after the snapshot time "
+            f"{now.isoformat()}: pass the time the agent started trading"
+        )
+    return (
+        f"It has been {int(elapsed_s // 60)} minutes since you started trading. The current time "
+        f"is {now:%Y-%m-%d %H:%M:%S} UTC and you have been invoked {invocation} times. Below, we "
+        "are providing you with a variety of state data, price data, and predictive signals so "
+        "you can discover alpha. Below that is your current account information, value, "
+        "performance, positions, etc."
+    )
+
+
+def build_messages(
+    snapshot: MarketSnapshot,
+    account: AccountView,
+    *,
+    started_at: datetime,
+    invocation: int,
+    fee_bps: float,
+    slippage_bps: float,
+    max_leverage: int,
+    max_position_margin_pct: float,
+    sharpe: float | None,
+    market_section: str | None = None,
+) -> list[ChatMessage]:
+    """Return the system and user messages for one agent's decision call.
+
+    `invocation` is the number of this call (1 for the first); `started_at` is when the agent
+    started trading; `max_position_margin_pct` is in percent of the account value; `sharpe` is
+    None until there is enough history. Pass `market_section` (from `render_market_section` on
+    the same snapshot) to reuse it across agents.
+    """
+    system = render_system_prompt(
+        coins=tuple(snapshot.coins),
+        fee_bps=fee_bps,
+        slippage_bps=slippage_bps,
+        max_leverage=max_leverage,
+        max_position_margin_pct=max_position_margin_pct,
+    )
+    if market_section is None:
+        market_section = render_market_section(snapshot)
+    user = "\n\n".join(
+        (
+            render_preamble(snapshot, started_at=started_at, invocation=invocation),
+            market_section,
+            render_account_section(
+                snapshot, account, fee_bps=fee_bps, slippage_bps=slippage_bps, sharpe=sharpe
+            ),
+        )
+    )
+    return [ChatMessage(role="system", content=system), ChatMessage(role="user", content=user)]
+
+
+def _coin_block(snapshot: MarketSnapshot, coin: CoinSnapshot) -> str:
+    name = coin.coin
+    intraday = _TailColumns(
+        _closed_rows(coin.intraday, snapshot.intraday_timeframe, snapshot.at)
+    )
+    context = _TailColumns(_closed_rows(coin.context, snapshot.context_timeframe, snapshot.at))
+    intraday_heading = describe_timeframe(snapshot.intraday_timeframe)
+    context_heading = describe_timeframe(snapshot.context_timeframe)
+    headline = (
+        f"current_price = {format_sig(coin.last_price, PRICE_DIGITS)}, "
+        f"current_ema20 = {format_sig(intraday.last('ema20'), PRICE_DIGITS)}, "
+        f"current_macd = {format_sig(intraday.last('macd'))}, "
+        f"current_rsi (7 period) = {format_sig(intraday.last('rsi7'), 4)}"
+    )
+    lines = [
+        f"### ALL {name} DATA",
+        headline,
+        f"In addition, here is the latest {name} open interest and funding rate for perps "
+        "(the instrument you are trading):",
+        _open_interest_line(coin),
+        _funding_line(coin),
+        f"**Intraday series ({intraday_heading} candles, oldest → latest):**",
+        f"{name} close prices: {intraday.series('close', PRICE_DIGITS)}",
+        f"EMA indicators (20-period): {intraday.series('ema20', PRICE_DIGITS)}",
+        f"MACD indicators: {intraday.series('macd')}",
+        f"RSI indicators (7-Period): {intraday.series('rsi7', 4)}",
+        f"RSI indicators (14-Period): {intraday.series('rsi14', 4)}",
+        f"**Longer-term context ({context_heading} timeframe):**",
+        f"20-Period EMA: {format_sig(context.last('ema20'), PRICE_DIGITS)} vs. "
+        f"50-Period EMA: {format_sig(context.last('ema50'), PRICE_DIGITS)}",
+        f"3-Period ATR: {format_sig(context.last('atr3'))} vs. "
+        f"14-Period ATR: {format_sig(context.last('atr14'))}",
+        # The last closed candle, never the forming one (nof1 showed a tiny partial volume).
+        f"Last closed candle volume: {format_sig(context.last('volume'))} vs. "
+        f"Average Volume: {format_sig(context.last('volume_avg'))}",
+        f"MACD indicators: {context.series('macd')}",
+        f"RSI indicators (14-Period): {context.series('rsi14', 4)}",
+    ]
+    return "\n\n".join(lines)
+
+
+def _open_interest_line(coin: CoinSnapshot) -> str:
+    latest = _optional(coin, _OPEN_INTEREST, coin.open_interest)
+    if latest is None:
+        return f"Open Interest: {NOT_AVAILABLE_TEXT}"
+    average = _optional(coin, _OPEN_INTEREST_AVG, coin.open_interest_avg)
+    average_text = NOT_AVAILABLE_TEXT if average is None else format_sig(average, PRICE_DIGITS)
+    return (
+        f"Open Interest: Latest: {format_sig(latest, PRICE_DIGITS)}  Average: {average_text}"
+    )
+
+
+def _funding_line(coin: CoinSnapshot) -> str:
+    rate = _optional(coin, _FUNDING_RATE, coin.funding_rate)
+    if rate is None:
+        return f"Funding Rate: {NOT_AVAILABLE_TEXT}"
+    return f"Funding Rate: {format_sig(rate)}"
+
+
+def _optional(coin: CoinSnapshot, name: str, value: float | None) -> float | None:
+    """Return the value, or None when the exchange did not give it (never a made-up zero)."""
+    if value is None or name in coin.missing or not np.isfinite(value):
+        return None
+    return value
+
+
+def _closed_rows(frame: pd.DataFrame, timeframe: str, at: datetime) -> pd.DataFrame:
+    """Drop rows whose candle had not closed at `at`, in case a caller passed a forming one."""
+    index = frame.index
+    if not isinstance(index, pd.DatetimeIndex) or len(index) == 0:
+        return frame
+    try:
+        step = timeframe_to_timedelta(timeframe)
+    except ValueError:
+        return frame
+    cutoff = pd.Timestamp(ensure_utc(at) - step)
+    if index.tz is None:
+        cutoff = cutoff.tz_localize(None)
+    closed = int(index.searchsorted(cutoff, side="right"))
+    return frame if closed == len(index) else frame.iloc[:closed]
+
+
+class _TailColumns:
+    """The last `SERIES_LENGTH` closed rows of a frame as float arrays, one per column.
+
+    One `to_numpy` per frame instead of a pandas column lookup per value: the market section is
+    on the backtest's hot path.
+    """
+
+    __slots__ = ("_columns", "_rows", "_values")
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        tail = frame.iloc[-SERIES_LENGTH:]
+        self._rows = len(tail)
+        self._columns = {str(column): position for position, column in enumerate(tail.columns)}
+        try:
+            self._values = tail.to_numpy(dtype=float, na_value=np.nan)
+        except (TypeError, ValueError):
+            # A non-numeric column somewhere: convert column by column, unreadable ones as NaN.
+            numeric = tail.apply(pd.to_numeric, errors="coerce")
+            self._values = numeric.to_numpy(dtype=float, na_value=np.nan)
+
+    def values(self, column: str) -> np.ndarray:
+        position = self._columns.get(column)
+        if position is None:
+            return np.full(self._rows, np.nan)
+        return self._values[:, position]
+
+    def last(self, column: str) -> float | None:
+        return float(self.values(column)[-1]) if self._rows else None
+
+    def series(self, column: str, digits: int = INDICATOR_DIGITS) -> str:
+        if self._rows == 0:
+            return NOT_AVAILABLE_TEXT
+        return format_series(self.values(column).tolist(), digits)
+
+
+def _ordered_positions(
+    snapshot: MarketSnapshot, positions: Mapping[str, Position]
+) -> list[Position]:
+    """Return positions in the snapshot's coin order, then any other coin by name."""
+    order = {coin: rank for rank, coin in enumerate(snapshot.coins)}
+    return sorted(
+        positions.values(), key=lambda pos: (order.get(pos.coin, len(order)), pos.coin)
+    )
+
+
+def _position_json(snapshot: MarketSnapshot, position: Position) -> JsonValue:
+    coin = snapshot.coins.get(position.coin)
+    price = coin.last_price if coin is not None else None
+    plan = position.exit_plan
+    held = ensure_utc(snapshot.at) - ensure_utc(position.opened_at)
+    document: dict[str, JsonValue] = {
+        "coin": position.coin,
+        "side": position.side,
+        "quantity": json_number(position.quantity, QUANTITY_DIGITS),
+        "entry_price": json_number(position.entry_price, PRICE_DIGITS),
+        "current_price": json_number(price, PRICE_DIGITS),
+        "liquidation_price": json_number(position.liquidation_price, PRICE_DIGITS),
+        "unrealized_pnl_usd": (
+            json_usd(position.unrealized_pnl_usd(price)) if price is not None else None
+        ),
+        "leverage": position.leverage,
+        "margin_usd": json_usd(position.margin_usd),
+        "notional_usd": json_usd(position.notional_usd(price)) if price is not None else None,
+        "exit_plan": {
+            "profit_target": json_number(plan.profit_target, PRICE_DIGITS),
+            "stop_loss": json_number(plan.stop_loss, PRICE_DIGITS),
+            "invalidation_condition": plan.invalidation_condition,
+        },
+        "confidence": json_number(position.confidence, 4),
+        "risk_usd": json_usd(position.risk_usd),
+        "funding_paid_usd": json_usd(position.funding_usd),
+        "justification": position.justification,
+        "opened_at": f"{ensure_utc(position.opened_at):%Y-%m-%d %H:%M UTC}",
+        "held_for": format_duration(held),
+    }
+    return document

@@ -1,0 +1,63 @@
+"""Fixtures for the LLM adapter tests: fake servers on loopback and a migrated database."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db.migrate import upgrade
+from app.db.session import make_engine, make_session_factory
+from app.ports import ChatMessage
+from tests.fakes.openai_server import FakeOpenAIServer
+
+MESSAGES = (
+    ChatMessage("system", "You trade crypto perpetuals. Answer with one JSON object."),
+    ChatMessage("user", "BTC is at 100000. Decide as json."),
+)
+
+
+@pytest.fixture
+def fake_server() -> Iterator[Callable[..., FakeOpenAIServer]]:
+    """Return a factory of started fake servers, all stopped after the test."""
+    started: list[FakeOpenAIServer] = []
+
+    def start(flavor: str = "modelscope", **kwargs: Any) -> FakeOpenAIServer:
+        server = FakeOpenAIServer(flavor, **kwargs).start()  # type: ignore[arg-type]
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def session_factory(db_url: str) -> sessionmaker[Session]:
+    """Return a session factory on a freshly migrated SQLite file."""
+    engine = make_engine(db_url)
+    upgrade(db_url, engine=engine)
+    return make_session_factory(engine)
+
+
+class FrozenClock:
+    """A settable UTC clock for quota days."""
+
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def __call__(self) -> datetime:
+        return self.at
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    """Return a clock at 2026-03-14 10:00 UTC."""
+    return FrozenClock(datetime(2026, 3, 14, 10, 0, tzinfo=UTC))
+
+
+async def no_sleep(_seconds: float) -> None:
+    """Skip backoff waits in tests."""

@@ -1,0 +1,127 @@
+"""`scripts/test_modelscope.py` against the fake: PASS with exit 0, one FAIL line with exit 1."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.openai_server import FakeOpenAIServer, Reply, answer, rate_limited, unauthorized
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "test_modelscope.py"
+KEY = "ms-0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"
+MODEL = "Qwen/Qwen3-235B-A22B-Instruct-2507"
+DECISIONS = json.dumps(
+    {
+        "BTC": {
+            "coin": "BTC",
+            "signal": "buy_to_enter",
+            "quantity": 0.1,
+            "leverage": 5,
+            "profit_target": 99000,
+            "stop_loss": 95000,
+            "confidence": 0.75,
+            "risk_usd": 200,
+            "justification": "higher lows on the 4h chart",
+        },
+        "ETH": {"coin": "ETH", "signal": "hold"},
+    }
+)
+
+Server = Callable[..., FakeOpenAIServer]
+
+
+def run_script(*args: str, key: str | None = KEY) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELSCOPE_")}
+    if key is not None:
+        env["MODELSCOPE_API_KEY"] = key
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def last_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in result.stdout.splitlines() if line.strip("= ")]
+    return lines[-1]
+
+
+def test_the_check_passes_and_shows_the_masked_key_reasoning_and_decisions(
+    fake_server: Server,
+) -> None:
+    server = fake_server(
+        "modelscope", api_key=KEY, default=answer(DECISIONS, reasoning="BTC makes higher lows.")
+    )
+
+    result = run_script("--base-url", server.base_url)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "API key configured: ms-0f1… (39 characters)" in result.stdout
+    assert KEY not in result.stdout + result.stderr
+    assert server.base_url in result.stdout and MODEL in result.stdout
+    assert "BTC makes higher lows." in result.stdout
+    assert "signal: buy_to_enter" in result.stdout and "confidence: 75%" in result.stdout
+    assert "quota left today: 499/500 for this model" in result.stdout
+    assert last_line(result).startswith("PASS: ")
+    # The daemon's prompt went out, once, with no retry.
+    (request,) = server.requests
+    assert request.body["messages"][0]["role"] == "system"
+    assert "BTC" in request.body["messages"][1]["content"]
+
+
+def test_stream_and_model_options_reach_the_request(fake_server: Server) -> None:
+    server = fake_server("modelscope", default=answer(DECISIONS, reasoning="thinking"))
+
+    result = run_script("--base-url", server.base_url, "--stream", "--model", "Qwen/Other")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert server.requests[0].body["stream"] is True
+    assert server.requests[0].body["model"] == "Qwen/Other"
+
+
+@pytest.mark.parametrize(
+    ("reply", "cause"),
+    [
+        (unauthorized(), "FAIL: bad key: ModelScope refused the API key (401"),
+        (rate_limited(), "FAIL: quota exhausted: "),
+        (Reply(status=400, body="not_served"), "FAIL: model not served: "),
+    ],
+)
+def test_a_refused_call_fails_with_one_line_naming_the_cause(
+    fake_server: Server, reply: Reply, cause: str
+) -> None:
+    server = fake_server("modelscope", default=reply)
+
+    result = run_script("--base-url", server.base_url)
+
+    assert result.returncode == 1
+    assert last_line(result).startswith(cause), result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_refused_connection_fails_with_a_network_cause() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+    result = run_script("--base-url", f"http://127.0.0.1:{port}/v1")
+
+    assert result.returncode == 1
+    assert last_line(result).startswith("FAIL: network: could not reach ModelScope")
+
+
+def test_no_key_fails_before_any_call(tmp_path: Path) -> None:
+    result = run_script("--base-url", "http://127.0.0.1:9/v1", key=None)
+
+    assert result.returncode == 1
+    assert last_line(result).startswith("FAIL: no key: MODELSCOPE_API_KEY is not set")

@@ -1,0 +1,259 @@
+"""An agent's fallback chain: quota skips until the next quota day, recorded in `quota_usage`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db import models
+from app.errors import (
+    ConfigError,
+    ModelAuthError,
+    ModelNotServedError,
+    ModelQuotaError,
+    ModelTimeoutError,
+    RateLimitedError,
+)
+from app.llm import CallDefaults, ClientPool, FallbackChain, QuotaTracker, make_provider
+from app.ports import ChatResult
+from tests.fakes.openai_server import (
+    FakeOpenAIServer,
+    answer,
+    error,
+    not_served,
+    rate_limited,
+    slow,
+    unauthorized,
+)
+from tests.llm.conftest import MESSAGES, FrozenClock, no_sleep
+
+Server = Callable[..., FakeOpenAIServer]
+A, B, C = "Qwen/Qwen3-235B-A22B-Instruct-2507", "Qwen/Qwen3-Next-80B-A3B-Instruct", "Qwen/Qwen3-32B"
+HOLD = '{"BTC": {"coin": "BTC", "signal": "hold"}}'
+
+
+def ask_chain(
+    server: FakeOpenAIServer,
+    models: Sequence[str],
+    quota: QuotaTracker,
+    *,
+    provider: str = "modelscope",
+    defaults: CallDefaults | None = None,
+) -> ChatResult:
+    """Ask a chain of `models` on the fake through a fresh client pool."""
+
+    async def run() -> ChatResult:
+        clients = ClientPool()
+        try:
+            chain = FallbackChain(
+                [
+                    make_provider(
+                        provider,
+                        model=model,
+                        api_key="key",
+                        base_url=server.base_url,
+                        clients=clients,
+                        defaults=defaults or CallDefaults(retry_backoff_s=0),
+                        sleep=no_sleep,
+                    )
+                    for model in models
+                ],
+                agent="qwen",
+                quota=quota,
+            )
+            return await chain.complete(MESSAGES)
+        finally:
+            await clients.aclose()
+
+    return asyncio.run(run())
+
+
+def quota_table(session_factory: sessionmaker[Session]) -> dict[str, models.QuotaUsage]:
+    with session_factory() as session:
+        return {row.model: row for row in session.scalars(select(models.QuotaUsage))}
+
+
+def test_three_model_chain_429_then_not_served_then_answer_skips_the_first_two_all_day(
+    fake_server: Server, session_factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    server = fake_server("modelscope")
+    server.script(A, rate_limited())
+    server.script(B, not_served())
+    server.script(C, answer(HOLD), answer(HOLD), answer(HOLD))
+    quota = QuotaTracker(session_factory, clock=clock)
+
+    result = ask_chain(server, [A, B, C], quota)
+
+    assert (result.text, result.model) == (HOLD, C)
+    assert [(a.model, a.outcome) for a in result.attempts] == [
+        (A, "rate_limited"),
+        (B, "not_served"),
+        (C, "ok"),
+    ]
+    rows = quota_table(session_factory)
+    assert set(rows) == {A, B, C}
+    assert (rows[A].calls, rows[A].rate_limited, rows[A].failures) == (1, 1, 1)
+    assert (rows[A].model_requests_remaining, rows[A].model_requests_limit) == (0, 500)
+    assert rows[A].requests_limit == 2000 and rows[A].exhausted_at is not None
+    assert (rows[B].calls, rows[B].failures, rows[B].rate_limited) == (1, 1, 0)
+    assert "has no provider supported" in (rows[B].last_error or "")
+    assert (rows[C].calls, rows[C].successes, rows[C].exhausted_at) == (1, 1, None)
+    assert rows[C].day == clock.at.date()
+
+    # Later the same UTC day the first two are not asked at all.
+    clock.at = datetime(2026, 3, 14, 23, 59, tzinfo=UTC)
+    again = ask_chain(server, [A, B, C], quota)
+
+    assert again.model == C and [a.model for a in again.attempts] == [C]
+    assert [len(server.requests_for(m)) for m in (A, B, C)] == [1, 1, 2]
+
+    # A new quota day asks the first model again.
+    clock.at = datetime(2026, 3, 15, 0, 0, tzinfo=UTC)
+    server.script(A, answer(HOLD))
+    fresh = ask_chain(server, [A, B, C], quota)
+
+    assert fresh.model == A
+    assert len(server.requests_for(A)) == 2
+
+
+def test_a_restart_keeps_skipping_models_exhausted_earlier_that_day(
+    fake_server: Server, session_factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    server = fake_server("modelscope")
+    server.script(A, rate_limited())
+    ask_chain(server, [A, C], QuotaTracker(session_factory, clock=clock))
+
+    restarted = QuotaTracker(session_factory, clock=clock)
+    result = ask_chain(server, [A, C], restarted)
+
+    assert result.model == C
+    assert len(server.requests_for(A)) == 1
+
+
+def test_every_model_out_of_quota_is_a_rate_limit_error_listing_each(
+    fake_server: Server, clock: FrozenClock
+) -> None:
+    server = fake_server("modelscope")
+    server.script(A, rate_limited())
+    server.script(B, not_served())
+    quota = QuotaTracker(clock=clock)
+
+    with pytest.raises(ModelQuotaError) as caught:
+        ask_chain(server, [A, B], quota)
+
+    err = caught.value
+    assert isinstance(err, RateLimitedError)
+    assert A in str(err) and B in str(err) and "2026-03-15 00:00 UTC" in str(err)
+    assert [a.outcome for a in err.attempts] == ["rate_limited", "not_served"]
+
+    # Asked again while both are skipped: no request at all, same kind of error.
+    with pytest.raises(ModelQuotaError, match="skipped until") as again:
+        ask_chain(server, [A, B], quota)
+    assert again.value.attempts == ()
+    assert server.request_count == 2
+
+
+def test_a_chain_of_models_that_are_not_served_is_a_configuration_error(
+    fake_server: Server, clock: FrozenClock
+) -> None:
+    server = fake_server("modelscope")
+    server.script("Qwen/Old", not_served())
+
+    with pytest.raises(ModelNotServedError, match="Pick model ids") as caught:
+        ask_chain(server, ["Qwen/Old"], QuotaTracker(clock=clock))
+
+    assert isinstance(caught.value, ConfigError)
+
+
+def test_a_401_stops_the_agent_without_trying_the_next_model(
+    fake_server: Server, clock: FrozenClock
+) -> None:
+    server = fake_server("modelscope")
+    server.script(A, unauthorized())
+
+    with pytest.raises(ModelAuthError, match="MODELSCOPE_API_KEY"):
+        ask_chain(server, [A, C], QuotaTracker(clock=clock))
+
+    assert server.requests_for(C) == []
+
+
+def test_a_timeout_after_its_retries_ends_the_call_with_every_attempt(
+    fake_server: Server, clock: FrozenClock
+) -> None:
+    server = fake_server("modelscope")
+    server.script(A, slow(5.0), slow(5.0))
+
+    with pytest.raises(ModelTimeoutError) as caught:
+        ask_chain(
+            server,
+            [A, C],
+            QuotaTracker(clock=clock),
+            defaults=CallDefaults(timeout_s=0.2, max_retries=1, retry_backoff_s=0),
+        )
+
+    assert [(a.model, a.outcome) for a in caught.value.attempts] == [(A, "timeout")] * 2
+    assert server.requests_for(C) == []
+
+
+def test_deepseek_429_means_too_fast_so_the_model_only_cools_down_for_a_minute(
+    fake_server: Server, clock: FrozenClock
+) -> None:
+    server = fake_server("deepseek")
+    server.script("deepseek-v4-pro", rate_limited())
+    quota = QuotaTracker(clock=clock)
+
+    first = ask_chain(server, ["deepseek-v4-pro", "deepseek-flash"], quota, provider="deepseek")
+    clock.at += timedelta(seconds=61)
+    later = ask_chain(server, ["deepseek-v4-pro", "deepseek-flash"], quota, provider="deepseek")
+
+    assert (first.model, later.model) == ("deepseek-flash", "deepseek-v4-pro")
+
+
+def test_skips_are_shared_by_every_agent_on_the_same_tracker(
+    fake_server: Server, clock: FrozenClock
+) -> None:
+    server = fake_server("modelscope")
+    server.script(A, rate_limited())
+    quota = QuotaTracker(clock=clock)
+
+    ask_chain(server, [A, C], quota)
+    other_agent = ask_chain(server, [A, B], quota)
+
+    assert other_agent.model == B
+    assert len(server.requests_for(A)) == 1
+
+
+@pytest.mark.parametrize(
+    ("code", "asked_again_after_61_s"), [("limit_requests", True), ("insufficient_quota", False)]
+)
+def test_dashscope_429_cools_down_but_a_spent_free_quota_waits_for_the_next_day(
+    fake_server: Server, clock: FrozenClock, code: str, asked_again_after_61_s: bool
+) -> None:
+    server = fake_server("dashscope")
+    body = {"error": {"message": "You have exceeded your quota.", "type": code, "code": code}}
+    server.script("qwen-max", error(429, body))
+    quota = QuotaTracker(clock=clock)
+
+    ask_chain(server, ["qwen-max", "qwen-plus"], quota, provider="dashscope")
+    clock.at += timedelta(seconds=61)
+    later = ask_chain(server, ["qwen-max", "qwen-plus"], quota, provider="dashscope")
+
+    assert (later.model == "qwen-max") is asked_again_after_61_s
+
+
+def test_an_unknown_model_on_a_local_server_moves_to_the_next_model(
+    fake_server: Server, clock: FrozenClock
+) -> None:
+    server = fake_server("openai")
+    missing = {"error": {"message": 'model "llama9" not found, try pulling it first'}}
+    server.script("llama9", error(404, missing))
+
+    result = ask_chain(server, ["llama9", "llama3"], QuotaTracker(clock=clock), provider="openai")
+
+    assert result.model == "llama3"
+    assert [a.outcome for a in result.attempts] == ["not_served", "ok"]

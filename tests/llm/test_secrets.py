@@ -1,0 +1,98 @@
+"""A canary API key never reaches the logs, the database or an error's text."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import AgentConfig, Settings
+from app.db.session import sqlite_path
+from app.errors import AppError
+from app.llm import LlmRuntime
+from app.llm.store import add_llm_calls
+from app.logs import configure_logging
+from app.ports import ChatResult
+from tests.fakes.openai_server import FakeOpenAIServer, error
+from tests.llm.conftest import MESSAGES, no_sleep
+
+Server = Callable[..., FakeOpenAIServer]
+# Shaped like no known key pattern, so only the explicit masking can hide it.
+CANARY = "CANARY7f3a9c21e5d04b88"
+AT = datetime(2026, 3, 14, 10, 0, tzinfo=UTC)
+
+
+def test_the_key_is_in_no_log_no_row_and_no_error_text(
+    fake_server: Server,
+    session_factory: sessionmaker[Session],
+    db_url: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    server = fake_server("modelscope", api_key=CANARY)
+    # Providers that echo what they were sent: the key comes back in error bodies.
+    echo = {"errors": {"message": f"token {CANARY} exceeded its limit"}}
+    server.script("Qwen/A", error(429, echo))
+    gateway_page = error(502, f"<html>upstream refused {CANARY}</html>", content_type="text/html")
+    server.script("Qwen/B", gateway_page, gateway_page)
+    server.script("Qwen/C", error(401, {"errors": {"message": f"bad token {CANARY}"}}))
+    log_file = tmp_path / "arena.log"
+    configure_logging("DEBUG", secrets=[CANARY], file=str(log_file))
+    caplog.set_level(logging.DEBUG)
+    settings = Settings(
+        modelscope={"api_key": CANARY, "base_url": server.base_url},
+        llm={"retry_backoff_s": 0, "max_retries": 1},
+    )
+    chains = [
+        AgentConfig(
+            name="quota", provider="modelscope", model="Qwen/A", fallback_models=["Qwen/D"]
+        ),
+        AgentConfig(name="gateway", provider="modelscope", model="Qwen/B"),
+        AgentConfig(name="auth", provider="modelscope", model="Qwen/C"),
+    ]
+
+    async def run() -> list[ChatResult | BaseException]:
+        runtime = LlmRuntime(settings, session_factory=session_factory, sleep=no_sleep)
+        try:
+            return await asyncio.gather(
+                *(runtime.chat_model(agent).complete(MESSAGES) for agent in chains),
+                return_exceptions=True,
+            )
+        finally:
+            await runtime.aclose()
+
+    try:
+        ok, gateway, auth = asyncio.run(run())
+    finally:
+        configure_logging("WARNING")
+
+    assert isinstance(ok, ChatResult) and ok.model == "Qwen/D"
+    assert isinstance(gateway, AppError) and isinstance(auth, AppError)
+    with session_factory.begin() as session:
+        add_llm_calls(session, messages=MESSAGES, answer=ok, created_at=AT)
+        for failure in (gateway, auth):
+            add_llm_calls(
+                session, messages=MESSAGES, answer=None, attempts=failure.attempts, created_at=AT
+            )
+
+    texts = [str(gateway), repr(gateway), str(auth), repr(auth)]
+    texts += [a.error or "" for a in (*ok.attempts, *gateway.attempts, *auth.attempts)]
+    assert all(CANARY not in text for text in texts)
+    assert "***" in str(auth)  # the echoed key was there, and was masked
+    database = sqlite_path(db_url)
+    assert database is not None
+    with sqlite3.connect(database) as connection:
+        dump = "\n".join(connection.iterdump())
+    assert "Qwen/D" in dump and CANARY not in dump
+    assert CANARY not in log_file.read_text(encoding="utf-8")
+    assert CANARY not in capsys.readouterr().err
+    assert CANARY not in caplog.text
+    # The fake did receive it: the test would see a leak if one happened.
+    assert server.requests[0].headers["authorization"] == f"Bearer {CANARY}"

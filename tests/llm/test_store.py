@@ -1,0 +1,163 @@
+"""Persistence of calls, quota and usage: rows as the engine and `arena quota` read them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db import models
+from app.db.llm_rows import decompress_text, prompt_hash
+from app.llm.store import (
+    QuotaDelta,
+    add_llm_calls,
+    add_quota_usage,
+    quota_rows,
+    usage_by_agent,
+)
+from app.ports import CallAttempt, ChatResult, TokenUsage
+from tests.llm.conftest import MESSAGES
+
+AT = datetime(2026, 3, 14, 10, 0, tzinfo=UTC)
+
+
+def make_agent(session: Session, name: str) -> int:
+    agent = models.Agent(
+        name=name, provider="modelscope", model="Qwen/A", starting_cash_usd=1.0, created_at=AT
+    )
+    session.add(agent)
+    session.flush()
+    return agent.id
+
+
+def answer(model: str, *, latency_s: float, tokens: tuple[int, int, int]) -> ChatResult:
+    usage = TokenUsage(
+        prompt_tokens=tokens[0],
+        completion_tokens=tokens[1],
+        reasoning_tokens=tokens[2],
+        total_tokens=tokens[0] + tokens[1],
+    )
+    return ChatResult(
+        text='{"BTC": {"signal": "hold"}}',
+        provider="modelscope",
+        model=model,
+        reasoning="flat market",
+        finish_reason="stop",
+        usage=usage,
+        latency_s=latency_s,
+        attempts=(
+            CallAttempt("modelscope", "Qwen/A", "rate_limited", "429", 0.05, 429),
+            CallAttempt("modelscope", model, "ok", None, latency_s, 200, usage=usage),
+        ),
+    )
+
+
+def test_llm_calls_are_added_per_request_with_compressed_prompt_and_no_commit(
+    session_factory: sessionmaker[Session],
+) -> None:
+    with session_factory() as session:
+        agent_id = make_agent(session, "qwen")
+        session.commit()
+        add_llm_calls(
+            session,
+            messages=MESSAGES,
+            answer=answer("Qwen/B", latency_s=1.25, tokens=(100, 40, 10)),
+            created_at=AT,
+            agent_id=agent_id,
+            prompt_version="v1",
+        )
+        session.flush()
+        failed, used = session.scalars(select(models.LlmCall).order_by(models.LlmCall.id))
+
+        assert (failed.model_requested, failed.model, failed.outcome) == (
+            "Qwen/A",
+            None,
+            "rate_limited",
+        )
+        assert failed.messages_z is None and failed.latency_ms == 50
+        assert (used.model_requested, used.model, used.outcome) == ("Qwen/A", "Qwen/B", "ok")
+        assert used.prompt_hash == prompt_hash(MESSAGES)
+        assert MESSAGES[1].content in decompress_text(used.messages_z)
+        assert decompress_text(used.reasoning_z) == "flat market"
+        assert (used.latency_ms, used.prompt_tokens, used.attempt) == (1250, 100, 2)
+        # The caller owns the transaction: nothing is kept without its commit.
+        session.rollback()
+        assert session.scalar(select(func.count()).select_from(models.LlmCall)) == 0
+
+
+def test_usage_by_agent_sums_tokens_latency_and_calls(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """Agent one: answers of 1.0 s and 0.5 s after a 50 ms 429 each; agent two: one cache hit.
+
+    Requests of agent one: 4 (2 failed), latency 50 + 1000 + 50 + 500 = 1600 ms;
+    tokens 100 + 200 prompt, 40 + 60 completion.
+    """
+    with session_factory.begin() as session:
+        one, two = make_agent(session, "one"), make_agent(session, "two")
+        for latency_s, tokens in ((1.0, (100, 40, 0)), (0.5, (200, 60, 5))):
+            add_llm_calls(
+                session,
+                messages=MESSAGES,
+                answer=answer("Qwen/B", latency_s=latency_s, tokens=tokens),
+                created_at=AT,
+                agent_id=one,
+            )
+        hit = ChatResult(text="{}", provider="modelscope", model="Qwen/A", cache_hit=True)
+        add_llm_calls(session, messages=MESSAGES, answer=hit, created_at=AT, agent_id=two)
+
+    with session_factory() as session:
+        usage = usage_by_agent(session)
+        later = usage_by_agent(session, since=AT + timedelta(seconds=1))
+
+    assert (usage[one].calls, usage[one].requests, usage[one].failures) == (4, 4, 2)
+    assert (usage[one].prompt_tokens, usage[one].completion_tokens) == (300, 100)
+    assert (usage[one].reasoning_tokens, usage[one].latency_ms) == (5, 1600)
+    assert usage[one].mean_latency_ms == 400
+    assert (usage[two].calls, usage[two].requests, usage[two].cache_hits) == (1, 0, 1)
+    assert later == {}
+
+
+def test_quota_usage_accumulates_per_day_and_keeps_the_last_seen_limits(
+    session_factory: sessionmaker[Session],
+) -> None:
+    headers = {
+        "modelscope-ratelimit-requests-limit": "2000",
+        "modelscope-ratelimit-requests-remaining": "1895",
+        "modelscope-ratelimit-model-requests-limit": "500",
+        "modelscope-ratelimit-model-requests-remaining": "477",
+    }
+    day = AT.date()
+    with session_factory.begin() as session:
+        add_quota_usage(
+            session,
+            QuotaDelta("modelscope", "Qwen/A", day, AT, calls=1, successes=1, headers=headers),
+        )
+        # A 401 carries no headers: the limits seen before stay.
+        add_quota_usage(
+            session,
+            QuotaDelta(
+                "modelscope",
+                "Qwen/A",
+                day,
+                AT + timedelta(minutes=3),
+                calls=2,
+                failures=2,
+                rate_limited=1,
+                last_status="401 auth_error",
+                last_error="refused",
+            ),
+        )
+        add_quota_usage(
+            session, QuotaDelta("modelscope", "Qwen/A", day + timedelta(days=1), AT, calls=1)
+        )
+
+    with session_factory() as session:
+        (row,) = quota_rows(session, day)
+
+    assert (row.calls, row.successes, row.failures, row.rate_limited) == (3, 1, 2, 1)
+    assert (row.requests_remaining, row.model_requests_remaining) == (1895, 477)
+    assert (row.requests_limit, row.model_requests_limit) == (2000, 500)
+    assert (row.last_status, row.last_error) == ("401 auth_error", "refused")
+    assert row.updated_at == AT + timedelta(minutes=3)

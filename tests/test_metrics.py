@@ -1,0 +1,214 @@
+"""Performance metrics: hand-worked figures and the edge cases that must not give NaN."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+
+from app.domain import ClosedTrade, Position
+from app.metrics import (
+    compute_metrics,
+    exposure_pct,
+    max_drawdown_pct,
+    periods_per_year,
+    sharpe_ratio,
+    sortino_ratio,
+)
+
+T0 = datetime(2025, 10, 18, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+
+
+def series(values: list[float], step: timedelta = HOUR) -> pd.Series:
+    return pd.Series(values, index=pd.DatetimeIndex([T0 + i * step for i in range(len(values))]))
+
+
+def trade(net: float, opened: timedelta, held: timedelta, funding: float = 0.0) -> ClosedTrade:
+    """A trade with 1 USD fee each way, so gross = net + 2 + funding."""
+    return ClosedTrade(
+        coin="BTC",
+        side="long",
+        quantity=1.0,
+        leverage=10,
+        entry_price=100.0,
+        exit_price=100.0,
+        opened_at=T0 + opened,
+        closed_at=T0 + opened + held,
+        entry_fee_usd=1.0,
+        exit_fee_usd=1.0,
+        funding_usd=funding,
+        gross_pnl_usd=net + 2.0 + funding,
+        net_pnl_usd=net,
+        exit_reason="close_position",
+    )
+
+
+EQUITY = series([100.0, 110.0, 99.0, 108.9])
+TRADES = [
+    trade(30.0, timedelta(0), HOUR, funding=0.5),
+    trade(-10.0, timedelta(minutes=30), timedelta(minutes=30), funding=-0.2),
+    trade(20.0, 2 * HOUR, 2 * HOUR, funding=0.1),
+]
+
+
+def test_compute_metrics_on_a_worked_example() -> None:
+    """Hourly values 100, 110, 99, 108.9: returns +10%, -10%, +10%; mean 1/30, sample std
+    sqrt(((1/15)^2 x 2 + (2/15)^2) / 2) = 0.1154701; periods a year 8,760, sqrt 93.59487.
+    Sharpe = 0.0333333 / 0.1154701 x 93.59487 = 27.01851. Downside deviation sqrt(0.01 / 3) =
+    0.0577350, Sortino = 54.03703. Drawdown 110 -> 99 = 10%. Return 8.9%.
+    Trades: net +30, -10, +20: win rate 2/3, profit factor 50 / 10 = 5, expectancy 40 / 3.
+    Held 1 h, 30 min, 2 h: average 70 min. Open [0, 1 h] and [0:30, 1 h] and [2 h, 4 h] cut at
+    the 3 h end: 2 h of 3 h = 66.67% exposure. 3 trades in 0.125 day = 24 a day. Fees 6 USD,
+    funding 0.5 - 0.2 + 0.1 = 0.4 USD.
+    """
+    m = compute_metrics(EQUITY, TRADES)
+
+    assert m.total_return_pct == pytest.approx(8.9)
+    assert m.periods_per_year == pytest.approx(8760.0)
+    assert m.sharpe == pytest.approx(27.01851, rel=1e-6)
+    assert m.sortino == pytest.approx(54.03703, rel=1e-6)
+    assert m.max_drawdown_pct == pytest.approx(10.0)
+    assert (m.trades, m.wins, m.losses) == (3, 2, 1)
+    assert m.win_rate_pct == pytest.approx(200 / 3)
+    assert m.profit_factor == pytest.approx(5.0)
+    assert m.expectancy_usd == pytest.approx(40 / 3)
+    assert m.avg_holding_time == timedelta(minutes=70)
+    assert m.exposure_pct == pytest.approx(200 / 3)
+    assert m.trades_per_day == pytest.approx(24.0)
+    assert m.fees_paid_usd == pytest.approx(6.0)
+    assert m.funding_paid_usd == pytest.approx(0.4)
+    assert (m.start_at, m.end_at) == (T0, T0 + 3 * HOUR)
+    assert (m.start_equity_usd, m.final_equity_usd) == (100.0, 108.9)
+
+
+def test_compute_metrics_counts_open_positions_and_account_totals() -> None:
+    """A position open since 2:30 adds 30 min of exposure before the 3 h end (2.5 h of 3 h) and
+    its 1.5 USD entry fee; explicit account totals replace the sums."""
+    position = Position(
+        coin="ETH",
+        side="short",
+        quantity=1.0,
+        entry_price=2000.0,
+        leverage=5,
+        margin_usd=400.0,
+        liquidation_price=2390.0,
+        opened_at=T0 + timedelta(hours=1, minutes=30),
+        entry_fee_usd=1.5,
+        funding_usd=0.25,
+    )
+
+    m = compute_metrics(EQUITY, TRADES, open_positions=[position])
+    given = compute_metrics(
+        EQUITY, TRADES, open_positions=[position], fees_paid_usd=9.0, funding_paid_usd=-1.0
+    )
+
+    assert m.exposure_pct == pytest.approx(2.5 / 3 * 100)
+    assert m.fees_paid_usd == pytest.approx(7.5)
+    assert m.funding_paid_usd == pytest.approx(0.65)
+    assert (given.fees_paid_usd, given.funding_paid_usd) == (9.0, -1.0)
+
+
+def test_total_return_is_measured_from_the_starting_cash_when_given() -> None:
+    """108.9 against a start of 90: (108.9 / 90 - 1) x 100 = 21%."""
+    assert compute_metrics(EQUITY, [], starting_cash_usd=90.0).total_return_pct == pytest.approx(
+        21.0
+    )
+
+
+@pytest.mark.parametrize(
+    ("step", "expected"),
+    [(timedelta(minutes=3), 175_200.0), (HOUR, 8_760.0), (timedelta(days=1), 365.0)],
+)
+def test_periods_per_year_follow_the_series_spacing(step: timedelta, expected: float) -> None:
+    """365 days of 3-minute cycles: 365 x 480 = 175,200; of hours 8,760; of days 365."""
+    assert periods_per_year(series([1.0, 2.0, 3.0], step).index) == pytest.approx(expected)
+
+
+def test_periods_per_year_use_the_median_spacing() -> None:
+    """Spacings 3, 3, 3 and 9 min (one skipped cycle): the median, 3 min, sets the cadence."""
+    index = pd.DatetimeIndex([T0 + timedelta(minutes=m) for m in (0, 3, 6, 9, 18)])
+
+    assert periods_per_year(index) == pytest.approx(175_200.0)
+
+
+def test_metrics_of_an_empty_series_are_none_and_zero() -> None:
+    m = compute_metrics(pd.Series([], dtype=float, index=pd.DatetimeIndex([], tz=UTC)), [])
+
+    assert m.trades == 0 and m.fees_paid_usd == 0.0 and m.funding_paid_usd == 0.0
+    for name in (
+        "start_at",
+        "total_return_pct",
+        "sharpe",
+        "sortino",
+        "max_drawdown_pct",
+        "periods_per_year",
+        "win_rate_pct",
+        "profit_factor",
+        "expectancy_usd",
+        "exposure_pct",
+        "avg_holding_time",
+        "trades_per_day",
+    ):
+        assert getattr(m, name) is None, name
+
+
+def test_metrics_of_one_point_have_no_ratios() -> None:
+    m = compute_metrics(series([100.0]), [])
+
+    assert m.total_return_pct == 0.0
+    assert m.max_drawdown_pct == 0.0
+    assert (m.sharpe, m.sortino, m.periods_per_year) == (None, None, None)
+    assert (m.exposure_pct, m.trades_per_day) == (None, None)
+
+
+def test_metrics_of_a_flat_series_have_no_sharpe() -> None:
+    flat = series([100.0, 100.0, 100.0, 100.0])
+
+    assert sharpe_ratio(flat) is None
+    assert sortino_ratio(flat) is None
+    assert max_drawdown_pct(flat) == 0.0
+    assert compute_metrics(flat, []).total_return_pct == 0.0
+
+
+def test_sortino_without_a_losing_period_is_none() -> None:
+    """Returns +10%, +10%: no downside, so the ratio is undefined (not infinity)."""
+    rising = series([100.0, 110.0, 121.0])
+
+    assert sortino_ratio(rising) is None
+    assert sharpe_ratio(rising) is None  # no spread either
+    assert sharpe_ratio(series([100.0, 110.0, 120.0])) is not None
+
+
+def test_profit_factor_without_losses_is_none_and_without_wins_is_zero() -> None:
+    wins_only = [trade(5.0, timedelta(0), HOUR)]
+    losses_only = [trade(-5.0, timedelta(0), HOUR)]
+
+    assert compute_metrics(EQUITY, wins_only).profit_factor is None
+    assert compute_metrics(EQUITY, losses_only).profit_factor == 0.0
+    assert compute_metrics(EQUITY, losses_only).win_rate_pct == 0.0
+
+
+def test_ratios_skip_missing_values_and_refuse_a_wiped_out_account() -> None:
+    """NaN points are dropped; a zero account value has no defined return after it."""
+    with_gap = series([100.0, math.nan, 110.0, 99.0, 108.9])
+    wiped = series([100.0, 50.0, 0.0, 10.0])
+
+    assert sharpe_ratio(with_gap) is not None
+    assert max_drawdown_pct(with_gap) == pytest.approx(10.0)
+    assert sharpe_ratio(wiped) is None
+    assert max_drawdown_pct(wiped) == pytest.approx(100.0)
+
+
+def test_exposure_merges_overlapping_positions() -> None:
+    """[0, 2 h] and [1 h, 3 h] overlap: 3 h covered out of 4 h = 75%."""
+    trades = [trade(1.0, timedelta(0), 2 * HOUR), trade(1.0, HOUR, 2 * HOUR)]
+
+    assert exposure_pct(trades, [], start_at=T0, end_at=T0 + 4 * HOUR) == pytest.approx(75.0)
+
+
+def test_metrics_need_a_time_index() -> None:
+    with pytest.raises(ValueError, match="DatetimeIndex"):
+        compute_metrics(pd.Series([1.0, 2.0]), [])

@@ -1,0 +1,281 @@
+"""The cycle engine over real parts: historical market, paper accounts, a migrated SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from app.db import models
+from app.db.migrate import upgrade
+from app.db.repository import AgentIdentity, SqlCycleStore
+from app.db.session import make_engine
+from app.decisions import DecisionProblem, TradeDecision
+from app.market.historical import HistoricalMarketData
+from app.ports import ChatResult, DecisionRequest, StrategyAnswer
+from app.trading.engine import AgentSlot, CycleEngine, EngineConfig, RunningSharpe
+from app.trading.paper import PaperAccount, PaperCosts
+from app.trading.risk import RiskLimits
+from app.wiring import restore_slots
+from tests.fakes.candles import six_coin_market
+
+COINS = ("BTC", "ETH")
+STEP = timedelta(minutes=5)
+COSTS = PaperCosts(fee_rate=0.00045, slippage_rate=0.0001, maintenance_margin_rate=0.005)
+
+Script = Callable[[DecisionRequest], list[TradeDecision]]
+
+
+class ScriptedStrategy:
+    """A strategy that answers from a script (optionally late or unreadable) and keeps requests."""
+
+    uses_prompt = True
+
+    def __init__(
+        self,
+        name: str,
+        script: Script | None = None,
+        *,
+        delay_s: float = 0.0,
+        parse_error: str | None = None,
+        problems: tuple[DecisionProblem, ...] = (),
+    ) -> None:
+        self.name = name
+        self.problems = problems
+        self.script = script or (lambda request: [])
+        self.delay_s = delay_s
+        self.parse_error = parse_error
+        self.requests: list[DecisionRequest] = []
+
+    async def decide(self, request: DecisionRequest) -> StrategyAnswer:
+        self.requests.append(request)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        decisions = tuple(self.script(request))
+        text = json.dumps({d.coin: d.model_dump() for d in decisions})
+        chat = ChatResult(text=text, provider="fake", model="fake-1", finish_reason="stop")
+        if self.parse_error is not None:
+            return StrategyAnswer(decisions=(), chat=chat, parse_error=self.parse_error)
+        return StrategyAnswer(decisions=decisions, chat=chat, problems=self.problems)
+
+
+def enter_long_btc_once(request: DecisionRequest, *, band: float = 0.05) -> list[TradeDecision]:
+    """Go long 0.01 BTC at 2x with a stop and a target `band` away, when flat."""
+    if "BTC" in request.account.positions:
+        return [TradeDecision(coin="BTC", signal="hold")]
+    price = request.snapshot.price("BTC")
+    return [
+        TradeDecision(
+            coin="BTC",
+            signal="buy_to_enter",
+            quantity=0.01,
+            leverage=2,
+            stop_loss=price * (1 - band),
+            profit_target=price * (1 + band),
+            invalidation_condition="close below the stop",
+            confidence=0.6,
+            risk_usd=50.0,
+            justification="test entry",
+        )
+    ]
+
+
+@pytest.fixture(scope="module")
+def market() -> HistoricalMarketData:
+    return HistoricalMarketData(
+        six_coin_market(COINS, periods=3500), intraday_timeframe="5m", context_timeframe="4h"
+    )
+
+
+@pytest.fixture
+def database(db_url: str) -> Engine:
+    engine = make_engine(db_url)
+    upgrade(db_url, engine=engine)
+    return engine
+
+
+def build_engine(
+    market: HistoricalMarketData,
+    database: Engine,
+    strategies: list[ScriptedStrategy],
+    *,
+    timeout_s: float = 5.0,
+    restore: bool = False,
+    run_id: str = "test",
+) -> tuple[CycleEngine, SqlCycleStore, list[datetime]]:
+    store = SqlCycleStore(database, run_id=run_id)
+    first = market.first_ready_at()
+    store.register_agents(
+        [AgentIdentity(name=s.name, provider="fake", model="fake-1") for s in strategies], at=first
+    )
+    if restore:
+        slots = restore_slots(store, {s.name: s for s in strategies}, costs=COSTS, interval=STEP)
+    else:
+        slots = [
+            AgentSlot(
+                name=s.name,
+                strategy=s,
+                account=PaperAccount(10_000.0, costs=COSTS),
+                sharpe=RunningSharpe(STEP),
+            )
+            for s in strategies
+        ]
+    clock = [first]
+
+    def fill_prices(snapshot):  # type: ignore[no-untyped-def]
+        return {coin: market.next_open(coin, snapshot.at)[1] for coin in snapshot.coins}
+
+    config = EngineConfig(
+        coins=COINS,
+        interval=STEP,
+        limits=RiskLimits(fee_rate=COSTS.fee_rate, slippage_rate=COSTS.slippage_rate),
+        costs=COSTS,
+        agent_timeout_s=timeout_s,
+        exit_timeframe="5m",
+    )
+    engine = CycleEngine(
+        market=market,
+        store=store,
+        agents=slots,
+        config=config,
+        clock=lambda: clock[0],
+        fill_prices=fill_prices,
+    )
+    return engine, store, clock
+
+
+def count(database: Engine, table: type[models.Base], **where: object) -> int:
+    query = select(func.count()).select_from(table)
+    for column, value in where.items():
+        query = query.where(getattr(table, column) == value)
+    with database.connect() as connection:
+        return int(connection.execute(query).scalar_one())
+
+
+def test_one_agent_timing_out_does_not_stop_another_from_trading(market, database) -> None:
+    slow = ScriptedStrategy("slow", enter_long_btc_once, delay_s=30.0)
+    trader = ScriptedStrategy("trader", enter_long_btc_once)
+    engine, _, clock = build_engine(market, database, [slow, trader], timeout_s=0.3)
+
+    report = asyncio.run(engine.run_cycle(clock[0]))
+
+    by_agent = {summary.agent: summary for summary in report.agents}
+    assert by_agent["slow"].status == "failed"
+    assert "no answer within 0.3 s" in (by_agent["slow"].error or "")
+    assert by_agent["trader"].status == "ok"
+    assert by_agent["trader"].fills == 1
+    with database.connect() as connection:
+        cycles = dict(
+            connection.execute(
+                select(models.Agent.name, models.Cycle.status).join(models.Cycle.agent)
+            ).all()
+        )
+    assert cycles == {"slow": "failed", "trader": "ok"}
+    assert count(database, models.Fill, reason="entry") == 1
+    assert count(database, models.Position, status="open") == 1
+    slot = {s.name: s for s in engine.slots}
+    assert "BTC" in slot["trader"].account.positions
+    assert not slot["slow"].account.positions
+
+
+def test_running_a_scheduled_cycle_twice_never_trades_twice(market, database) -> None:
+    trader = ScriptedStrategy("trader", enter_long_btc_once)
+    engine, _, clock = build_engine(market, database, [trader])
+    asyncio.run(engine.run_cycle(clock[0]))
+    again = asyncio.run(engine.run_cycle(clock[0]))
+
+    assert again.agents == ()
+    assert len(trader.requests) == 1
+    # A second process (a restarted daemon) sees the agent-cycle as done, too.
+    other = ScriptedStrategy("trader", enter_long_btc_once)
+    engine2, _, _ = build_engine(market, database, [other], restore=True)
+    assert asyncio.run(engine2.run_cycle(clock[0])).agents == ()
+    assert other.requests == []
+    assert count(database, models.Cycle) == 1
+    assert count(database, models.Fill) == 1
+
+
+def test_unreadable_answer_is_recorded_with_its_reason_and_the_agent_holds(
+    market, database
+) -> None:
+    confused = ScriptedStrategy("confused", enter_long_btc_once, parse_error="no JSON object found")
+    engine, _, clock = build_engine(market, database, [confused])
+    report = asyncio.run(engine.run_cycle(clock[0]))
+
+    assert report.agents[0].status == "failed"
+    assert report.agents[0].parse_failed
+    with Session(database) as session:
+        call = session.scalars(select(models.LlmCall)).one()
+        cycle = session.scalars(select(models.Cycle)).one()
+    assert call.outcome == "parse_error"
+    assert call.error == "no JSON object found"
+    assert call.response_text  # the raw answer is kept
+    assert "no JSON object found" in (cycle.error or "")
+    assert count(database, models.Fill) == 0
+
+
+def test_restored_engine_continues_with_identical_accounts(market, database) -> None:
+    """Forty cycles in one engine equal the same forty run across five restarts.
+
+    Stops and targets 0.3% away make the monitor close positions (and the script re-enter)
+    across the restart, so exits replayed from the database are part of what must match.
+    """
+    first = market.first_ready_at()
+    times = [first + i * STEP for i in range(40)]
+
+    def tight(request: DecisionRequest) -> list[TradeDecision]:
+        return enter_long_btc_once(request, band=0.003)
+
+    def run(engine: CycleEngine, clock: list[datetime], moments: list[datetime]) -> None:
+        for moment in moments:
+            clock[0] = moment
+            asyncio.run(engine.run_cycle(moment))
+
+    # One uninterrupted run in its own run id.
+    strategy = ScriptedStrategy("trader", tight)
+    engine, _, clock = build_engine(market, database, [strategy], run_id="one-run")
+    run(engine, clock, times)
+    expected = engine.slots[0].account.state()
+    exits = count(database, models.Fill) - count(database, models.Fill, reason="entry")
+    assert exits >= 2, "the scenario must close positions between cycles"
+
+    # The same, stopped five times and restored from the database each time. Restarts land
+    # both just before exits and between them (the exit checkpoint must survive a restart).
+    splits = [0, 5, 12, 20, 27, 35, 40]
+    segments: list[ScriptedStrategy] = []
+    for begin, end in itertools.pairwise(splits):
+        segment = ScriptedStrategy("trader", tight)
+        engine_n, _, clock_n = build_engine(market, database, [segment], restore=begin > 0)
+        run(engine_n, clock_n, times[begin:end])
+        segments.append(segment)
+
+    assert engine_n.slots[0].account.state() == expected
+    assert engine_n.slots[0].invocations == 40
+    requests = [request for segment in segments for request in segment.requests]
+    assert [r.invocation for r in requests] == list(range(1, 41))
+    # The restarted agents saw exactly the prompts the uninterrupted one did.
+    assert [r.messages for r in requests] == [r.messages for r in strategy.requests]
+
+
+def test_malformed_entries_are_stored_as_rejected_while_the_valid_ones_trade(
+    market, database
+) -> None:
+    problem = DecisionProblem(coin="ETH", signal="buy_to_enter", reason="leverage: not a number")
+    mixed = ScriptedStrategy("mixed", enter_long_btc_once, problems=(problem,))
+    engine, _, clock = build_engine(market, database, [mixed])
+    report = asyncio.run(engine.run_cycle(clock[0]))
+
+    assert report.agents[0].status == "ok"
+    with Session(database) as session:
+        rows = {
+            d.coin: (d.signal, d.outcome, d.reason)
+            for d in session.scalars(select(models.Decision))
+        }
+    assert rows["BTC"][:2] == ("buy_to_enter", "executed")
+    assert rows["ETH"] == ("buy_to_enter", "rejected", "unreadable entry: leverage: not a number")
