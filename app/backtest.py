@@ -13,7 +13,7 @@ import logging
 import math
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -131,6 +131,7 @@ def plan_backtest(settings: Settings, options: BacktestOptions) -> _Plan:
     data = load_data_set(
         list(options.data), coins=list(options.symbols) if options.symbols else None
     )
+    data = _in_prompt_order(data, options.symbols or tuple(settings.symbols))
     base_step = timeframe_to_timedelta(data.timeframe)
     if options.interval is None:
         configured = settings.schedule.interval
@@ -178,6 +179,13 @@ def plan_backtest(settings: Settings, options: BacktestOptions) -> _Plan:
     count = int((end - start) / step) + 1
     times = tuple(start + i * step for i in range(count))
     return _Plan(market=market, data=data, interval=interval, step=step, times=times)
+
+
+def _in_prompt_order(data: DataSet, order: Sequence[str]) -> DataSet:
+    """Return `data` with its coins in `order` (nof1's BTC, ETH, SOL, BNB, XRP, DOGE by default)."""
+    rank = {coin: i for i, coin in enumerate(order)}
+    coins = sorted(data.candles, key=lambda coin: (rank.get(coin, len(rank)), coin))
+    return replace(data, candles={coin: data.candles[coin] for coin in coins})
 
 
 def _fill_prices(market: HistoricalMarketData) -> Any:
@@ -274,6 +282,13 @@ async def run_backtest(
         for moment in plan.times:
             clock_at[0] = moment
             report = await engine.run_cycle(moment)
+            stopped = [slot for slot in slots if slot.disabled_reason is not None]
+            if stopped:
+                # A backtest with an agent that stopped answering compares nothing: say why.
+                raise ConfigError(
+                    f"agent {stopped[0].name} stopped at {moment:%Y-%m-%d %H:%M}: "
+                    f"{stopped[0].disabled_reason}"
+                )
             progress.advance(
                 1,
                 llm_calls=sum(a.llm_calls for a in report.agents),

@@ -31,7 +31,8 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
-stdout = Console()
+# Piped output gets room for the wide leaderboard instead of a squeezed 80 columns.
+stdout = Console() if sys.stdout.isatty() else Console(width=220)
 stderr = Console(stderr=True)
 
 ConfigOption = Annotated[
@@ -308,6 +309,29 @@ def leaderboard_table(
     if hodl_pct is not None:
         table.add_row("", "buy & hold", "equal weight, no fees", "", _pct(hodl_pct), *[""] * 10)
     return table
+
+
+@app.command("run")
+def run_command(
+    once: Annotated[bool, typer.Option("--once", help="Run one cycle and exit.")] = False,
+    at: Annotated[
+        str | None,
+        typer.Option("--at", help="With --once: the scheduled time to run (ISO, UTC)."),
+    ] = None,
+    agent: AgentOption = None,
+) -> None:
+    """Run the live arena: a decision cycle every interval, exits checked in between."""
+    import asyncio
+
+    from app.live import run_arena
+
+    settings = get_settings()
+    if at is not None and not once:
+        raise ConfigError("--at needs --once (the daemon always runs on the clock)")
+    code = asyncio.run(
+        run_arena(settings, _agents_from(agent, settings), once=once, at=_parse_time(at, "--at"))
+    )
+    raise typer.Exit(code)
 
 
 @app.command("backtest")

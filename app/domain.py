@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Final, Literal
 
+import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 Signal = Literal["buy_to_enter", "sell_to_enter", "hold", "close_position"]
@@ -279,3 +281,81 @@ class AccountView:
         if self.starting_cash_usd == 0:
             return 0.0
         return (self.equity_usd / self.starting_cash_usd - 1.0) * 100.0
+
+
+@dataclass(frozen=True, slots=True)
+class Bars:
+    """A block of one coin's candles as arrays: open times (UTC epoch ns) and OHLC prices.
+
+    The exit monitor scans these; arrays keep a backtest's per-cycle scan free of pandas overhead.
+    """
+
+    open_ns: npt.NDArray[np.int64]
+    open: npt.NDArray[np.float64]
+    high: npt.NDArray[np.float64]
+    low: npt.NDArray[np.float64]
+    close: npt.NDArray[np.float64]
+
+    def __len__(self) -> int:
+        return int(self.open_ns.shape[0])
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> Bars:
+        """Return the candles of a frame indexed by UTC open time with open/high/low/close."""
+        index = frame.index
+        if not isinstance(index, pd.DatetimeIndex):
+            raise ValueError("candles must be indexed by their UTC open time (DatetimeIndex)")
+        index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
+        return cls(
+            open_ns=index.as_unit("ns").asi8,
+            open=frame["open"].to_numpy(dtype=np.float64),
+            high=frame["high"].to_numpy(dtype=np.float64),
+            low=frame["low"].to_numpy(dtype=np.float64),
+            close=frame["close"].to_numpy(dtype=np.float64),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Settlements:
+    """Funding settlements as arrays: times (UTC epoch ns), rates, and mark prices (NaN: none)."""
+
+    settled_ns: npt.NDArray[np.int64]
+    rates: npt.NDArray[np.float64]
+    marks: npt.NDArray[np.float64]
+
+    def __len__(self) -> int:
+        return int(self.settled_ns.shape[0])
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> Settlements:
+        """Return settlements from a frame with `rate` (or `funding_rate`) and `mark_price`."""
+        index = frame.index
+        if not isinstance(index, pd.DatetimeIndex):
+            raise ValueError("funding must be indexed by its UTC settlement time (DatetimeIndex)")
+        index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
+        column = "rate" if "rate" in frame.columns else "funding_rate"
+        marks = (
+            frame["mark_price"].to_numpy(dtype=np.float64)
+            if "mark_price" in frame.columns
+            else np.full(len(frame), np.nan)
+        )
+        return cls(
+            settled_ns=index.as_unit("ns").asi8,
+            rates=frame[column].to_numpy(dtype=np.float64),
+            marks=marks,
+        )
+
+
+def ns_to_datetime(ns: int) -> datetime:
+    """Return a UTC-aware datetime for epoch nanoseconds."""
+    return datetime.fromtimestamp(ns // 1_000_000_000, tz=UTC).replace(
+        microsecond=(ns % 1_000_000_000) // 1000
+    )
+
+
+def datetime_to_ns(moment: datetime) -> int:
+    """Return epoch nanoseconds of a datetime (naive values are taken as UTC)."""
+    moment = ensure_utc(moment)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    delta = moment - epoch
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000

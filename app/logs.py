@@ -79,6 +79,7 @@ def configure_logging(
         "httpx2",
         "openai",
         "ccxt",
+        "alembic",
         "apscheduler.executors",
         "urllib3",
         "asyncio",

@@ -15,11 +15,13 @@ import pandas as pd
 from app.decisions import DecisionProblem, TradeDecision
 from app.domain import (
     AccountView,
+    Bars,
     ClosedTrade,
     Fill,
     FundingPayment,
     MarketRules,
     MarketSnapshot,
+    Settlements,
 )
 from app.trading.paper import AccountState
 
@@ -66,6 +68,26 @@ class MarketData(Protocol):
 
     async def close(self) -> None:
         """Release network resources."""
+        ...
+
+
+@runtime_checkable
+class BarSource(Protocol):
+    """A market that hands out candles and settlements as arrays (history held in memory).
+
+    The engine's exit monitor uses it instead of `MarketData.candles`/`funding` when the market
+    offers it at the monitor's timeframe: a backtest then scans exits without building a
+    DataFrame per coin per cycle.
+    """
+
+    base_timeframe: str
+
+    def bars_between(self, coin: str, start: datetime, end: datetime) -> Bars:
+        """Return the candles with open time in [`start`, `end`)."""
+        ...
+
+    def settlements_between(self, coin: str, start: datetime, end: datetime) -> Settlements:
+        """Return the funding settlements in (`start`, `end`]."""
         ...
 
 

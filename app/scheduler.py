@@ -38,11 +38,11 @@ def utc_now() -> datetime:
 class CycleRunner(Protocol):
     """What the daemon drives: the engine with its market, agents and store."""
 
-    async def run_cycle(self, scheduled_at: datetime) -> None:
+    async def run_cycle(self, scheduled_at: datetime) -> object:
         """Run every agent's cycle scheduled at `scheduled_at` (skipping those already done)."""
         ...
 
-    async def run_monitor(self, now: datetime) -> None:
+    async def run_monitor(self, now: datetime) -> object:
         """Apply exits and funding up to `now` for every agent with open positions."""
         ...
 
@@ -70,7 +70,7 @@ class Daemon:
 
     # -- jobs ---------------------------------------------------------------------------------
 
-    async def _guarded(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
+    async def _guarded(self, name: str, work: Callable[[], Awaitable[object]]) -> None:
         if self._stop.is_set():
             return
         task = asyncio.current_task()

@@ -7,9 +7,32 @@ import json
 import zlib
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from app.ports import CallAttempt, ChatMessage, ChatResult, TokenUsage
+
+# Every `llm_call` column a row may leave out, with its value: rows written together in one
+# executemany must carry the same keys.
+LLM_CALL_DEFAULTS: Final[dict[str, Any]] = {
+    "cycle_id": None,
+    "agent_id": None,
+    "model": None,
+    "prompt_version": None,
+    "prompt_hash": None,
+    "messages_z": None,
+    "response_text": None,
+    "reasoning_z": None,
+    "finish_reason": None,
+    "prompt_tokens": 0,
+    "completion_tokens": 0,
+    "reasoning_tokens": 0,
+    "total_tokens": 0,
+    "latency_ms": 0,
+    "rate_limit_headers": None,
+    "error": None,
+    "cache_hit": False,
+    "attempt": 1,
+}
 
 
 def compress_text(text: str | None) -> bytes | None:

@@ -8,6 +8,7 @@ from datetime import datetime
 
 import pandas as pd
 from sqlalchemy import Engine, case, func, select
+from sqlalchemy.orm import Session
 
 from app.db import models
 from app.db.llm_rows import decompress_text
@@ -82,8 +83,8 @@ def agents(engine: Engine, run_id: str) -> list[AgentRow]:
         .order_by(models.Agent.id)
     )
     rows = []
-    with engine.connect() as connection:
-        for agent, snapshot in connection.execute(query).tuples():
+    with Session(engine) as session:
+        for agent, snapshot in session.execute(query).tuples():
             start = agent.starting_cash_usd
             rows.append(
                 AgentRow(
@@ -121,8 +122,8 @@ def equity_series(engine: Engine, agent_id: int) -> pd.Series:
 
 def closed_trades(engine: Engine, agent_id: int) -> list[ClosedTrade]:
     """Return the agent's closed positions as trades, oldest first."""
-    with engine.connect() as connection:
-        rows = connection.scalars(
+    with Session(engine) as session:
+        rows = session.scalars(
             select(models.Position)
             .where(models.Position.agent_id == agent_id, models.Position.status == "closed")
             .order_by(models.Position.closed_at, models.Position.id)
@@ -153,8 +154,8 @@ def closed_trades(engine: Engine, agent_id: int) -> list[ClosedTrade]:
 
 def open_positions(engine: Engine, agent_id: int) -> list[Position]:
     """Return the agent's open positions."""
-    with engine.connect() as connection:
-        rows = connection.scalars(
+    with Session(engine) as session:
+        rows = session.scalars(
             select(models.Position)
             .where(models.Position.agent_id == agent_id, models.Position.status == "open")
             .order_by(models.Position.opened_at)
@@ -202,14 +203,14 @@ def recent_chat(
 ) -> list[ChatEntry]:
     """Return the last `limit` answered calls per agent (or of one agent), newest first."""
     entries: list[ChatEntry] = []
-    with engine.connect() as connection:
-        agent_rows: Sequence[models.Agent] = connection.scalars(
+    with Session(engine) as session:
+        agent_rows: Sequence[models.Agent] = session.scalars(
             select(models.Agent).where(models.Agent.run_id == run_id).order_by(models.Agent.id)
         ).all()
         for row in agent_rows:
             if agent is not None and row.name != agent:
                 continue
-            calls = connection.scalars(
+            calls = session.scalars(
                 select(models.LlmCall)
                 .where(models.LlmCall.agent_id == row.id, models.LlmCall.model.is_not(None))
                 .order_by(models.LlmCall.id.desc())
@@ -220,7 +221,7 @@ def recent_chat(
                 if call.cycle_id is not None:
                     decisions = tuple(
                         (d.coin, d.signal, d.outcome, d.reason)
-                        for d in connection.scalars(
+                        for d in session.scalars(
                             select(models.Decision)
                             .where(models.Decision.cycle_id == call.cycle_id)
                             .order_by(models.Decision.id)

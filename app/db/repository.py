@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.db import models
-from app.db.llm_rows import llm_call_values
+from app.db.llm_rows import LLM_CALL_DEFAULTS, llm_call_values
 from app.domain import ClosedTrade, ExitPlan, Fill, FundingPayment, Position
 from app.ports import (
     AccountEventsRecord,
@@ -293,28 +293,40 @@ class SqlCycleStore:
     def record_cycles(self, records: Sequence[AgentCycleRecord]) -> int:
         """Write several agent-cycles, each whole or not at all; return how many were new.
 
-        All of them share one transaction (a backtest batches a cycle's agents this way); a
-        duplicate agent-cycle is skipped through a savepoint so the others still land.
+        They share one transaction, written table by table (a backtest batches many cycles this
+        way). When one of them is already recorded, they are written one by one instead, each in
+        a savepoint, so the duplicate is skipped and the others still land.
         """
-        written: list[AgentCycleRecord] = []
+        records = list(records)
+        if not records:
+            return 0
         changes = _PositionChanges()
+        written: list[AgentCycleRecord] = []
         with self.engine.begin() as connection:
-            for record in records:
-                pending = _PositionChanges()
-                savepoint = connection.begin_nested()
-                try:
-                    self._write_cycle(connection, record, pending)
-                except IntegrityError:
-                    savepoint.rollback()
-                    log.info(
-                        "agent %s: cycle %s already recorded; not trading it twice",
-                        record.agent,
-                        record.scheduled_at.isoformat(),
-                    )
-                    continue
+            savepoint = connection.begin_nested()
+            try:
+                self._write_cycles(connection, records, changes)
                 savepoint.commit()
-                changes.merge(pending)
-                written.append(record)
+                written = records
+            except IntegrityError:
+                savepoint.rollback()
+                changes = _PositionChanges()
+                for record in records:
+                    pending = _PositionChanges()
+                    one = connection.begin_nested()
+                    try:
+                        self._write_cycles(connection, [record], pending)
+                    except IntegrityError:
+                        one.rollback()
+                        log.info(
+                            "agent %s: cycle %s already recorded; not trading it twice",
+                            record.agent,
+                            record.scheduled_at.isoformat(),
+                        )
+                        continue
+                    one.commit()
+                    changes.merge(pending)
+                    written.append(record)
         # The in-memory index follows the database only once the transaction has committed.
         changes.apply(self._open_positions)
         if self._done_cycles is not None:
@@ -338,65 +350,62 @@ class SqlCycleStore:
                 funding=record.funding,
                 changes=changes,
             )
-            self._write_snapshot(connection, agent_id, None, record.at, record)
+            connection.execute(
+                insert(models.AccountSnapshot),
+                [_snapshot_values(agent_id, None, record.at, record)],
+            )
         changes.apply(self._open_positions)
 
     # -- writing ------------------------------------------------------------------------------
 
-    def _write_cycle(
-        self, connection: Connection, record: AgentCycleRecord, changes: _PositionChanges
+    def _write_cycles(
+        self,
+        connection: Connection,
+        records: Sequence[AgentCycleRecord],
+        changes: _PositionChanges,
     ) -> None:
-        agent_id = self.agent_ids[record.agent]
-        cycle_id = connection.execute(
-            insert(models.Cycle).values(
-                agent_id=agent_id,
-                scheduled_at=record.scheduled_at,
-                invocation=record.invocation,
-                started_at=record.started_at,
-                finished_at=record.finished_at,
-                status=record.status,
-                error=record.error,
-                prompt_version=record.prompt_version,
-            )
-        ).inserted_primary_key
-        assert cycle_id is not None
-        cycle = int(cycle_id[0])
-        if record.answer is not None or record.messages:
-            self._write_llm_calls(connection, agent_id, cycle, record)
-        if record.decisions:
+        agent_ids = [self.agent_ids[record.agent] for record in records]
+        cycle_ids = list(
             connection.execute(
-                insert(models.Decision),
-                [_decision_values(cycle, item) for item in record.decisions],
-            )
-        self._write_trading(
-            connection,
-            agent_id=agent_id,
-            cycle_id=cycle,
-            books=record.books,
-            fills=record.fills,
-            closed_trades=record.closed_trades,
-            funding=record.funding,
-            changes=changes,
+                insert(models.Cycle).returning(models.Cycle.id, sort_by_parameter_order=True),
+                [
+                    {
+                        "agent_id": agent_id,
+                        "scheduled_at": record.scheduled_at,
+                        "invocation": record.invocation,
+                        "started_at": record.started_at,
+                        "finished_at": record.finished_at,
+                        "status": record.status,
+                        "error": record.error,
+                        "prompt_version": record.prompt_version,
+                    }
+                    for agent_id, record in zip(agent_ids, records, strict=True)
+                ],
+            ).scalars()
         )
-        self._write_snapshot(connection, agent_id, cycle, record.scheduled_at, record)
-
-    def _write_llm_calls(
-        self, connection: Connection, agent_id: int, cycle_id: int, record: AgentCycleRecord
-    ) -> None:
-        answer = record.answer
-        rows = llm_call_values(
-            messages=record.messages,
-            answer=None if answer is None else answer.chat,
-            attempts=() if answer is None else answer.attempts,
-            created_at=record.finished_at,
-            agent_id=agent_id,
-            cycle_id=cycle_id,
-            prompt_version=record.prompt_version,
-            parse_error=None if answer is None else answer.parse_error,
-            error=record.error,
-        )
-        if rows:
-            connection.execute(insert(models.LlmCall), rows)
+        calls: list[dict[str, Any]] = []
+        decisions: list[dict[str, Any]] = []
+        snapshots: list[dict[str, Any]] = []
+        for agent_id, cycle_id, record in zip(agent_ids, cycle_ids, records, strict=True):
+            calls.extend(_llm_call_rows(agent_id, cycle_id, record))
+            decisions.extend(_decision_values(cycle_id, item) for item in record.decisions)
+            if record.fills or record.closed_trades or record.funding:
+                self._write_trading(
+                    connection,
+                    agent_id=agent_id,
+                    cycle_id=cycle_id,
+                    books=record.books,
+                    fills=record.fills,
+                    closed_trades=record.closed_trades,
+                    funding=record.funding,
+                    changes=changes,
+                )
+            snapshots.append(_snapshot_values(agent_id, cycle_id, record.scheduled_at, record))
+        if calls:
+            connection.execute(insert(models.LlmCall), calls)
+        if decisions:
+            connection.execute(insert(models.Decision), decisions)
+        connection.execute(insert(models.AccountSnapshot), snapshots)
 
     def _write_trading(
         self,
@@ -528,31 +537,6 @@ class SqlCycleStore:
         ).inserted_primary_key
         return None if inserted is None else int(inserted[0])
 
-    def _write_snapshot(
-        self,
-        connection: Connection,
-        agent_id: int,
-        cycle_id: int | None,
-        at: datetime,
-        record: AgentCycleRecord | AccountEventsRecord,
-    ) -> None:
-        view, books = record.view, record.books
-        connection.execute(
-            insert(models.AccountSnapshot).values(
-                agent_id=agent_id,
-                cycle_id=cycle_id,
-                at=at,
-                cash_usd=books.cash_usd,
-                margin_usd=view.margin_usd,
-                unrealized_pnl_usd=view.unrealized_pnl_usd,
-                equity_usd=view.equity_usd,
-                realized_pnl_usd=books.realized_pnl_usd,
-                fees_paid_usd=books.fees_paid_usd,
-                funding_paid_usd=books.funding_paid_usd,
-                open_positions=len(books.positions),
-            )
-        )
-
 
 def _decision_values(cycle_id: int, item: DecisionRecord) -> dict[str, Any]:
     # Every row carries every column: one executemany needs the same keys throughout.
@@ -575,3 +559,45 @@ def _decision_values(cycle_id: int, item: DecisionRecord) -> dict[str, Any]:
         "reason": item.reason,
         "filled_quantity": item.filled_quantity,
     }
+
+
+def _snapshot_values(
+    agent_id: int,
+    cycle_id: int | None,
+    at: datetime,
+    record: AgentCycleRecord | AccountEventsRecord,
+) -> dict[str, Any]:
+    view, books = record.view, record.books
+    return {
+        "agent_id": agent_id,
+        "cycle_id": cycle_id,
+        "at": at,
+        "cash_usd": books.cash_usd,
+        "margin_usd": view.margin_usd,
+        "unrealized_pnl_usd": view.unrealized_pnl_usd,
+        "equity_usd": view.equity_usd,
+        "realized_pnl_usd": books.realized_pnl_usd,
+        "fees_paid_usd": books.fees_paid_usd,
+        "funding_paid_usd": books.funding_paid_usd,
+        "open_positions": len(books.positions),
+    }
+
+
+def _llm_call_rows(agent_id: int, cycle_id: int, record: AgentCycleRecord) -> list[dict[str, Any]]:
+    if record.answer is None and not record.messages:
+        return []
+    answer = record.answer
+    return [
+        {**LLM_CALL_DEFAULTS, **row}
+        for row in llm_call_values(
+            messages=record.messages,
+            answer=None if answer is None else answer.chat,
+            attempts=() if answer is None else answer.attempts,
+            created_at=record.finished_at,
+            agent_id=agent_id,
+            cycle_id=cycle_id,
+            prompt_version=record.prompt_version,
+            parse_error=None if answer is None else answer.parse_error,
+            error=record.error,
+        )
+    ]

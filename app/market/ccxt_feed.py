@@ -23,7 +23,7 @@ import math
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import ccxt.async_support as ccxt_async
@@ -31,7 +31,13 @@ import numpy as np
 import pandas as pd
 from ccxt.base import errors as ccxt_errors
 
-from app.domain import CoinSnapshot, MarketRules, MarketSnapshot, ensure_utc
+from app.domain import (
+    CoinSnapshot,
+    MarketRules,
+    MarketSnapshot,
+    ensure_utc,
+    timeframe_to_timedelta,
+)
 from app.errors import (
     AppError,
     ConfigError,
@@ -67,6 +73,8 @@ SETTLE_GRACE_MS: Final = 10_000
 # On these exchanges the per-symbol ticker/funding/open-interest methods each make the same bulk
 # request, so one bulk call per snapshot replaces six.
 _BULK_BACKED: Final = frozenset({"hyperliquid"})
+# A snapshot older than this (or two intraday candles) is of the past, not of "now".
+_PAST_TOLERANCE: Final = timedelta(minutes=2)
 _SCHEME_AND_HOST: Final = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://[^/]+")
 
 Mode = Literal["single", "bulk", "none"]
@@ -290,6 +298,7 @@ class CcxtMarketData:
         cache: CandleCache | None = None,
         open_interest_history: bool = True,
         exchange_config: Mapping[str, Any] | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         if not coins:
             raise ConfigError("no coins to fetch: set SYMBOLS, e.g. BTC,ETH")
@@ -310,6 +319,8 @@ class CcxtMarketData:
         self.retry_backoff_s = retry_backoff_s
         self.cache = cache
         self.open_interest_history = open_interest_history
+        # The exchange's "now", to tell a snapshot of the present from one of the past.
+        self.clock = clock or (lambda: datetime.now(UTC))
         self.exchange = build_exchange(
             exchange_id,
             api_url=api_url,
@@ -642,7 +653,11 @@ class CcxtMarketData:
             candle_jobs[(coin, "context")] = self._closed_window(
                 symbol, self.context_timeframe, at_ms
             )
-        optional = self._optional_jobs(at_ms)
+        # Tickers, funding and open interest are "now" values: for a snapshot of a past time
+        # they would leak the future into the prompt, so the close of the last candle stands in.
+        horizon = max(_PAST_TOLERANCE, 2 * timeframe_to_timedelta(self.intraday_timeframe))
+        past = at < self.clock() - horizon
+        optional = {} if past else self._optional_jobs(at_ms)
         keys = [*candle_jobs, *optional]
         outcomes = await asyncio.gather(
             *candle_jobs.values(), *optional.values(), return_exceptions=True

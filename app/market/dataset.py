@@ -100,7 +100,7 @@ def _load_candle_files(infos: list[DataFileInfo]) -> tuple[dict[str, pd.DataFram
         finest = min(by_timeframe, key=step_ns)
         skipped = sorted(set(by_timeframe) - {finest}, key=step_ns)
         if skipped:
-            log.info(
+            log.debug(
                 "%s: using the %s candles; %s files not needed", coin, finest, ", ".join(skipped)
             )
         candles[coin] = _merge(by_timeframe[finest])

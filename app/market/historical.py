@@ -21,7 +21,7 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
-from app.domain import CoinSnapshot, MarketRules, MarketSnapshot, ensure_utc
+from app.domain import Bars, CoinSnapshot, MarketRules, MarketSnapshot, Settlements, ensure_utc
 from app.errors import ConfigError, DataUnavailableError
 from app.indicators import (
     CONTEXT_INDICATOR_COLUMNS,
@@ -108,6 +108,8 @@ class _CoinHistory:
         self.base_open_ns: np.ndarray = index_ns(base)
         self.base_close_ns = self.base_open_ns + self.base_step
         self.base_open = base["open"].to_numpy(dtype=float)
+        self.base_high = base["high"].to_numpy(dtype=float)
+        self.base_low = base["low"].to_numpy(dtype=float)
         self.base_close = base["close"].to_numpy(dtype=float)
         intraday = add_intraday_indicators(
             resample_candles(self.base, intraday_timeframe, base_timeframe)
@@ -390,6 +392,42 @@ class HistoricalMarketData:
             index=history.funding.series.index[lo:hi],
         )
 
+    # The array fast path of the exit monitor (the `BarSource` port): views, no copies.
+
+    def bars_between(self, coin: str, start: datetime, end: datetime) -> Bars:
+        """Return the base candles of `coin` with open time in [`start`, `end`) as arrays."""
+        history = self._history(coin)
+        lo = int(np.searchsorted(history.base_open_ns, _ns(start), side="left"))
+        hi = int(np.searchsorted(history.base_open_ns, _ns(end), side="left"))
+        return Bars(
+            open_ns=history.base_open_ns[lo:hi],
+            open=history.base_open[lo:hi],
+            high=history.base_high[lo:hi],
+            low=history.base_low[lo:hi],
+            close=history.base_close[lo:hi],
+        )
+
+    def settlements_between(self, coin: str, start: datetime, end: datetime) -> Settlements:
+        """Return the funding settlements of `coin` in (`start`, `end`] as arrays."""
+        history = self._history(coin)
+        funding = history.funding
+        if funding is None:
+            return _NO_SETTLEMENTS
+        lo = int(np.searchsorted(funding.settled_ns, _ns(start), side="right"))
+        hi = int(np.searchsorted(funding.settled_ns, _ns(end), side="right"))
+        if lo == hi:
+            return _NO_SETTLEMENTS
+        times = funding.settled_ns[lo:hi]
+        marks = np.full(times.shape[0], np.nan)
+        if history.marks is not None and len(history.marks):
+            marks = _open_at(history.mark_open_ns, history.mark_open, times)
+        fallback = _open_at(history.base_open_ns, history.base_open, times)
+        return Settlements(
+            settled_ns=times,
+            rates=funding.rates[lo:hi],
+            marks=np.where(np.isnan(marks), fallback, marks),
+        )
+
     # The MarketData port (async, as the live feed needs it).
 
     async def snapshot(self, at: datetime) -> MarketSnapshot:
@@ -436,3 +474,10 @@ def _open_at(open_ns: np.ndarray, opens: np.ndarray, times: np.ndarray) -> np.nd
     exact[inside] = open_ns[idx[inside]] == times[inside]
     out[exact] = opens[idx[exact]]
     return out
+
+
+_NO_SETTLEMENTS: Final = Settlements(
+    settled_ns=np.empty(0, dtype=np.int64),
+    rates=np.empty(0, dtype=np.float64),
+    marks=np.empty(0, dtype=np.float64),
+)

@@ -26,23 +26,29 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final, Literal
 
-import pandas as pd
+import numpy as np
 
 from app.decisions import TradeDecision
 from app.domain import (
+    Bars,
     ClosedTrade,
     Fill,
     FundingPayment,
     MarketRules,
     MarketSnapshot,
+    Position,
     Rejection,
+    Settlements,
+    datetime_to_ns,
     ensure_utc,
+    ns_to_datetime,
     timeframe_to_timedelta,
 )
 from app.errors import ConfigError, DataUnavailableError, ModelCallError
 from app.ports import (
     AccountEventsRecord,
     AgentCycleRecord,
+    BarSource,
     CallAttempt,
     ChatMessage,
     CycleStore,
@@ -193,6 +199,15 @@ class CycleEngine:
         self.fill_prices = fill_prices or (lambda snapshot: snapshot.prices())
         self.rules: Mapping[str, MarketRules] = rules or {}
         self._batch_records = batch_records
+        self._exit_step_ns = int(
+            timeframe_to_timedelta(config.exit_timeframe).total_seconds() * 1e9
+        )
+        # Historical markets hand out arrays at their own timeframe: the monitor's fast path.
+        self._bar_source: BarSource | None = (
+            market
+            if isinstance(market, BarSource) and market.base_timeframe == config.exit_timeframe
+            else None
+        )
         self._pending_slots: list[tuple[AgentSlot, PaperAccount, AgentCycleRecord]] = []
 
     # -- the monitor ------------------------------------------------------------------------
@@ -213,39 +228,40 @@ class CycleEngine:
             return 0
         if start >= now:
             return 0
-        coins = list(slot.account.positions)
-        frames = {
-            coin: await self.market.candles(coin, self.config.exit_timeframe, start, now)
-            for coin in coins
-        }
+        bars = {coin: await self._bars(coin, start, now) for coin in slot.account.positions}
         # One horizon for every coin: the end of the newest candle that all of them have closed,
         # so a coin whose candle is late is not skipped (and funding is never settled twice).
-        step = timeframe_to_timedelta(self.config.exit_timeframe)
-        horizon = now
-        for frame in frames.values():
-            if frame.empty:
+        horizon_ns = datetime_to_ns(now)
+        for block in bars.values():
+            if len(block) == 0:
                 return 0
-            horizon = min(horizon, ensure_utc(pd.Timestamp(frame.index[-1]).to_pydatetime()) + step)
+            horizon_ns = min(horizon_ns, int(block.open_ns[-1]) + self._exit_step_ns)
+        horizon = ns_to_datetime(horizon_ns)
         if horizon <= start:
             return 0
-        horizon_stamp = pd.Timestamp(horizon)
-        trial = PaperAccount.restore(slot.account.state(), costs=slot.account.costs)
+        trial: PaperAccount | None = None
         fills: list[Fill] = []
         closed: list[ClosedTrade] = []
         funding: list[FundingPayment] = []
         last_prices: dict[str, float] = {}
-        for coin, frame in frames.items():
-            candles = frame[frame.index < horizon_stamp]
-            last_prices[coin] = float(candles["close"].iloc[-1])
-            result = trial.apply_candles(
-                coin, candles, funding=await self._funding_frame(coin, start, horizon)
-            )
+        for coin, block in bars.items():
+            block = _before(block, horizon_ns)
+            last_prices[coin] = float(block.close[-1])
+            settlements = await self._settlements(coin, start, horizon)
+            position = slot.account.positions[coin]
+            if settlements is None and not _may_exit(position, block):
+                continue
+            # Work on a copy: the account changes only once the store has the events.
+            trial = trial or PaperAccount.restore(slot.account.state(), costs=slot.account.costs)
+            result = trial.apply_bars(coin, block, settlements)
             funding.extend(result.funding)
             if result.exit is not None:
                 fills.append(result.exit.fill)
                 if result.exit.closed_trade is not None:
                     closed.append(result.exit.closed_trade)
-        if fills or funding:
+        if trial is not None and (fills or funding):
+            for coin in slot.account.positions:
+                last_prices.setdefault(coin, slot.account.positions[coin].entry_price)
             self.store.record_events(
                 AccountEventsRecord(
                     agent=slot.name,
@@ -261,13 +277,21 @@ class CycleEngine:
         slot.checked_until = horizon
         return len(fills)
 
-    async def _funding_frame(
-        self, coin: str, start: datetime, end: datetime
-    ) -> pd.DataFrame | None:
-        settlements = await self.market.funding(coin, start, end)
-        if settlements.empty:
-            return None
-        return settlements.rename(columns={"funding_rate": "rate"})
+    async def _bars(self, coin: str, start: datetime, end: datetime) -> Bars:
+        if self._bar_source is not None:
+            return self._bar_source.bars_between(coin, start, end)
+        frame = await self.market.candles(coin, self.config.exit_timeframe, start, end)
+        return Bars.from_frame(frame)
+
+    async def _settlements(self, coin: str, start: datetime, end: datetime) -> Settlements | None:
+        if self._bar_source is not None:
+            found = self._bar_source.settlements_between(coin, start, end)
+        else:
+            frame = await self.market.funding(coin, start, end)
+            if frame.empty:
+                return None
+            found = Settlements.from_frame(frame)
+        return found if len(found) else None
 
     # -- the cycle --------------------------------------------------------------------------
 
@@ -291,18 +315,44 @@ class CycleEngine:
             else None
         )
         requests = [self._request(slot, snapshot, market_section) for slot in pending]
-        answers = await asyncio.gather(
-            *(self._ask(slot, request) for slot, request in zip(pending, requests, strict=True))
-        )
         fill_prices = self.fill_prices(snapshot)
-        summaries = []
-        records: list[tuple[AgentSlot, PaperAccount, AgentCycleRecord]] = []
-        for answer in answers:
-            trial, record, summary = self._settle(answer, snapshot, fill_prices)
-            records.append((answer.slot, trial, record))
-            summaries.append(summary)
-        self._commit(records)
-        return CycleReport(scheduled_at=at, agents=tuple(summaries), exit_fills=exit_fills)
+        if self._batch_records:
+            # Backtest: settle in agent order once all have answered (deterministic records).
+            answers = await asyncio.gather(
+                *(self._ask(slot, req) for slot, req in zip(pending, requests, strict=True))
+            )
+            settled = [self._settle(answer, snapshot, fill_prices) for answer in answers]
+            self._commit(
+                [
+                    (a.slot, trial, record)
+                    for a, (trial, record, _) in zip(answers, settled, strict=True)
+                ]
+            )
+            summaries = tuple(summary for _, _, summary in settled)
+        else:
+            # Live: each agent's cycle is recorded as soon as its answer is in, so a slow model
+            # delays nobody's fills and a crash keeps the agent-cycles already finished.
+            summaries = tuple(
+                await asyncio.gather(
+                    *(
+                        self._ask_and_record(slot, req, snapshot, fill_prices)
+                        for slot, req in zip(pending, requests, strict=True)
+                    )
+                )
+            )
+        return CycleReport(scheduled_at=at, agents=summaries, exit_fills=exit_fills)
+
+    async def _ask_and_record(
+        self,
+        slot: AgentSlot,
+        request: DecisionRequest,
+        snapshot: MarketSnapshot,
+        fill_prices: Mapping[str, float | None],
+    ) -> AgentCycleSummary:
+        answer = await self._ask(slot, request)
+        trial, record, summary = self._settle(answer, snapshot, fill_prices)
+        self._commit([(slot, trial, record)])
+        return summary
 
     def flush(self) -> None:
         """Write the agent-cycles held back by batching (a backtest calls this at the end)."""
@@ -535,3 +585,35 @@ class CycleEngine:
                 )
             )
         return records, fills, closed
+
+
+def _before(bars: Bars, end_ns: int) -> Bars:
+    """Return the bars opening before `end_ns`."""
+    stop = int(np.searchsorted(bars.open_ns, end_ns, side="left"))
+    if stop == len(bars):
+        return bars
+    return Bars(
+        open_ns=bars.open_ns[:stop],
+        open=bars.open[:stop],
+        high=bars.high[:stop],
+        low=bars.low[:stop],
+        close=bars.close[:stop],
+    )
+
+
+def _may_exit(position: Position, bars: Bars) -> bool:
+    """Return False when no bar reaches the position's stop, target or liquidation price.
+
+    Two reductions let most cycles skip the exit scan. A gap through a level also shows here,
+    since a bar's open lies within its low and high.
+    """
+    low, high = float(bars.low.min()), float(bars.high.max())
+    plan = position.exit_plan
+    adverse = (plan.stop_loss, position.liquidation_price)
+    if position.side == "long":
+        return any(level is not None and low <= level for level in adverse) or (
+            plan.profit_target is not None and high >= plan.profit_target
+        )
+    return any(level is not None and high >= level for level in adverse) or (
+        plan.profit_target is not None and low <= plan.profit_target
+    )

@@ -29,6 +29,7 @@ import pandas as pd
 
 from app.domain import (
     AccountView,
+    Bars,
     ClosedTrade,
     Fill,
     FillReason,
@@ -37,8 +38,11 @@ from app.domain import (
     Position,
     PositionSide,
     Rejection,
+    Settlements,
     Signal,
+    datetime_to_ns,
     ensure_utc,
+    ns_to_datetime,
 )
 from app.errors import DataUnavailableError, InvariantError
 
@@ -369,41 +373,55 @@ class PaperAccount:
     ) -> MonitorResult:
         """Apply funding, then the first stop/target/liquidation the candles reach, to `coin`.
 
-        `candles` has columns `open, high, low, close`, indexed by UTC open time (sorted). Only
-        candles opening at or after the position's `opened_at` count: a backtest entry fills at
-        the open of the candle starting at the cycle time, so that candle's high and low come
+        `candles` has columns `open, high, low, close`, indexed by UTC open time (sorted);
+        `funding` (optional) has a `rate` column and optionally `mark_price`, indexed by
+        settlement time. See `apply_bars` for the rules.
+        """
+        if coin not in self._positions:
+            return MonitorResult()
+        settlements = None if funding is None or funding.empty else Settlements.from_frame(funding)
+        return self.apply_bars(coin, Bars.from_frame(candles), settlements)
+
+    def apply_bars(
+        self, coin: str, bars: Bars, settlements: Settlements | None = None
+    ) -> MonitorResult:
+        """Apply funding, then the first stop/target/liquidation the bars reach, to `coin`.
+
+        Only candles opening at or after the position's `opened_at` count: a backtest entry fills
+        at the open of the candle starting at the cycle time, so that candle's high and low come
         after the fill; a live entry at 12:03:07 starts with the 12:04 one-minute candle.
         An exit is stamped with the open time of the candle that triggered it.
 
-        `funding` (optional) has a `rate` column and optionally `mark_price`, indexed by
-        settlement time. A settlement at `s` is paid when the position was opened before `s` and
-        had not exited in a candle opening before `s`; without a mark price, the open of the
-        candle at `s` (else the last close before `s`) stands in. Pass the settlements that fall
-        within the candles' span.
+        A settlement at `s` is paid when the position was opened before `s` and had not exited in
+        a candle opening before `s`; without a mark price, the open of the candle at `s` (else the
+        last close before `s`) stands in. Pass the settlements that fall within the bars' span.
         """
         position = self._positions.get(coin)
         if position is None:
             return MonitorResult()
-        index = _utc_index(candles.index)
-        opened_at = pd.Timestamp(ensure_utc(position.opened_at))
-        start = int(index.searchsorted(opened_at, side="left"))
+        opened_ns = datetime_to_ns(position.opened_at)
+        start = int(np.searchsorted(bars.open_ns, opened_ns, side="left"))
         hit = find_first_exit(
-            candles["open"].to_numpy(dtype=np.float64)[start:],
-            candles["high"].to_numpy(dtype=np.float64)[start:],
-            candles["low"].to_numpy(dtype=np.float64)[start:],
+            bars.open[start:],
+            bars.high[start:],
+            bars.low[start:],
             side=position.side,
             stop_loss=position.exit_plan.stop_loss,
             take_profit=position.exit_plan.profit_target,
             liquidation=position.liquidation_price,
         )
-        exit_at = None if hit is None else index[start + hit.index]
-        payments = self._settle_funding_rows(coin, candles, index, funding, until=exit_at)
-        if hit is None or exit_at is None:
+        exit_ns = None if hit is None else int(bars.open_ns[start + hit.index])
+        payments = (
+            ()
+            if settlements is None or len(settlements) == 0
+            else self._settle_funding_rows(coin, bars, settlements, opened_ns, until_ns=exit_ns)
+        )
+        if hit is None or exit_ns is None:
             return MonitorResult(funding=payments)
         execution = self.close_position(
             coin,
             reference_price=hit.trigger_price,
-            at=exit_at.to_pydatetime(),
+            at=ns_to_datetime(exit_ns),
             reason=hit.reason,
         )
         return MonitorResult(funding=payments, exit=execution)
@@ -411,35 +429,27 @@ class PaperAccount:
     def _settle_funding_rows(
         self,
         coin: str,
-        candles: pd.DataFrame,
-        index: pd.DatetimeIndex,
-        funding: pd.DataFrame | None,
+        bars: Bars,
+        settlements: Settlements,
+        opened_ns: int,
         *,
-        until: pd.Timestamp | None,
+        until_ns: int | None,
     ) -> tuple[FundingPayment, ...]:
-        position = self._positions[coin]
-        if funding is None or funding.empty:
-            return ()
-        opened_at = pd.Timestamp(ensure_utc(position.opened_at))
-        funding_index = _utc_index(funding.index)
-        rates = funding["rate"].to_numpy(dtype=np.float64)
-        marks = (
-            funding["mark_price"].to_numpy(dtype=np.float64)
-            if "mark_price" in funding.columns
-            else np.full(len(funding), np.nan)
-        )
         payments = []
         # One iteration per settlement (a few per window), not per candle.
-        for settled_at, rate, mark in zip(funding_index, rates, marks, strict=True):
-            if settled_at <= opened_at or (until is not None and settled_at > until):
+        for settled_ns, rate, mark in zip(
+            settlements.settled_ns.tolist(),
+            settlements.rates.tolist(),
+            settlements.marks.tolist(),
+            strict=True,
+        ):
+            if settled_ns <= opened_ns or (until_ns is not None and settled_ns > until_ns):
                 continue
             if not math.isfinite(rate):
                 continue
-            mark_price = (
-                float(mark) if math.isfinite(mark) else _price_at(candles, index, settled_at)
-            )
+            mark_price = float(mark) if math.isfinite(mark) else _price_at(bars, settled_ns)
             payment = self.settle_funding(
-                coin, rate=float(rate), mark_price=mark_price, at=settled_at.to_pydatetime()
+                coin, rate=float(rate), mark_price=mark_price, at=ns_to_datetime(settled_ns)
             )
             if payment is not None:
                 payments.append(payment)
@@ -608,19 +618,15 @@ def _check_position(coin: str, position: Position) -> None:
         raise InvariantError(f"position on {position.coin} " + ", ".join(problems))
 
 
-def _utc_index(index: pd.Index) -> pd.DatetimeIndex:
-    if not isinstance(index, pd.DatetimeIndex):
-        raise ValueError("candles and funding must be indexed by their UTC open/settlement time")
-    return index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
-
-
-def _price_at(candles: pd.DataFrame, index: pd.DatetimeIndex, at: pd.Timestamp) -> float:
-    """Return the open of the candle starting at `at`, else the last close before it."""
-    i = int(index.searchsorted(at, side="left"))
-    if i < len(index) and index[i] == at:
-        return float(candles["open"].iloc[i])
+def _price_at(bars: Bars, at_ns: int) -> float:
+    """Return the open of the candle starting at `at_ns`, else the last close before it."""
+    i = int(np.searchsorted(bars.open_ns, at_ns, side="left"))
+    if i < len(bars) and int(bars.open_ns[i]) == at_ns:
+        return float(bars.open[i])
     if i > 0:
-        return float(candles["close"].iloc[i - 1])
-    if len(index) > 0:
-        return float(candles["open"].iloc[0])
-    raise DataUnavailableError(f"no candle near {at} to price the funding settlement")
+        return float(bars.close[i - 1])
+    if len(bars) > 0:
+        return float(bars.open[0])
+    raise DataUnavailableError(
+        f"no candle near {ns_to_datetime(at_ns).isoformat()} to price the funding settlement"
+    )

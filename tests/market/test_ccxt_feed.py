@@ -57,6 +57,8 @@ def make_feed(fake: FakeExchange, **options: Any) -> CcxtMarketData:
         "api_url": fake.url,
         "retry_backoff_s": 0.01,
         "timeout_s": 2.0,
+        # The fake exchange's clock, not the machine's: its market is of a fixed past day.
+        "clock": lambda: fake.now or NOW,
     }
     settings.update(options)
     config = settings.pop("exchange_config", {})
@@ -110,6 +112,25 @@ def test_snapshot_turns_exchange_payloads_into_closed_candles_indicators_and_ext
         ("BTCUSDT", "3m"),
         ("DOGEUSDT", "4h"),
     }
+
+
+def test_snapshot_of_a_past_time_uses_no_current_values(
+    fake: FakeExchange, candles: dict[str, pd.DataFrame]
+) -> None:
+    """A cycle replayed for 09:00 while the exchange's clock says 12:07:30 must not see the
+    12:07 ticker, funding or open interest: the price is the close of the last 3m candle closed
+    by 09:00 (the one opened at 08:57, whose last minute is 08:59), and the rest is missing."""
+    feed = make_feed(fake)
+    past = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
+    fake.reset()
+    snap = run(snapshot_once(feed, past))
+    btc = snap.coins["BTC"]
+    assert btc.last_price == pytest.approx(candles["BTC"].loc["2026-01-15 08:59", "close"])
+    assert btc.intraday.index[-1] == pd.Timestamp("2026-01-15 08:57", tz="UTC")
+    assert btc.funding_rate is None and btc.open_interest is None
+    assert {"funding_rate", "open_interest"} <= btc.missing
+    for path in ("/fapi/v1/ticker/24hr", "/fapi/v1/premiumIndex", "/fapi/v1/openInterest"):
+        assert fake.requests_to(path) == [], f"{path} was asked for a past snapshot"
 
 
 def test_every_request_of_a_snapshot_is_in_flight_at_once(fake: FakeExchange) -> None:

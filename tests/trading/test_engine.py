@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
-from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import pytest
@@ -18,51 +16,17 @@ from app.db.repository import AgentIdentity, SqlCycleStore
 from app.db.session import make_engine
 from app.decisions import DecisionProblem, TradeDecision
 from app.market.historical import HistoricalMarketData
-from app.ports import ChatResult, DecisionRequest, StrategyAnswer
+from app.ports import DecisionRequest
 from app.trading.engine import AgentSlot, CycleEngine, EngineConfig, RunningSharpe
 from app.trading.paper import PaperAccount, PaperCosts
 from app.trading.risk import RiskLimits
 from app.wiring import restore_slots
 from tests.fakes.candles import six_coin_market
+from tests.fakes.strategies import ScriptedStrategy
 
 COINS = ("BTC", "ETH")
 STEP = timedelta(minutes=5)
 COSTS = PaperCosts(fee_rate=0.00045, slippage_rate=0.0001, maintenance_margin_rate=0.005)
-
-Script = Callable[[DecisionRequest], list[TradeDecision]]
-
-
-class ScriptedStrategy:
-    """A strategy that answers from a script (optionally late or unreadable) and keeps requests."""
-
-    uses_prompt = True
-
-    def __init__(
-        self,
-        name: str,
-        script: Script | None = None,
-        *,
-        delay_s: float = 0.0,
-        parse_error: str | None = None,
-        problems: tuple[DecisionProblem, ...] = (),
-    ) -> None:
-        self.name = name
-        self.problems = problems
-        self.script = script or (lambda request: [])
-        self.delay_s = delay_s
-        self.parse_error = parse_error
-        self.requests: list[DecisionRequest] = []
-
-    async def decide(self, request: DecisionRequest) -> StrategyAnswer:
-        self.requests.append(request)
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)
-        decisions = tuple(self.script(request))
-        text = json.dumps({d.coin: d.model_dump() for d in decisions})
-        chat = ChatResult(text=text, provider="fake", model="fake-1", finish_reason="stop")
-        if self.parse_error is not None:
-            return StrategyAnswer(decisions=(), chat=chat, parse_error=self.parse_error)
-        return StrategyAnswer(decisions=decisions, chat=chat, problems=self.problems)
 
 
 def enter_long_btc_once(request: DecisionRequest, *, band: float = 0.05) -> list[TradeDecision]:

@@ -1,0 +1,100 @@
+"""The store writes agent-cycles whole, once, and gives accounts back exactly."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from app.db import models
+from app.db.migrate import upgrade
+from app.db.repository import AgentIdentity, SqlCycleStore
+from app.db.session import make_engine
+from app.decisions import TradeDecision
+from app.domain import ExitPlan, Fill, OrderIntent
+from app.ports import AgentCycleRecord, ChatMessage, ChatResult, DecisionRecord, StrategyAnswer
+from app.trading.paper import Execution, PaperAccount, PaperCosts
+
+AT = datetime(2025, 10, 18, 0, 0, tzinfo=UTC)
+COSTS = PaperCosts(fee_rate=0.0005, slippage_rate=0.001, maintenance_margin_rate=0.005)
+
+
+@pytest.fixture
+def engine(db_url: str) -> Engine:
+    database = make_engine(db_url)
+    upgrade(db_url, engine=database)
+    return database
+
+
+def store_for(engine: Engine) -> SqlCycleStore:
+    store = SqlCycleStore(engine, run_id="test")
+    store.register_agents(
+        [AgentIdentity(name="a", provider="fake", model="m", starting_cash_usd=1_000.0)], at=AT
+    )
+    return store
+
+
+def record(at: datetime, account: PaperAccount, fills: tuple[Fill, ...] = ()) -> AgentCycleRecord:
+    return AgentCycleRecord(
+        agent="a",
+        scheduled_at=at,
+        started_at=at,
+        finished_at=at,
+        invocation=1,
+        status="ok",
+        books=account.state(),
+        view=account.view({"BTC": 100.0}, at),
+        messages=(ChatMessage("user", "prompt at " + at.isoformat()),),
+        answer=StrategyAnswer(
+            decisions=(TradeDecision(coin="BTC", signal="hold"),),
+            chat=ChatResult(text="{}", provider="fake", model="m"),
+        ),
+        decisions=(DecisionRecord(TradeDecision(coin="BTC", signal="hold"), "held"),),
+        fills=fills,
+    )
+
+
+def count(engine: Engine, table: type[models.Base]) -> int:
+    with engine.connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+def test_a_recorded_agent_cycle_is_never_written_twice(engine: Engine) -> None:
+    store = store_for(engine)
+    account = PaperAccount(1_000.0, costs=COSTS)
+    assert store.record_cycles([record(AT, account)]) == 1
+    # A batch holding the same agent-cycle again and a new one: only the new one lands.
+    later = AT + timedelta(minutes=3)
+    assert store.record_cycles([record(AT, account), record(later, account)]) == 1
+    assert count(engine, models.Cycle) == 2
+    assert count(engine, models.Decision) == 2
+    assert count(engine, models.AccountSnapshot) == 2
+    assert count(engine, models.LlmCall) == 2
+
+
+def test_restore_gives_back_the_books_and_open_positions_exactly(engine: Engine) -> None:
+    """Open 0.5 BTC long at 100 x 1.001 = 100.1 with 5x leverage: margin 10.01, fee 0.025025."""
+    store = store_for(engine)
+    account = PaperAccount(1_000.0, costs=COSTS)
+    intent = OrderIntent(
+        coin="BTC",
+        action="open",
+        side="long",
+        quantity=0.5,
+        leverage=5,
+        exit_plan=ExitPlan(profit_target=120.0, stop_loss=90.0, invalidation_condition="x"),
+        justification="why not",
+    )
+    execution = account.execute(intent, reference_price=100.0, at=AT)
+    assert isinstance(execution, Execution)
+    store.record_cycles([record(AT, account, fills=(execution.fill,))])
+
+    restored = SqlCycleStore(engine, run_id="test")
+    restored.register_agents(
+        [AgentIdentity(name="a", provider="fake", model="m", starting_cash_usd=1_000.0)], at=AT
+    )
+    books = restored.restore("a").books
+    assert books == account.state()
+    assert books.positions["BTC"].margin_usd == pytest.approx(10.01)
+    assert books.cash_usd == pytest.approx(1_000.0 - 10.01 - 0.025025)

@@ -1,0 +1,45 @@
+"""Scripted strategies: agents whose answers a test decides, through the real `Strategy` port."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+
+from app.decisions import DecisionProblem, TradeDecision
+from app.ports import ChatResult, DecisionRequest, StrategyAnswer
+
+Script = Callable[[DecisionRequest], list[TradeDecision]]
+
+
+class ScriptedStrategy:
+    """A strategy that answers from a script (optionally late or unreadable) and keeps requests."""
+
+    uses_prompt = True
+
+    def __init__(
+        self,
+        name: str,
+        script: Script | None = None,
+        *,
+        delay_s: float = 0.0,
+        parse_error: str | None = None,
+        problems: tuple[DecisionProblem, ...] = (),
+    ) -> None:
+        self.name = name
+        self.problems = problems
+        self.script = script or (lambda request: [])
+        self.delay_s = delay_s
+        self.parse_error = parse_error
+        self.requests: list[DecisionRequest] = []
+
+    async def decide(self, request: DecisionRequest) -> StrategyAnswer:
+        self.requests.append(request)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        decisions = tuple(self.script(request))
+        text = json.dumps({d.coin: d.model_dump() for d in decisions})
+        chat = ChatResult(text=text, provider="fake", model="fake-1", finish_reason="stop")
+        if self.parse_error is not None:
+            return StrategyAnswer(decisions=(), chat=chat, parse_error=self.parse_error)
+        return StrategyAnswer(decisions=decisions, chat=chat, problems=self.problems)

@@ -1,0 +1,325 @@
+"""`arena run` as users run it: a real process, real ccxt and the real openai SDK over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from app.config import AgentConfig, load_settings
+from app.db import models
+from app.db.repository import SqlCycleStore
+from app.db.session import make_engine
+from app.live import open_arena
+from tests.fakes.exchange import FakeExchange, synthetic_candles
+from tests.fakes.openai_server import FakeOpenAIServer, slow
+from tests.fakes.traders import by_model, contrarian_trader, trend_trader
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# The fake exchange's clock stands still at this time; cycles are replayed before it.
+EXCHANGE_NOW = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
+FIRST_CYCLE = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
+TREND_MODEL = "Qwen/Qwen3-235B-A22B-Instruct-2507"
+CONTRA_MODEL = "Qwen/Qwen3-Next-80B-A3B-Instruct"
+AGENT_SPECS = (
+    f"trend=modelscope:{TREND_MODEL}",
+    f"contra=modelscope:{CONTRA_MODEL}",
+    "hodl=baseline:buy_and_hold",
+    "ema=baseline:ema_trend",
+)
+
+
+@pytest.fixture(scope="module")
+def exchange() -> Iterator[FakeExchange]:
+    candles = synthetic_candles(
+        start=EXCHANGE_NOW - timedelta(days=40), end=EXCHANGE_NOW + timedelta(hours=1)
+    )
+    with FakeExchange(candles, now=EXCHANGE_NOW) as fake:
+        yield fake
+
+
+@pytest.fixture
+def llm() -> Iterator[FakeOpenAIServer]:
+    responder = by_model({TREND_MODEL: trend_trader, CONTRA_MODEL: contrarian_trader})
+    with FakeOpenAIServer("modelscope", responder=responder) as server:
+        yield server
+
+
+def arena_env(exchange: FakeExchange, llm: FakeOpenAIServer, database: Path) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "SYSTEMROOT")}
+    return {
+        **base,
+        "PYTHONPATH": str(REPO_ROOT),
+        "EXCHANGE_ID": "binanceusdm",
+        "EXCHANGE_API_URL": exchange.url,
+        "DATABASE_URL": f"sqlite:///{database}",
+        "MODELSCOPE_API_KEY": "ms-test-not-a-real-key",
+        "MODELSCOPE_BASE_URL": llm.base_url,
+        "LLM_MAX_RETRIES": "0",
+        "LOG_LEVEL": "INFO",
+    }
+
+
+def agent_args(specs: tuple[str, ...] = AGENT_SPECS) -> list[str]:
+    return [arg for spec in specs for arg in ("--agent", spec)]
+
+
+def arena(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def books_by_agent(database: Path) -> dict[str, object]:
+    engine = make_engine(f"sqlite:///{database}")
+    store = SqlCycleStore(engine)
+    with engine.connect() as connection:
+        names = list(connection.scalars(select(models.Agent.name).order_by(models.Agent.name)))
+    store.agent_ids = {}
+    with engine.connect() as connection:
+        for name, agent_id in connection.execute(select(models.Agent.name, models.Agent.id)):
+            store.agent_ids[name] = agent_id
+    return {name: store.restore(name).books for name in names}
+
+
+def count_rows(database: Path, table: type[models.Base]) -> int:
+    engine = make_engine(f"sqlite:///{database}")
+    with engine.connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+def test_several_once_runs_give_the_accounts_of_one_longer_run(
+    exchange: FakeExchange,
+    llm: FakeOpenAIServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Six cycles three minutes apart: six `arena run --once --at` processes against one
+    database, and one process that runs the six cycles in a row, end with identical books."""
+    times = [FIRST_CYCLE + i * timedelta(minutes=3) for i in range(6)]
+    once_db = tmp_path / "once.db"
+    env = arena_env(exchange, llm, once_db)
+    for moment in times:
+        result = arena(
+            "run", "--once", "--at", moment.isoformat(), *agent_args(), env=env, cwd=tmp_path
+        )
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr
+
+    long_db = tmp_path / "long.db"
+    for key, value in arena_env(exchange, llm, long_db).items():
+        monkeypatch.setenv(key, value)
+    settings = load_settings(env_file=None)
+    agents = [AgentConfig.from_spec(spec) for spec in AGENT_SPECS]
+
+    async def longer_run() -> None:
+        async with open_arena(settings, agents) as live:
+            for moment in times:
+                await live.run_once(moment)
+
+    asyncio.run(longer_run())
+
+    once_books, long_books = books_by_agent(once_db), books_by_agent(long_db)
+    assert once_books == long_books
+    assert count_rows(once_db, models.Fill) == count_rows(long_db, models.Fill)
+    assert count_rows(once_db, models.Cycle) == len(times) * len(AGENT_SPECS)
+    # Not a trivial equality: the model agents traded and the baselines bought.
+    engine = make_engine(f"sqlite:///{once_db}")
+    with engine.connect() as connection:
+        traders = set(
+            connection.scalars(
+                select(models.Agent.name)
+                .join(models.Fill, models.Fill.agent_id == models.Agent.id)
+                .distinct()
+            )
+        )
+    assert {"trend", "contra", "hodl"} <= traders
+
+
+def test_sigkill_mid_cycle_leaves_no_partial_agent_cycle_and_the_next_start_continues(
+    exchange: FakeExchange, llm: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    """The `trend` model takes a minute to answer; the other agents' cycles are recorded as soon
+    as they are done. SIGKILL while `trend` is still thinking, then start again."""
+    database = tmp_path / "arena.db"
+    env = arena_env(exchange, llm, database)
+    llm.script(TREND_MODEL, slow(60.0, trend_trader({"messages": []})))
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "app",
+            "run",
+            "--once",
+            "--at",
+            FIRST_CYCLE.isoformat(),
+            *agent_args(),
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if llm.requests_for(TREND_MODEL) and database.exists() and _cycles(database) >= 3:
+                break
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            time.sleep(0.1)
+        else:
+            pytest.fail("the other agents' cycles were not recorded while trend was thinking")
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == -signal.SIGKILL
+
+    engine = make_engine(f"sqlite:///{database}")
+    with engine.connect() as connection:
+        recorded = dict(
+            connection.execute(
+                select(models.Agent.name, func.count(models.Cycle.id))
+                .join(models.Cycle, models.Cycle.agent_id == models.Agent.id)
+                .group_by(models.Agent.name)
+            ).all()
+        )
+        # Every recorded agent-cycle is whole: its account snapshot is there with it.
+        orphans = connection.execute(
+            select(func.count(models.Cycle.id)).where(
+                ~select(models.AccountSnapshot.id)
+                .where(models.AccountSnapshot.cycle_id == models.Cycle.id)
+                .exists()
+            )
+        ).scalar_one()
+    assert recorded == {"contra": 1, "hodl": 1, "ema": 1}
+    assert orphans == 0
+    fills_before = fills_by_agent(database)
+    assert fills_before["hodl"] == 6  # buy-and-hold bought all six coins in the killed run
+
+    # The next start finds the lock free, skips what was done and finishes trend's cycle.
+    result = arena(
+        "run", "--once", "--at", FIRST_CYCLE.isoformat(), *agent_args(), env=env, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    with engine.connect() as connection:
+        recorded = dict(
+            connection.execute(
+                select(models.Agent.name, func.count(models.Cycle.id))
+                .join(models.Cycle, models.Cycle.agent_id == models.Agent.id)
+                .group_by(models.Agent.name)
+            ).all()
+        )
+    assert recorded == {"trend": 1, "contra": 1, "hodl": 1, "ema": 1}
+    fills_after = fills_by_agent(database)
+    # What was recorded before the kill stands as it was: nothing traded twice.
+    assert {agent: fills_after.get(agent, 0) for agent in fills_before} == fills_before
+    assert len(llm.requests_for(CONTRA_MODEL)) == 1, "contra's cycle must not be asked twice"
+
+
+def fills_by_agent(database: Path) -> dict[str, int]:
+    engine = make_engine(f"sqlite:///{database}")
+    with engine.connect() as connection:
+        return dict(
+            connection.execute(
+                select(models.Agent.name, func.count(models.Fill.id))
+                .join(models.Fill, models.Fill.agent_id == models.Agent.id)
+                .group_by(models.Agent.name)
+            ).all()
+        )
+
+
+def _cycles(database: Path) -> int:
+    try:
+        return count_rows(database, models.Cycle)
+    except Exception:  # the schema may not exist yet while the daemon migrates
+        return 0
+
+
+class _Lines:
+    """Collect a process's stderr lines in the background."""
+
+    def __init__(self, stream: object) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: object) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            self.lines.append(line)
+
+    def wait_for(self, text: str, timeout_s: float, process: subprocess.Popen[str]) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if any(text in line for line in self.lines):
+                return
+            if process.poll() is not None:
+                break
+            time.sleep(0.05)
+        pytest.fail(f"{text!r} not seen; stderr so far:\n{''.join(self.lines)}")
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_second_daemon_is_refused_and_a_signal_stops_the_first_cleanly(
+    llm: FakeOpenAIServer, tmp_path: Path, stop_signal: signal.Signals
+) -> None:
+    with FakeExchange() as live_exchange:  # follows the real clock, as a daemon needs
+        env = arena_env(live_exchange, llm, tmp_path / "arena.db")
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "app", "run", "--agent", "hodl=baseline:buy_and_hold"],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        lines = _Lines(daemon.stderr)
+        try:
+            lines.wait_for("hodl ok", 90, daemon)  # the first cycle runs at start
+
+            second = arena(
+                "run", "--once", "--agent", "hodl=baseline:buy_and_hold", env=env, cwd=tmp_path
+            )
+            assert second.returncode == 2
+            message = [line for line in second.stderr.splitlines() if line.strip()]
+            assert len(message) == 1, second.stderr
+            assert "another `arena run` already uses this database" in message[0]
+            assert f"pid {daemon.pid}" in message[0]
+
+            daemon.send_signal(stop_signal)
+            assert daemon.wait(timeout=60) == 0
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+        assert any("arena stopped" in line for line in lines.lines), "".join(lines.lines)
+        assert not any("Traceback" in line for line in lines.lines), "".join(lines.lines)
+
+
+def test_no_key_and_no_baseline_exits_2_saying_how_to_set_one(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    result = arena("run", "--once", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    message = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(message) == 1, result.stderr
+    assert "MODELSCOPE_API_KEY" in message[0]
+    assert "baseline:buy_and_hold" in message[0]
+    assert "Traceback" not in result.stderr
