@@ -63,6 +63,7 @@ class BacktestOptions:
     fee_bps: float | None = None
     slippage_bps: float | None = None
     report_dir: Path | None = None
+    window_days: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +158,15 @@ def plan_backtest(settings: Settings, options: BacktestOptions) -> _Plan:
         context_timeframe=settings.schedule.context_timeframe,
     )
     ready = market.first_ready_at()
-    start = _ceil_time(ensure_utc(options.start) if options.start else ready, step)
+    last_possible = market.end_at - base_step
+    if options.start is not None:
+        wanted = ensure_utc(options.start)
+    elif options.window_days is not None:
+        # The last days of the data (after the warm-up), for a quick look.
+        wanted = max(ready, last_possible - timedelta(days=options.window_days))
+    else:
+        wanted = ready
+    start = _ceil_time(wanted, step)
     if start < ready:
         raise ConfigError(
             f"--start {start:%Y-%m-%d %H:%M} is before the indicators have warmed up on this data "
@@ -165,7 +174,6 @@ def plan_backtest(settings: Settings, options: BacktestOptions) -> _Plan:
             f"{ready:%Y-%m-%d %H:%M} or later, or give earlier candles"
         )
     # The last cycle needs a candle starting at its time to fill at.
-    last_possible = market.end_at - base_step
     end = ensure_utc(options.end) if options.end else last_possible
     if end > last_possible:
         log.info("the data ends at %s: the last cycle is at %s", market.end_at, last_possible)

@@ -6,6 +6,7 @@ datetimes. Nothing here performs I/O or reads the clock.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ _TIMEFRAME_RE: Final = re.compile(r"^(\d+)([smhdw])$")
 _TIMEFRAME_UNIT_SECONDS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
+@functools.lru_cache(maxsize=64)
 def timeframe_to_timedelta(timeframe: str) -> timedelta:
     """Return the length of a ccxt-style timeframe such as `3m`, `4h` or `1d`."""
     match = _TIMEFRAME_RE.match(timeframe.strip())

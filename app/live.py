@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -128,8 +128,16 @@ class LiveArena:
 
 
 @asynccontextmanager
-async def open_arena(settings: Settings, agents: Sequence[AgentConfig]) -> AsyncIterator[LiveArena]:
-    """Build the live arena (lock, database, accounts restored, exchange) and tear it down."""
+async def open_arena(
+    settings: Settings,
+    agents: Sequence[AgentConfig],
+    *,
+    feed_clock: Callable[[], datetime] = utc_now,
+) -> AsyncIterator[LiveArena]:
+    """Build the live arena (lock, database, accounts restored, exchange) and tear it down.
+
+    `feed_clock` is the exchange's "now" (the real clock; a simulation passes its own).
+    """
     agents = runnable_agents(settings, agents)
     lock = DaemonLock(lock_path_for(settings.database.url))
     lock.acquire()
@@ -149,7 +157,7 @@ async def open_arena(settings: Settings, agents: Sequence[AgentConfig]) -> Async
         slots = restore_slots(store, strategies, costs=config.costs, interval=interval)
         clock = ArenaClock()
         market = CcxtMarketData.from_settings(
-            settings, cache=CandleCache(database.engine), clock=utc_now
+            settings, cache=CandleCache(database.engine), clock=feed_clock
         )
         try:
             engine = CycleEngine(

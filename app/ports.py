@@ -173,6 +173,7 @@ class DecisionRequest:
     messages: tuple[ChatMessage, ...] = ()
     prompt_version: str | None = None
     invocation: int = 0
+    shared_texts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +244,9 @@ class AgentCycleRecord:
     fills: tuple[Fill, ...] = ()
     closed_trades: tuple[ClosedTrade, ...] = ()
     funding: tuple[FundingPayment, ...] = ()
+    # Long texts this prompt shares with others (system prompt, the cycle's market section):
+    # the store keeps each once and refers to it.
+    shared_texts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Final
 
@@ -58,6 +59,65 @@ def messages_json(messages: Sequence[ChatMessage]) -> str:
     )
 
 
+# Shared texts shorter than this are not worth a reference.
+_MIN_SHARED_CHARS: Final = 256
+
+
+# The same system prompt and market section come back for every agent of a cycle.
+@functools.lru_cache(maxsize=64)
+def text_hash(text: str) -> str:
+    """Return the sha256 of a text (the key of a `prompt_part`)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def encode_messages(
+    messages: Sequence[ChatMessage], shared: Sequence[str] = ()
+) -> tuple[bytes | None, dict[str, str]]:
+    """Return the stored form of a prompt and the shared texts it refers to (hash -> text).
+
+    Each message's content becomes a list of segments: literal text, or `{"part": hash}` where a
+    shared text stood. `decode_messages` puts the exact prompt back together.
+    """
+    if not messages:
+        return None, {}
+    parts: dict[str, str] = {}
+    references = [(text, text_hash(text)) for text in shared if len(text) >= _MIN_SHARED_CHARS]
+    encoded = []
+    for message in messages:
+        segments: list[str | dict[str, str]] = [message.content]
+        for text, key in references:
+            split: list[str | dict[str, str]] = []
+            for segment in segments:
+                if not isinstance(segment, str) or text not in segment:
+                    split.append(segment)
+                    continue
+                pieces = segment.split(text)
+                for index, piece in enumerate(pieces):
+                    if piece:
+                        split.append(piece)
+                    if index < len(pieces) - 1:
+                        split.append({"part": key})
+                        parts[key] = text
+            segments = split
+        encoded.append({"role": message.role, "content": segments})
+    payload = json.dumps(encoded, ensure_ascii=False, separators=(",", ":"))
+    return compress_text(payload), parts
+
+
+def decode_messages(blob: bytes | None, load_part: Callable[[str], str]) -> list[ChatMessage]:
+    """Return the prompt stored by `encode_messages`; `load_part` returns a shared text by hash."""
+    if not blob:
+        return []
+    messages = []
+    for item in json.loads(decompress_text(blob)):
+        content = "".join(
+            segment if isinstance(segment, str) else load_part(segment["part"])
+            for segment in item["content"]
+        )
+        messages.append(ChatMessage(role=item["role"], content=content))
+    return messages
+
+
 def prompt_hash(messages: Sequence[ChatMessage]) -> str:
     """Return the sha256 of the messages' canonical JSON."""
     return hashlib.sha256(messages_json(messages).encode("utf-8")).hexdigest()
@@ -83,6 +143,8 @@ def llm_call_values(
     prompt_version: str | None = None,
     parse_error: str | None = None,
     error: str | None = None,
+    shared: Sequence[str] = (),
+    parts: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Return the `llm_call` rows of one call: a row per failed request, then the answer's row.
 
@@ -91,14 +153,19 @@ def llm_call_values(
     prompt, the text and the compressed reasoning. When no answer came back, the last failed row
     keeps the prompt (and, with no request at all, one row records `error`), so every call stays
     auditable. A cache hit is one row with `cache_hit` set.
+
+    The prompt is stored by `encode_messages`: texts in `shared` become references, collected
+    into `parts` (hash -> text) for the caller to keep in `prompt_part`.
     """
     attempts = tuple(attempts) or (answer.attempts if answer is not None else ())
-    prompt = messages_json(messages) if messages else None
+    stored, referenced = encode_messages(messages, shared)
+    if parts is not None:
+        parts.update(referenced)
     common: dict[str, Any] = {
         "cycle_id": cycle_id,
         "agent_id": agent_id,
         "prompt_version": prompt_version,
-        "prompt_hash": hashlib.sha256(prompt.encode("utf-8")).hexdigest() if prompt else None,
+        "prompt_hash": prompt_hash(messages) if messages else None,
         "created_at": created_at,
     }
     rows: list[dict[str, Any]] = []
@@ -129,7 +196,7 @@ def llm_call_values(
                 "provider": answer.provider,
                 "model_requested": attempts[0].model if attempts else answer.model,
                 "model": answer.model,
-                "messages_z": compress_text(prompt),
+                "messages_z": stored,
                 "response_text": answer.text,
                 "reasoning_z": compress_text(answer.reasoning),
                 "finish_reason": answer.finish_reason,
@@ -143,14 +210,14 @@ def llm_call_values(
             }
         )
     elif rows:
-        rows[-1]["messages_z"] = compress_text(prompt)
-    elif prompt is not None:
+        rows[-1]["messages_z"] = stored
+    elif stored is not None:
         rows.append(
             {
                 **common,
                 "provider": "unknown",
                 "model_requested": "unknown",
-                "messages_z": compress_text(prompt),
+                "messages_z": stored,
                 "outcome": "error",
                 "error": error,
                 "cache_hit": False,

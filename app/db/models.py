@@ -105,6 +105,20 @@ class LlmCall(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class PromptPart(Base):
+    """A long text many prompts share (a system prompt, one cycle's market section), kept once.
+
+    `llm_call.messages_z` refers to these by hash, so six agents asked in one cycle store the
+    market section once instead of six times.
+    """
+
+    __tablename__ = "prompt_part"
+
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    text_z: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class Decision(Base):
     """One per-coin decision of one agent-cycle, with what became of it."""
 

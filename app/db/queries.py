@@ -11,9 +11,10 @@ from sqlalchemy import Engine, case, func, select
 from sqlalchemy.orm import Session
 
 from app.db import models
-from app.db.llm_rows import decompress_text
+from app.db.llm_rows import decode_messages, decompress_text
 from app.db.repository import position_from_row
 from app.domain import ClosedTrade, Position
+from app.ports import ChatMessage
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,3 +266,19 @@ def cycle_equity_values(engine: Engine, agent_id: int) -> list[float]:
                 .order_by(models.AccountSnapshot.id)
             )
         )
+
+
+def call_messages(engine: Engine, call_id: int) -> list[ChatMessage]:
+    """Return exactly the prompt a recorded model call was sent."""
+    with engine.connect() as connection:
+        blob = connection.execute(
+            select(models.LlmCall.messages_z).where(models.LlmCall.id == call_id)
+        ).scalar_one_or_none()
+
+        def load_part(key: str) -> str:
+            text_z = connection.execute(
+                select(models.PromptPart.text_z).where(models.PromptPart.hash == key)
+            ).scalar_one()
+            return decompress_text(text_z)
+
+        return decode_messages(blob, load_part)

@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from app.db import models
-from app.db.llm_rows import LLM_CALL_DEFAULTS, llm_call_values
+from app.db.base import UTCDateTime
+from app.db.llm_rows import LLM_CALL_DEFAULTS, compress_text, llm_call_values
 from app.domain import ClosedTrade, ExitPlan, Fill, FundingPayment, Position
 from app.ports import (
     AccountEventsRecord,
@@ -99,12 +101,34 @@ def _position_values(agent_id: int, position: Position) -> dict[str, Any]:
     }
 
 
+_CLOSE_POSITION = (
+    update(models.Position)
+    .where(models.Position.id == bindparam("b_id"))
+    .values(
+        status="closed",
+        closed_at=bindparam("b_closed_at", type_=UTCDateTime()),
+        exit_price=bindparam("b_exit_price"),
+        exit_fee_usd=bindparam("b_exit_fee_usd"),
+        exit_reason=bindparam("b_exit_reason"),
+        gross_pnl_usd=bindparam("b_gross_pnl_usd"),
+        net_pnl_usd=bindparam("b_net_pnl_usd"),
+        funding_usd=bindparam("b_funding_usd"),
+    )
+)
+_POSITION_FUNDING = (
+    update(models.Position)
+    .where(models.Position.id == bindparam("b_id"))
+    .values(funding_usd=bindparam("b_funding_usd"))
+)
+
+
 @dataclass
 class _PositionChanges:
     """Open-position rows created and closed by writes not yet committed."""
 
     opened: dict[tuple[int, str], int] = field(default_factory=dict)
     closed: set[tuple[int, str]] = field(default_factory=set)
+    new_parts: set[str] = field(default_factory=set)
 
     def merge(self, other: _PositionChanges) -> None:
         for key in other.closed:
@@ -112,6 +136,7 @@ class _PositionChanges:
         self.closed |= other.closed
         self.opened.update(other.opened)
         self.closed -= set(other.opened)
+        self.new_parts |= other.new_parts
 
     def apply(self, index: dict[tuple[int, str], int]) -> None:
         for key in self.closed:
@@ -129,6 +154,8 @@ class SqlCycleStore:
         # Open position row per (agent id, coin): the store is the only writer of its run.
         self._open_positions: dict[tuple[int, str], int] = {}
         self._done_cycles: dict[int, set[datetime]] | None = None
+        # Shared prompt texts already in `prompt_part` (so each is written once).
+        self._known_parts: set[str] = set()
 
     # -- agents and restore -------------------------------------------------------------------
 
@@ -329,6 +356,7 @@ class SqlCycleStore:
                     written.append(record)
         # The in-memory index follows the database only once the transaction has committed.
         changes.apply(self._open_positions)
+        self._known_parts |= changes.new_parts
         if self._done_cycles is not None:
             for record in written:
                 agent_id = self.agent_ids[record.agent]
@@ -386,8 +414,9 @@ class SqlCycleStore:
         calls: list[dict[str, Any]] = []
         decisions: list[dict[str, Any]] = []
         snapshots: list[dict[str, Any]] = []
+        parts: dict[str, str] = {}
         for agent_id, cycle_id, record in zip(agent_ids, cycle_ids, records, strict=True):
-            calls.extend(_llm_call_rows(agent_id, cycle_id, record))
+            calls.extend(_llm_call_rows(agent_id, cycle_id, record, parts))
             decisions.extend(_decision_values(cycle_id, item) for item in record.decisions)
             if record.fills or record.closed_trades or record.funding:
                 self._write_trading(
@@ -401,11 +430,38 @@ class SqlCycleStore:
                     changes=changes,
                 )
             snapshots.append(_snapshot_values(agent_id, cycle_id, record.scheduled_at, record))
+        self._write_parts(connection, parts, changes, at=records[-1].finished_at)
         if calls:
             connection.execute(insert(models.LlmCall), calls)
         if decisions:
             connection.execute(insert(models.Decision), decisions)
         connection.execute(insert(models.AccountSnapshot), snapshots)
+
+    def _write_parts(
+        self,
+        connection: Connection,
+        parts: dict[str, str],
+        changes: _PositionChanges,
+        *,
+        at: datetime,
+    ) -> None:
+        new = {
+            key: text
+            for key, text in parts.items()
+            if key not in self._known_parts and key not in changes.new_parts
+        }
+        if not new:
+            return
+        statement = sqlite_insert(models.PromptPart).on_conflict_do_nothing(index_elements=["hash"])
+        connection.execute(
+            statement,
+            [
+                {"hash": key, "text_z": compress_text(text), "created_at": at}
+                for key, text in new.items()
+            ],
+        )
+        # Known once the transaction commits; until then a rollback may still drop them.
+        changes.new_parts.update(new)
 
     def _write_trading(
         self,
@@ -422,25 +478,29 @@ class SqlCycleStore:
         open_ids = dict(self._open_positions)
         changes.apply(open_ids)
         closed_by_coin = {trade.coin: trade for trade in closed_trades}
+        # New positions first, in one statement, so the entry fills can point at them.
+        entries = [
+            fill
+            for fill in fills
+            if fill.reason == "entry" and books.positions.get(fill.coin) is not None
+        ]
+        if entries:
+            new_ids = connection.execute(
+                insert(models.Position).returning(models.Position.id, sort_by_parameter_order=True),
+                [_position_values(agent_id, books.positions[fill.coin]) for fill in entries],
+            ).scalars()
+            for fill, new_id in zip(entries, new_ids, strict=True):
+                key = (agent_id, fill.coin)
+                open_ids[key] = new_id
+                changes.opened[key] = new_id
+                changes.closed.discard(key)
         fill_rows = []
         for fill in fills:
-            key = (agent_id, fill.coin)
-            position_id = open_ids.get(key)
-            if fill.reason == "entry":
-                position = books.positions.get(fill.coin)
-                if position is None:
-                    # Opened and closed between two records: the closed trade carries it.
-                    trade = closed_by_coin.get(fill.coin)
-                    position_id = self._insert_closed_position(connection, agent_id, trade)
-                else:
-                    inserted = connection.execute(
-                        insert(models.Position).values(**_position_values(agent_id, position))
-                    ).inserted_primary_key
-                    assert inserted is not None
-                    position_id = int(inserted[0])
-                    open_ids[key] = position_id
-                    changes.opened[key] = position_id
-                    changes.closed.discard(key)
+            position_id: int | None = open_ids.get((agent_id, fill.coin))
+            if fill.reason == "entry" and books.positions.get(fill.coin) is None:
+                # Opened and closed between two records: the closed trade carries it.
+                trade = closed_by_coin.get(fill.coin)
+                position_id = self._insert_closed_position(connection, agent_id, trade)
             fill_rows.append(
                 {
                     "agent_id": agent_id,
@@ -476,37 +536,34 @@ class SqlCycleStore:
                     for payment in funding
                 ],
             )
+        closing = []
         for trade in closed_trades:
             key = (agent_id, trade.coin)
-            position_id = open_ids.pop(key, None)
+            closed_id = open_ids.pop(key, None)
             changes.opened.pop(key, None)
             changes.closed.add(key)
-            if position_id is None:
-                continue
-            connection.execute(
-                update(models.Position)
-                .where(models.Position.id == position_id)
-                .values(
-                    status="closed",
-                    closed_at=trade.closed_at,
-                    exit_price=trade.exit_price,
-                    exit_fee_usd=trade.exit_fee_usd,
-                    exit_reason=trade.exit_reason,
-                    gross_pnl_usd=trade.gross_pnl_usd,
-                    net_pnl_usd=trade.net_pnl_usd,
-                    funding_usd=trade.funding_usd,
+            if closed_id is not None:
+                closing.append(
+                    {
+                        "b_id": closed_id,
+                        "b_closed_at": trade.closed_at,
+                        "b_exit_price": trade.exit_price,
+                        "b_exit_fee_usd": trade.exit_fee_usd,
+                        "b_exit_reason": trade.exit_reason,
+                        "b_gross_pnl_usd": trade.gross_pnl_usd,
+                        "b_net_pnl_usd": trade.net_pnl_usd,
+                        "b_funding_usd": trade.funding_usd,
+                    }
                 )
-            )
-        if funding:
-            for coin in {payment.coin for payment in funding}:
-                position = books.positions.get(coin)
-                position_id = open_ids.get((agent_id, coin))
-                if position is not None and position_id is not None:
-                    connection.execute(
-                        update(models.Position)
-                        .where(models.Position.id == position_id)
-                        .values(funding_usd=position.funding_usd)
-                    )
+        if closing:
+            connection.execute(_CLOSE_POSITION, closing)
+        funded = [
+            {"b_id": open_ids[(agent_id, coin)], "b_funding_usd": books.positions[coin].funding_usd}
+            for coin in {payment.coin for payment in funding}
+            if coin in books.positions and (agent_id, coin) in open_ids
+        ]
+        if funded:
+            connection.execute(_POSITION_FUNDING, funded)
 
     def _insert_closed_position(
         self, connection: Connection, agent_id: int, trade: ClosedTrade | None
@@ -583,7 +640,9 @@ def _snapshot_values(
     }
 
 
-def _llm_call_rows(agent_id: int, cycle_id: int, record: AgentCycleRecord) -> list[dict[str, Any]]:
+def _llm_call_rows(
+    agent_id: int, cycle_id: int, record: AgentCycleRecord, parts: dict[str, str]
+) -> list[dict[str, Any]]:
     if record.answer is None and not record.messages:
         return []
     answer = record.answer
@@ -599,5 +658,7 @@ def _llm_call_rows(agent_id: int, cycle_id: int, record: AgentCycleRecord) -> li
             prompt_version=record.prompt_version,
             parse_error=None if answer is None else answer.parse_error,
             error=record.error,
+            shared=record.shared_texts,
+            parts=parts,
         )
     ]

@@ -18,16 +18,28 @@ import time
 from collections import Counter
 from typing import Any
 
+from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.db import models
 from app.llm.openai_compat import PreparedRequest
 from app.llm.quota import Clock, utc_now
-from app.llm.store import add_cache_hits, cached_answer_result, load_cached_answer
+from app.llm.store import add_cache_hits, cached_answer_result
 from app.llm.store import save_cached_answer as _save
 from app.ports import ChatResult
 
 log = logging.getLogger(__name__)
+
+_LOOKUP = select(
+    models.LlmCache.response_text,
+    models.LlmCache.provider,
+    models.LlmCache.model,
+    models.LlmCache.model_answered,
+    models.LlmCache.reasoning_z,
+    models.LlmCache.finish_reason,
+    models.LlmCache.usage,
+).where(models.LlmCache.key == bindparam("key"))
 
 
 def cache_key(provider: str, request: PreparedRequest) -> str:
@@ -50,26 +62,23 @@ class ResponseCache:
         self.clock = clock
         self._hits: Counter[str] = Counter()
         self._lock = threading.Lock()
-        # One session kept for lookups: reads in WAL mode never wait for writers, and reusing
-        # it saves building a session per hit.
-        self._reader: Session | None = None
+        bind = session_factory.kw.get("bind")
+        if not isinstance(bind, Engine):
+            raise TypeError("the response cache needs a session factory bound to an engine")
+        self._engine: Engine = bind
 
     def get(self, key: str) -> ChatResult | None:
-        """Return the stored answer under `key` as a cache hit, or None."""
+        """Return the stored answer under `key` as a cache hit, or None.
+
+        One primary-key read on a pooled connection, no ORM session: a replayed backtest does
+        this for every agent-cycle. Reads in WAL mode never wait for writers.
+        """
         started_s = time.perf_counter()
-        reader = self._reader
-        if reader is None:
-            reader = self._reader = self.session_factory()
-        try:
-            row = load_cached_answer(reader, key)
-            if row is None:
-                return None
-            result = cached_answer_result(row, latency_s=time.perf_counter() - started_s)
-        finally:
-            # End the read transaction so the next lookup sees new rows, and drop the row from
-            # the identity map so the session does not grow over a long replay.
-            reader.rollback()
-            reader.expunge_all()
+        with self._engine.connect() as connection:
+            row = connection.execute(_LOOKUP, {"key": key}).first()
+        if row is None:
+            return None
+        result = cached_answer_result(row, latency_s=time.perf_counter() - started_s)
         with self._lock:
             self._hits[key] += 1
         return result
@@ -97,8 +106,5 @@ class ResponseCache:
         return sum(hits.values())
 
     def close(self) -> None:
-        """Flush the hit counts and release the reading session."""
+        """Flush the hit counts."""
         self.flush_hits()
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Final
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import Row, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -259,11 +259,6 @@ def latest_quota_rows(session: Session) -> dict[tuple[str, str], models.QuotaUsa
 # -- llm_cache ---------------------------------------------------------------------------------
 
 
-def load_cached_answer(session: Session, key: str) -> models.LlmCache | None:
-    """Return the stored answer under `key` (one primary-key lookup), or None."""
-    return session.get(models.LlmCache, key)
-
-
 def save_cached_answer(
     session: Session, *, key: str, model: str, answer: ChatResult, created_at: datetime
 ) -> None:
@@ -295,13 +290,21 @@ def save_cached_answer(
 
 
 def add_cache_hits(session: Session, hits: Mapping[str, int]) -> None:
-    """Add counted hits to their `llm_cache` rows."""
+    """Add counted hits to their `llm_cache` rows (one statement for all of them)."""
+    if not hits:
+        return
     cache = models.LlmCache
-    for key, count in hits.items():
-        session.execute(update(cache).where(cache.key == key).values(hits=cache.hits + count))
+    statement = (
+        update(cache)
+        .where(cache.key == bindparam("hit_key"))
+        .values(hits=cache.hits + bindparam("hit_count"))
+    )
+    session.connection().execute(
+        statement, [{"hit_key": key, "hit_count": count} for key, count in hits.items()]
+    )
 
 
-def cached_answer_result(row: models.LlmCache, *, latency_s: float) -> ChatResult:
+def cached_answer_result(row: models.LlmCache | Row[Any], *, latency_s: float) -> ChatResult:
     """Return a stored answer as a `ChatResult` with `cache_hit` set."""
     usage = row.usage or {}
     return ChatResult(

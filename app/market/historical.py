@@ -11,6 +11,7 @@ ones, so nothing from after `at` leaks into a snapshot.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,16 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
-from app.domain import Bars, CoinSnapshot, MarketRules, MarketSnapshot, Settlements, ensure_utc
+from app.domain import (
+    Bars,
+    CoinSnapshot,
+    MarketRules,
+    MarketSnapshot,
+    Settlements,
+    datetime_to_ns,
+    ensure_utc,
+    ns_to_datetime,
+)
 from app.errors import ConfigError, DataUnavailableError
 from app.indicators import (
     CONTEXT_INDICATOR_COLUMNS,
@@ -40,12 +50,15 @@ DEFAULT_TAIL: Final = 60
 ALWAYS_MISSING: Final = frozenset({"open_interest", "open_interest_avg"})
 
 
+# A backtest converts the same few cycle times for every coin and agent: remember them.
+@functools.lru_cache(maxsize=4096)
 def _ns(moment: datetime) -> int:
-    return int(pd.Timestamp(ensure_utc(moment)).as_unit("ns").value)
+    return datetime_to_ns(moment)
 
 
+@functools.lru_cache(maxsize=4096)
 def _to_datetime(ns: int) -> datetime:
-    return pd.Timestamp(ns, tz="UTC").to_pydatetime()
+    return ns_to_datetime(ns)
 
 
 def _ready_close_ns(
@@ -117,8 +130,8 @@ class _CoinHistory:
         context = add_context_indicators(
             resample_candles(self.base, context_timeframe, base_timeframe)
         )
-        self.intraday = _Window(intraday, step_ns(intraday_timeframe))
-        self.context = _Window(context, step_ns(context_timeframe))
+        self.intraday = _Window(_one_block(intraday), step_ns(intraday_timeframe))
+        self.context = _Window(_one_block(context), step_ns(context_timeframe))
         self.funding = self._funding(funding)
         self.marks = marks
         if marks is not None and len(marks):
@@ -461,6 +474,13 @@ class HistoricalMarketData:
 
     async def close(self) -> None:
         """Nothing to release."""
+
+
+def _one_block(frame: pd.DataFrame) -> pd.DataFrame:
+    """Return `frame` as one float64 block: every snapshot slice then reads as a numpy view."""
+    return pd.DataFrame(
+        frame.to_numpy(dtype=np.float64), index=frame.index, columns=frame.columns, copy=False
+    )
 
 
 def _open_at(open_ns: np.ndarray, opens: np.ndarray, times: np.ndarray) -> np.ndarray:

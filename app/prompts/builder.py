@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import string
+from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import datetime
 from importlib import resources
@@ -24,6 +25,7 @@ from app.domain import (
     CoinSnapshot,
     MarketSnapshot,
     Position,
+    datetime_to_ns,
     ensure_utc,
     timeframe_to_timedelta,
 )
@@ -199,12 +201,9 @@ def build_messages(
 
 def _coin_block(snapshot: MarketSnapshot, coin: CoinSnapshot) -> str:
     name = coin.coin
-    intraday = _TailColumns(
-        _closed_rows(coin.intraday, snapshot.intraday_timeframe, snapshot.at)
-    )
+    intraday = _TailColumns(_closed_rows(coin.intraday, snapshot.intraday_timeframe, snapshot.at))
     context = _TailColumns(_closed_rows(coin.context, snapshot.context_timeframe, snapshot.at))
     intraday_heading = describe_timeframe(snapshot.intraday_timeframe)
-    context_heading = describe_timeframe(snapshot.context_timeframe)
     headline = (
         f"current_price = {format_sig(coin.last_price, PRICE_DIGITS)}, "
         f"current_ema20 = {format_sig(intraday.last('ema20'), PRICE_DIGITS)}, "
@@ -224,18 +223,40 @@ def _coin_block(snapshot: MarketSnapshot, coin: CoinSnapshot) -> str:
         f"MACD indicators: {intraday.series('macd')}",
         f"RSI indicators (7-Period): {intraday.series('rsi7', 4)}",
         f"RSI indicators (14-Period): {intraday.series('rsi14', 4)}",
-        f"**Longer-term context ({context_heading} timeframe):**",
-        f"20-Period EMA: {format_sig(context.last('ema20'), PRICE_DIGITS)} vs. "
-        f"50-Period EMA: {format_sig(context.last('ema50'), PRICE_DIGITS)}",
-        f"3-Period ATR: {format_sig(context.last('atr3'))} vs. "
-        f"14-Period ATR: {format_sig(context.last('atr14'))}",
-        # The last closed candle, never the forming one (nof1 showed a tiny partial volume).
-        f"Last closed candle volume: {format_sig(context.last('volume'))} vs. "
-        f"Average Volume: {format_sig(context.last('volume_avg'))}",
-        f"MACD indicators: {context.series('macd')}",
-        f"RSI indicators (14-Period): {context.series('rsi14', 4)}",
+        _context_block(context, snapshot.context_timeframe),
     ]
     return "\n\n".join(lines)
+
+
+# The context candles change every few hours, not every cycle: render them once per change.
+_CONTEXT_MEMO: OrderedDict[tuple[str, bytes, tuple[str, ...]], str] = OrderedDict()
+_CONTEXT_MEMO_SIZE: Final = 256
+
+
+def _context_block(context: _TailColumns, timeframe: str) -> str:
+    key = (timeframe, context.fingerprint(), context.column_names)
+    found = _CONTEXT_MEMO.get(key)
+    if found is not None:
+        _CONTEXT_MEMO.move_to_end(key)
+        return found
+    text = "\n\n".join(
+        (
+            f"**Longer-term context ({describe_timeframe(timeframe)} timeframe):**",
+            f"20-Period EMA: {format_sig(context.last('ema20'), PRICE_DIGITS)} vs. "
+            f"50-Period EMA: {format_sig(context.last('ema50'), PRICE_DIGITS)}",
+            f"3-Period ATR: {format_sig(context.last('atr3'))} vs. "
+            f"14-Period ATR: {format_sig(context.last('atr14'))}",
+            # The last closed candle, never the forming one (nof1 showed a tiny partial volume).
+            f"Last closed candle volume: {format_sig(context.last('volume'))} vs. "
+            f"Average Volume: {format_sig(context.last('volume_avg'))}",
+            f"MACD indicators: {context.series('macd')}",
+            f"RSI indicators (14-Period): {context.series('rsi14', 4)}",
+        )
+    )
+    _CONTEXT_MEMO[key] = text
+    if len(_CONTEXT_MEMO) > _CONTEXT_MEMO_SIZE:
+        _CONTEXT_MEMO.popitem(last=False)
+    return text
 
 
 def _open_interest_line(coin: CoinSnapshot) -> str:
@@ -244,9 +265,7 @@ def _open_interest_line(coin: CoinSnapshot) -> str:
         return f"Open Interest: {NOT_AVAILABLE_TEXT}"
     average = _optional(coin, _OPEN_INTEREST_AVG, coin.open_interest_avg)
     average_text = NOT_AVAILABLE_TEXT if average is None else format_sig(average, PRICE_DIGITS)
-    return (
-        f"Open Interest: Latest: {format_sig(latest, PRICE_DIGITS)}  Average: {average_text}"
-    )
+    return f"Open Interest: Latest: {format_sig(latest, PRICE_DIGITS)}  Average: {average_text}"
 
 
 def _funding_line(coin: CoinSnapshot) -> str:
@@ -272,11 +291,20 @@ def _closed_rows(frame: pd.DataFrame, timeframe: str, at: datetime) -> pd.DataFr
         step = timeframe_to_timedelta(timeframe)
     except ValueError:
         return frame
-    cutoff = pd.Timestamp(ensure_utc(at) - step)
+    cutoff_ns = datetime_to_ns(at - step)
+    stamps = index.as_unit("ns").asi8
     if index.tz is None:
-        cutoff = cutoff.tz_localize(None)
-    closed = int(index.searchsorted(cutoff, side="right"))
-    return frame if closed == len(index) else frame.iloc[:closed]
+        # A naive index holds UTC wall times: compare them as such.
+        cutoff_ns = datetime_to_ns(ensure_utc(at).replace(tzinfo=None) - step)
+    if int(stamps[-1]) <= cutoff_ns:
+        return frame  # the usual case: every row has closed
+    closed = int(np.searchsorted(stamps, cutoff_ns, side="right"))
+    return frame.iloc[:closed]
+
+
+@functools.lru_cache(maxsize=16)
+def _column_positions(columns: tuple[str, ...]) -> dict[str, int]:
+    return {column: position for position, column in enumerate(columns)}
 
 
 class _TailColumns:
@@ -289,15 +317,25 @@ class _TailColumns:
     __slots__ = ("_columns", "_rows", "_values")
 
     def __init__(self, frame: pd.DataFrame) -> None:
-        tail = frame.iloc[-SERIES_LENGTH:]
-        self._rows = len(tail)
-        self._columns = {str(column): position for position, column in enumerate(tail.columns)}
+        self._columns = _column_positions(tuple(map(str, frame.columns.tolist())))
         try:
-            self._values = tail.to_numpy(dtype=float, na_value=np.nan)
+            # A view, not a copy, when the frame is one float block (as the market data's are).
+            values = frame.to_numpy(dtype=float)
         except (TypeError, ValueError):
             # A non-numeric column somewhere: convert column by column, unreadable ones as NaN.
-            numeric = tail.apply(pd.to_numeric, errors="coerce")
-            self._values = numeric.to_numpy(dtype=float, na_value=np.nan)
+            numeric = frame.apply(pd.to_numeric, errors="coerce")
+            values = numeric.to_numpy(dtype=float, na_value=np.nan)
+        self._values = values[-SERIES_LENGTH:]
+        self._rows = self._values.shape[0]
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        """Return the column names, in order."""
+        return tuple(self._columns)
+
+    def fingerprint(self) -> bytes:
+        """Return the exact bytes of the values: equal bytes render the same text."""
+        return self._values.tobytes()
 
     def values(self, column: str) -> np.ndarray:
         position = self._columns.get(column)
@@ -319,9 +357,7 @@ def _ordered_positions(
 ) -> list[Position]:
     """Return positions in the snapshot's coin order, then any other coin by name."""
     order = {coin: rank for rank, coin in enumerate(snapshot.coins)}
-    return sorted(
-        positions.values(), key=lambda pos: (order.get(pos.coin, len(order)), pos.coin)
-    )
+    return sorted(positions.values(), key=lambda pos: (order.get(pos.coin, len(order)), pos.coin))
 
 
 def _position_json(snapshot: MarketSnapshot, position: Position) -> JsonValue:

@@ -7,6 +7,7 @@ DOGE MACD, 114207.5 for BTC (not 12 digits).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -42,6 +43,12 @@ def format_sig(value: float | None, digits: int = INDICATOR_DIGITS) -> str:
         return NOT_AVAILABLE
     if abs(number) < _ZERO_BELOW:
         return "0"
+    return _format_finite(number, digits)
+
+
+# A prompt's series shift by one value per cycle, so most numbers were formatted a cycle ago.
+@functools.lru_cache(maxsize=1 << 16)
+def _format_finite(number: float, digits: int) -> str:
     text = f"{number:.{digits}g}"
     if "e" in text:
         # `g` switches to exponents below 1e-4 and above 10**digits; models read positional best.
@@ -74,7 +81,14 @@ def format_bps_as_pct(bps: float) -> str:
 
 def format_series(values: Iterable[float], digits: int = INDICATOR_DIGITS) -> str:
     """Return a list of numbers as `[a, b, c]`, each by significant digits."""
-    return "[" + ", ".join(format_sig(value, digits) for value in values) + "]"
+    # The common case (a finite float) goes straight to the cached formatter.
+    texts = [
+        _format_finite(value, digits)
+        if type(value) is float and math.isfinite(value) and abs(value) >= _ZERO_BELOW
+        else format_sig(value, digits)
+        for value in values
+    ]
+    return "[" + ", ".join(texts) + "]"
 
 
 def format_duration(span: timedelta) -> str:
@@ -89,6 +103,7 @@ def format_duration(span: timedelta) -> str:
     return " ".join(parts)
 
 
+@functools.lru_cache(maxsize=64)
 def describe_timeframe(timeframe: str) -> str:
     """Return a ccxt timeframe in words for a heading: "3m" -> "3-minute", "4h" -> "4-hour"."""
     match = _TIMEFRAME_RE.match(timeframe.strip())
@@ -143,6 +158,8 @@ def to_json(value: JsonValue, digits: int = PRICE_DIGITS) -> str:
     return "[" + ", ".join(to_json(item, digits) for item in value) + "]"
 
 
+# Keys, sides and justifications come back every cycle for as long as a position is open.
+@functools.lru_cache(maxsize=4096)
 def _json_string(text: str) -> str:
     # Most keys and values need no escaping; json.dumps is the slow, always-right path.
     if _PLAIN_STRING_RE.fullmatch(text):

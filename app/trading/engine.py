@@ -66,6 +66,8 @@ log = logging.getLogger(__name__)
 
 _YEAR: Final = timedelta(days=365)
 _ENTRY_WINDOW: Final = timedelta(hours=1)
+# Agent-cycles a backtest writes per transaction (each one whole, whatever the batch size).
+_BATCH_RECORDS: Final = 600
 
 FillPrices = Callable[[MarketSnapshot], Mapping[str, float | None]]
 Clock = Callable[[], datetime]
@@ -368,7 +370,7 @@ class CycleEngine:
             for slot, trial, record in records:
                 self._advance(slot, trial, record)
             self._pending_slots.extend(records)
-            if len(self._pending_slots) >= 64:
+            if len(self._pending_slots) >= _BATCH_RECORDS:
                 self.flush()
             return
         for slot, trial, record in records:
@@ -425,6 +427,7 @@ class CycleEngine:
             messages=messages,
             prompt_version=PROMPT_VERSION if messages else None,
             invocation=invocation,
+            shared_texts=(messages[0].content, market_section or "") if messages else (),
         )
 
     async def _ask(self, slot: AgentSlot, request: DecisionRequest) -> _Answer:
@@ -516,6 +519,7 @@ class CycleEngine:
             decisions=tuple(decisions),
             fills=tuple(fills),
             closed_trades=tuple(closed),
+            shared_texts=request.shared_texts,
         )
         cache_hit = chat is not None and chat.cache_hit
         calls = len(asked.attempts) or (0 if chat is None or cache_hit else 1)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 10:09:04.784893
+Create Date: 2026-11-21 11:32:51.089464
 """
 from __future__ import annotations
 
@@ -61,6 +61,12 @@ def upgrade() -> None:
     sa.Column('hits', sa.Integer(), nullable=False),
     sa.Column('created_at', app.db.base.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('key', name=op.f('pk_llm_cache'))
+    )
+    op.create_table('prompt_part',
+    sa.Column('hash', sa.String(length=64), nullable=False),
+    sa.Column('text_z', sa.LargeBinary(), nullable=False),
+    sa.Column('created_at', app.db.base.UTCDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('hash', name=op.f('pk_prompt_part'))
     )
     op.create_table('quota_usage',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -273,6 +279,7 @@ def downgrade() -> None:
     op.drop_table('position')
     op.drop_table('cycle')
     op.drop_table('quota_usage')
+    op.drop_table('prompt_part')
     op.drop_table('llm_cache')
     op.drop_table('candle')
     with op.batch_alter_table('agent', schema=None) as batch_op:

@@ -12,11 +12,12 @@ from sqlalchemy.orm import Session
 
 from app.db import models
 from app.db.migrate import upgrade
+from app.db.queries import call_messages
 from app.db.repository import AgentIdentity, SqlCycleStore
 from app.db.session import make_engine
 from app.decisions import DecisionProblem, TradeDecision
 from app.market.historical import HistoricalMarketData
-from app.ports import DecisionRequest
+from app.ports import ChatMessage, DecisionRequest
 from app.trading.engine import AgentSlot, CycleEngine, EngineConfig, RunningSharpe
 from app.trading.paper import PaperAccount, PaperCosts
 from app.trading.risk import RiskLimits
@@ -243,3 +244,26 @@ def test_malformed_entries_are_stored_as_rejected_while_the_valid_ones_trade(
         }
     assert rows["BTC"][:2] == ("buy_to_enter", "executed")
     assert rows["ETH"] == ("buy_to_enter", "rejected", "unreadable entry: leverage: not a number")
+
+
+def test_prompts_are_stored_exactly_with_shared_texts_kept_once(market, database) -> None:
+    """Three agents over two cycles: 6 calls, but the system prompt once and each cycle's market
+    section once (3 prompt parts), and every call's prompt reads back byte for byte."""
+    strategies = [ScriptedStrategy(name, enter_long_btc_once) for name in ("a", "b", "c")]
+    engine, _, clock = build_engine(market, database, strategies)
+    for moment in (clock[0], clock[0] + STEP):
+        clock[0] = moment
+        asyncio.run(engine.run_cycle(moment))
+
+    assert count(database, models.PromptPart) == 3
+    with Session(database) as session:
+        calls = session.execute(
+            select(models.LlmCall.id, models.Agent.name)
+            .join(models.Agent, models.Agent.id == models.LlmCall.agent_id)
+            .order_by(models.LlmCall.id)
+        ).all()
+    sent = {s.name: [r.messages for r in s.requests] for s in strategies}
+    seen: dict[str, list[tuple[ChatMessage, ...]]] = {}
+    for call_id, name in calls:
+        seen.setdefault(name, []).append(tuple(call_messages(database, call_id)))
+    assert seen == sent

@@ -1,0 +1,105 @@
+"""Backtest speed on the real six-coin data: cycles per second with LLM answers from the cache.
+
+A 30-day window of Binance USD-M 5m candles (with the funding and mark files) at a 5-minute
+cadence: 8,640 cycles. The cache is first filled by a `cached` run whose six LLM agents answer
+from the local fake OpenAI server (prompt-dependent answers, so agents trade); then the same
+backtest is replayed with `--llm-mode replay` for one agent and for six agents. Every SQLite
+write (cycles, calls, decisions, fills, positions, account snapshots) is included in the timing.
+
+    .venv/bin/python benchmarks/bench_backtest.py [--days 30] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from app.backtest import BacktestOptions, run_backtest
+from app.config import AgentConfig, load_settings
+from app.wiring import open_database
+from tests.fakes.openai_server import FakeOpenAIServer
+from tests.fakes.traders import by_model, contrarian_trader, trend_trader
+
+MARKET = Path(__file__).resolve().parents[2] / "shared" / "data" / "market"
+END = datetime(2025, 11, 3, 22, 0, tzinfo=UTC)
+MODELS = [f"Qwen/Bench-{i}-Instruct" for i in range(6)]
+
+
+def agents(count: int) -> tuple[AgentConfig, ...]:
+    return tuple(
+        AgentConfig.from_spec(f"agent{i}=modelscope:{model}")
+        for i, model in enumerate(MODELS[:count])
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--data", type=Path, default=MARKET)
+    args = parser.parse_args()
+    if not args.data.is_dir():
+        sys.exit(f"{args.data} not found: this benchmark needs ../shared/data/market")
+    start = END - timedelta(days=args.days) + timedelta(minutes=5)
+    traders = {
+        model: (trend_trader if i % 2 == 0 else contrarian_trader) for i, model in enumerate(MODELS)
+    }
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        FakeOpenAIServer("modelscope", responder=by_model(traders)) as llm,
+    ):
+        os.environ.update(
+            DATABASE_URL=f"sqlite:///{folder}/bench.db",
+            MODELSCOPE_API_KEY="ms-benchmark",
+            MODELSCOPE_BASE_URL=llm.base_url,
+            LOG_LEVEL="WARNING",
+        )
+        settings = load_settings(env_file=None)
+        database = open_database(settings)
+
+        def options(count: int, mode: str) -> BacktestOptions:
+            return BacktestOptions(
+                data=(args.data,),
+                agents=agents(count),
+                start=start,
+                end=END,
+                interval="5m",
+                llm_mode=mode,  # type: ignore[arg-type]
+            )
+
+        began = time.perf_counter()
+        warm = asyncio.run(run_backtest(settings, options(6, "cached"), database=database))
+        print(
+            f"cache filled: {warm.cycles} cycles x 6 agents, {llm.request_count} HTTP calls, "
+            f"{time.perf_counter() - began:.0f} s"
+        )
+        for count in (1, 6):
+            rates = []
+            for _ in range(args.runs):
+                calls_before = llm.request_count
+                result = asyncio.run(
+                    run_backtest(settings, options(count, "replay"), database=database)
+                )
+                assert llm.request_count == calls_before, "a replay must not call the model"
+                rates.append(result.cycles / result.elapsed_s)
+            print(
+                f"{count} agent{'s' if count > 1 else ''} from the cache: {result.cycles} cycles, "
+                f"median {statistics.median(rates):,.0f} cycles/s "
+                f"(runs: {', '.join(f'{rate:,.0f}' for rate in rates)}); "
+                f"trades in the last run: {sum(row.trades for row in result.rows)}"
+            )
+        size_mb = Path(f"{folder}/bench.db").stat().st_size / 1e6
+        print(f"database after all runs: {size_mb:.1f} MB")
+
+
+if __name__ == "__main__":
+    main()
