@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pandas as pd
+from sqlalchemy import Engine
 
 from app.config import AgentConfig, LlmMode, Settings
 from app.db.repository import SqlCycleStore
 from app.domain import MarketSnapshot, ensure_utc, timeframe_to_timedelta
 from app.errors import ConfigError
+from app.market.candle_cache import load_cached_data_set
 from app.market.dataset import DataSet, load_data_set
 from app.market.historical import HistoricalMarketData
 from app.reports import (
@@ -125,13 +127,33 @@ def _ceil_time(moment: datetime, step: timedelta) -> datetime:
     return epoch + buckets * step
 
 
-def plan_backtest(settings: Settings, options: BacktestOptions) -> _Plan:
+CACHE_PREFIX = "cache:"
+
+
+def _load_data(options: BacktestOptions, engine: Engine | None) -> DataSet:
+    """Load `--data`: candle files and folders, or `cache:EXCHANGE` (the `candle` table)."""
+    coins = list(options.symbols) if options.symbols else None
+    cached = [str(path) for path in options.data if str(path).startswith(CACHE_PREFIX)]
+    if not cached:
+        return load_data_set(list(options.data), coins=coins)
+    if len(cached) != len(options.data) or len(cached) > 1:
+        raise ConfigError(
+            "--data cache:EXCHANGE replays the candle cache on its own: give it once, "
+            "without candle files"
+        )
+    exchange = cached[0].removeprefix(CACHE_PREFIX).strip()
+    if not exchange or engine is None:
+        raise ConfigError("--data cache: needs an exchange id, e.g. --data cache:binanceusdm")
+    return load_cached_data_set(engine, exchange, coins=coins)
+
+
+def plan_backtest(
+    settings: Settings, options: BacktestOptions, engine: Engine | None = None
+) -> _Plan:
     """Load the data and work out the cycle times; raise `ConfigError` on unusable input."""
     if not options.data:
         raise ConfigError("give the candle files or folders to replay with --data PATH")
-    data = load_data_set(
-        list(options.data), coins=list(options.symbols) if options.symbols else None
-    )
+    data = _load_data(options, engine)
     data = _in_prompt_order(data, options.symbols or tuple(settings.symbols))
     base_step = timeframe_to_timedelta(data.timeframe)
     if options.interval is None:
@@ -246,7 +268,7 @@ async def run_backtest(
             options.agents,
             hint="or re-run with --llm-mode replay to use only answers stored by an earlier run",
         )
-    plan = plan_backtest(settings, options)
+    plan = plan_backtest(settings, options, database.engine)
     run_id = run_id or f"backtest-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     store = SqlCycleStore(database.engine, run_id=run_id)
     first = plan.times[0]

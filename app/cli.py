@@ -422,7 +422,11 @@ def _first_look_data(data: list[Path] | None) -> tuple[list[Path] | None, str]:
 def backtest_command(
     data: Annotated[
         list[Path],
-        typer.Option("--data", help="Candle files or folders (funding and mark files by name)."),
+        typer.Option(
+            "--data",
+            help="Candle files or folders (funding and mark files by name), "
+            "or cache:EXCHANGE for the candles `arena data download` stored.",
+        ),
     ],
     symbols: Annotated[
         str | None, typer.Option("--symbols", help="Coins, e.g. BTC,ETH (names files in order).")

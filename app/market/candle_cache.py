@@ -6,8 +6,8 @@ symbol, timeframe and open time in integer milliseconds. Saving the same candle 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import datetime
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -19,8 +19,10 @@ from sqlalchemy.sql.expression import Executable
 from app.db.models import Candle
 from app.db.session import make_engine
 from app.domain import ensure_utc
-from app.errors import TemporaryError
+from app.errors import ConfigError, TemporaryError
+from app.market.dataset import DataSet
 from app.market.files import CANDLE_COLUMNS, INDEX_NAME, index_ns
+from app.market.resample import step_ns
 
 _BATCH_ROWS = 2000
 
@@ -149,3 +151,59 @@ class CandleCache:
 def _batches(rows: list[dict[str, object]]) -> Iterator[list[dict[str, object]]]:
     for start in range(0, len(rows), _BATCH_ROWS):
         yield rows[start : start + _BATCH_ROWS]
+
+
+def coin_of(symbol: str) -> str:
+    """Return the coin of a unified symbol: `BTC/USDT:USDT` -> `BTC`."""
+    return symbol.split("/")[0].split(":")[0].upper()
+
+
+def load_cached_data_set(
+    engine: Engine, exchange: str, *, coins: Sequence[str] | None = None
+) -> DataSet:
+    """Return the candles cached for `exchange` as a `DataSet` (finest timeframe per coin).
+
+    Raise `ConfigError` naming what is cached when nothing usable is: the fix is a download.
+    """
+    query = (
+        select(Candle.symbol, Candle.timeframe, func.count())
+        .where(Candle.exchange == exchange)
+        .group_by(Candle.symbol, Candle.timeframe)
+    )
+    with engine.connect() as connection:
+        series = connection.execute(query).all()
+    wanted = {coin.upper() for coin in coins} if coins else None
+    finest: dict[str, tuple[str, str]] = {}
+    for symbol, timeframe, _count in series:
+        coin = coin_of(symbol)
+        if wanted is not None and coin not in wanted:
+            continue
+        if coin not in finest or step_ns(timeframe) < step_ns(finest[coin][1]):
+            finest[coin] = (symbol, timeframe)
+    hint = (
+        f"download some first: arena data download --exchange {exchange} "
+        "--symbols BTC,ETH --timeframe 5m --since 2025-10-01 --until 2025-11-01"
+    )
+    if not finest:
+        raise ConfigError(f"the candle cache holds no {exchange} candles; {hint}")
+    if wanted is not None and wanted - set(finest):
+        raise ConfigError(
+            f"the candle cache holds no {exchange} candles for "
+            f"{', '.join(sorted(wanted - set(finest)))}; {hint}"
+        )
+    timeframes = {timeframe for _, timeframe in finest.values()}
+    if len(timeframes) != 1:
+        raise ConfigError(
+            f"the cached {exchange} candles mix timeframes ({', '.join(sorted(timeframes))}); "
+            "download one timeframe for every coin, or pass --symbols to pick coins"
+        )
+    timeframe = timeframes.pop()
+    cache = CandleCache(engine)
+    far_past, far_future = datetime(1970, 1, 2, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
+    candles = {
+        coin: cache.load(
+            exchange=exchange, symbol=symbol, timeframe=timeframe, start=far_past, end=far_future
+        )
+        for coin, (symbol, timeframe) in sorted(finest.items())
+    }
+    return DataSet(candles=candles, timeframe=timeframe)

@@ -53,7 +53,7 @@ def write_sample_data(folder: Path, *, days: int = 21, seed: int = 2025) -> Path
         wick = np.abs(rng.normal(0.0, volatility / 2, count)) * close
         frame = pd.DataFrame(
             {
-                "timestamp_ms": times.asi8 // 1_000_000,
+                "timestamp_ms": times.as_unit("ns").asi8 // 1_000_000,
                 "open": open_,
                 "high": np.maximum(open_, close) + wick,
                 "low": np.minimum(open_, close) - wick,
@@ -65,7 +65,7 @@ def write_sample_data(folder: Path, *, days: int = 21, seed: int = 2025) -> Path
         settlements = times[(times.hour % 8 == 0) & (times.minute == 0)]
         funding = pd.DataFrame(
             {
-                "timestamp_ms": settlements.asi8 // 1_000_000,
+                "timestamp_ms": settlements.as_unit("ns").asi8 // 1_000_000,
                 "funding_rate": rng.normal(0.0001, 0.00006, len(settlements)).round(8),
             }
         )
