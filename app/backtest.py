@@ -19,14 +19,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pandas as pd
-from sqlalchemy import Engine
 
 from app.config import AgentConfig, LlmMode, Settings
-from app.db.repository import SqlCycleStore
 from app.domain import MarketSnapshot, ensure_utc, timeframe_to_timedelta
 from app.errors import ConfigError
-from app.market.candle_cache import load_cached_data_set
-from app.market.dataset import DataSet, load_data_set
+from app.market.dataset import DataSet
 from app.market.historical import HistoricalMarketData
 from app.reports import (
     LeaderboardRow,
@@ -43,7 +40,10 @@ from app.wiring import (
     Database,
     agent_identities,
     build_strategies,
+    cycle_store,
     engine_config,
+    historical_market,
+    load_market_data,
     require_keys,
 )
 
@@ -127,33 +127,13 @@ def _ceil_time(moment: datetime, step: timedelta) -> datetime:
     return epoch + buckets * step
 
 
-CACHE_PREFIX = "cache:"
-
-
-def _load_data(options: BacktestOptions, engine: Engine | None) -> DataSet:
-    """Load `--data`: candle files and folders, or `cache:EXCHANGE` (the `candle` table)."""
-    coins = list(options.symbols) if options.symbols else None
-    cached = [str(path) for path in options.data if str(path).startswith(CACHE_PREFIX)]
-    if not cached:
-        return load_data_set(list(options.data), coins=coins)
-    if len(cached) != len(options.data) or len(cached) > 1:
-        raise ConfigError(
-            "--data cache:EXCHANGE replays the candle cache on its own: give it once, "
-            "without candle files"
-        )
-    exchange = cached[0].removeprefix(CACHE_PREFIX).strip()
-    if not exchange or engine is None:
-        raise ConfigError("--data cache: needs an exchange id, e.g. --data cache:binanceusdm")
-    return load_cached_data_set(engine, exchange, coins=coins)
-
-
 def plan_backtest(
-    settings: Settings, options: BacktestOptions, engine: Engine | None = None
+    settings: Settings, options: BacktestOptions, database: Database | None = None
 ) -> _Plan:
     """Load the data and work out the cycle times; raise `ConfigError` on unusable input."""
     if not options.data:
         raise ConfigError("give the candle files or folders to replay with --data PATH")
-    data = _load_data(options, engine)
+    data = load_market_data(options.data, coins=options.symbols, database=database)
     data = _in_prompt_order(data, options.symbols or tuple(settings.symbols))
     base_step = timeframe_to_timedelta(data.timeframe)
     if options.interval is None:
@@ -174,10 +154,8 @@ def plan_backtest(
                 f"use --interval {data.timeframe} or a multiple of it, or give finer candles"
             )
     step = timeframe_to_timedelta(interval)
-    market = HistoricalMarketData.from_data_set(
-        data,
-        intraday_timeframe=interval,
-        context_timeframe=settings.schedule.context_timeframe,
+    market = historical_market(
+        data, intraday_timeframe=interval, context_timeframe=settings.schedule.context_timeframe
     )
     ready = market.first_ready_at()
     last_possible = market.end_at - base_step
@@ -268,9 +246,9 @@ async def run_backtest(
             options.agents,
             hint="or re-run with --llm-mode replay to use only answers stored by an earlier run",
         )
-    plan = plan_backtest(settings, options, database.engine)
+    plan = plan_backtest(settings, options, database)
     run_id = run_id or f"backtest-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
-    store = SqlCycleStore(database.engine, run_id=run_id)
+    store = cycle_store(database, run_id=run_id)
     first = plan.times[0]
     store.register_agents(agent_identities(options.agents, cash_usd=options.cash_usd), at=first)
     store.track_done_cycles_in_memory()

@@ -6,13 +6,14 @@ import dataclasses
 import json
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.exc import OperationalError
 
 from app import __version__
 from app.config import AgentConfig, Settings, load_settings
@@ -328,9 +329,13 @@ def run_command(
     settings = get_settings()
     if at is not None and not once:
         raise ConfigError("--at needs --once (the daemon always runs on the clock)")
-    code = asyncio.run(
-        run_arena(settings, _agents_from(agent, settings), once=once, at=_parse_time(at, "--at"))
-    )
+    replay_at = _parse_time(at, "--at")
+    if replay_at is not None and replay_at > datetime.now(UTC):
+        raise ConfigError(
+            f"--at {at} is in the future: --once --at replays a past cycle; "
+            "use --once alone for the current one"
+        )
+    code = asyncio.run(run_arena(settings, _agents_from(agent, settings), once=once, at=replay_at))
     raise typer.Exit(code)
 
 
@@ -465,6 +470,9 @@ def backtest_command(
         raise ConfigError(f"--llm-mode {llm_mode!r}: use live, cached or replay")
     if cash <= 0:
         raise ConfigError(f"--cash must be positive, got {cash}")
+    for option, value in (("--fee-bps", fee_bps), ("--slippage-bps", slippage_bps)):
+        if value is not None and not 0 <= value < 1000:
+            raise ConfigError(f"{option} must be between 0 and 1000 basis points, got {value}")
     options = BacktestOptions(
         data=tuple(data),
         agents=tuple(_agents_from(agent, settings)),
@@ -795,6 +803,11 @@ def data_download(
             f"{result.fetched} fetched, {result.expected} expected",
             highlight=False,
         )
+    if results:
+        stdout.print(
+            f"replay them with: arena backtest --data cache:{results[0].source} --agent ...",
+            highlight=False,
+        )
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -810,5 +823,15 @@ def main() -> None:
         _fail(str(error), 2)
     except AppError as error:
         _fail(str(error), 1)
+    except OperationalError as error:
+        hint = (
+            "another process holds the database; stop it or use another DATABASE_URL"
+            if "locked" in str(error)
+            else "check DATABASE_URL and the disk"
+        )
+        _fail(f"the database failed: {error.orig}; {hint}", 1)
+    except OSError as error:
+        where = f": {error.filename}" if error.filename else ""
+        _fail(f"{error.strerror or error}{where}", 1)
     except KeyboardInterrupt:
         _fail("interrupted", 130)

@@ -14,6 +14,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from app.ports import CallAttempt
 
 
@@ -96,3 +98,21 @@ class EmptyAnswerError(ModelCallError, TemporaryError):
 
 class ModelRequestError(ModelCallError, TemporaryError):
     """The provider rejected this request (a 4xx other than key, balance, quota or model id)."""
+
+
+class NoModelAvailableError(ModelQuotaError):
+    """Every model of a chain is skipped (quota, cooldown or not served): hold until `until`.
+
+    Temporary on purpose: ModelScope answers "has no provider supported" for hours at a time, so
+    even a chain whose only model is not served waits for the next quota day instead of stopping.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        attempts: tuple[CallAttempt, ...] = (),
+        until: datetime | None = None,
+    ) -> None:
+        super().__init__(message, attempts=attempts)
+        self.until = until

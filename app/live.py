@@ -3,26 +3,25 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from app.config import AgentConfig, Settings
 from app.db.lock import DaemonLock, lock_path_for
 from app.db.models import LIVE_RUN_ID
-from app.db.repository import SqlCycleStore
 from app.domain import floor_time, timeframe_to_timedelta
 from app.errors import ConfigError
-from app.market.candle_cache import CandleCache
-from app.market.ccxt_feed import CcxtMarketData
 from app.scheduler import Daemon, utc_now
-from app.trading.engine import CycleEngine, CycleReport
+from app.trading.engine import AgentSlot, CycleEngine, CycleReport, EngineConfig
 from app.wiring import (
     agent_identities,
     build_strategies,
+    cycle_store,
     engine_config,
     interval_of,
+    live_market,
     missing_keys,
     open_database,
     restore_slots,
@@ -147,7 +146,7 @@ async def open_arena(
         config = engine_config(
             settings, coins=settings.symbols, interval=interval, exit_timeframe="1m"
         )
-        store = SqlCycleStore(database.engine, run_id=LIVE_RUN_ID)
+        store = cycle_store(database, run_id=LIVE_RUN_ID)
         store.register_agents(
             agent_identities(agents, cash_usd=settings.risk.starting_cash_usd), at=utc_now()
         )
@@ -155,11 +154,15 @@ async def open_arena(
             agents, settings, database=database, llm_mode=settings.llm.cache_mode
         )
         slots = restore_slots(store, strategies, costs=config.costs, interval=interval)
+        settings, config = _keep_held_coins(settings, config, slots)
         clock = ArenaClock()
-        market = CcxtMarketData.from_settings(
-            settings, cache=CandleCache(database.engine), clock=feed_clock
-        )
+        market = live_market(settings, database, clock=feed_clock)
         try:
+
+            async def fresh_prices() -> Mapping[str, float] | None:
+                # A replayed past cycle fills at its own prices, never at today's.
+                return None if clock.pinned is not None else await market.current_prices()
+
             engine = CycleEngine(
                 market=market,
                 store=store,
@@ -167,6 +170,7 @@ async def open_arena(
                 config=config,
                 clock=clock,
                 rules=await market.market_rules(),
+                fresh_prices=fresh_prices,
             )
             daemon = Daemon(
                 LoggingRunner(engine),
@@ -203,6 +207,26 @@ async def run_arena(
         if once:
             return await arena.run_once(at)
         return await arena.daemon.run_forever()
+
+
+def _keep_held_coins(
+    settings: Settings, config: EngineConfig, slots: Sequence[AgentSlot]
+) -> tuple[Settings, EngineConfig]:
+    """Keep coins removed from SYMBOLS in play while an agent still holds them.
+
+    Their positions need prices, exits and a way to be closed; once closed they drop out at the
+    next start.
+    """
+    held = {coin for slot in slots for coin in slot.account.positions}
+    extra = sorted(held - set(settings.symbols))
+    if not extra:
+        return settings, config
+    log.warning(
+        "%s no longer in SYMBOLS but still held: kept in play until those positions close",
+        ", ".join(extra),
+    )
+    coins = [*settings.symbols, *extra]
+    return settings.model_copy(update={"symbols": coins}), replace(config, coins=tuple(coins))
 
 
 def _monitor_interval(settings: Settings) -> timedelta:

@@ -50,10 +50,6 @@ class MarketData(Protocol):
         """Return the closed candles of `coin` with open time in [`start`, `end`)."""
         ...
 
-    async def funding_rates(self, coin: str, start: datetime, end: datetime) -> pd.Series:
-        """Return the funding rates settled in (`start`, `end`], indexed by settlement time."""
-        ...
-
     async def funding(self, coin: str, start: datetime, end: datetime) -> pd.DataFrame:
         """Return the settlements in (`start`, `end`]: columns `funding_rate` and `mark_price`.
 
@@ -112,6 +108,9 @@ class ChatOptions:
     timeout_s: float | None = None
     # None keeps the model's own default; True/False switch thinking where the provider can.
     thinking: bool | None = None
+    # The whole call's time budget (every retry and fallback model), from when it starts: no
+    # request starts that cannot finish in time, and the last one's timeout is cut to what is left.
+    budget_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +173,8 @@ class DecisionRequest:
     prompt_version: str | None = None
     invocation: int = 0
     shared_texts: tuple[str, ...] = ()
+    # Seconds the agent has to answer (passed to the model call as `ChatOptions.budget_s`).
+    budget_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +203,15 @@ class Strategy(Protocol):
 
     async def decide(self, request: DecisionRequest) -> StrategyAnswer:
         """Return this cycle's decisions; raise `app.errors` types when no answer came back."""
+        ...
+
+
+@runtime_checkable
+class ReportsAttempts(Protocol):
+    """A strategy that can list the requests a `decide` made, even one that was cancelled."""
+
+    def attempts_made(self, request: DecisionRequest) -> tuple[CallAttempt, ...]:
+        """Return the requests made so far for `request` (empty when it is not the latest)."""
         ...
 
 

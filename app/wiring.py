@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -18,6 +19,10 @@ from app.domain import timeframe_to_timedelta
 from app.errors import ConfigError
 from app.llm.baselines import build_baseline
 from app.llm.runtime import LlmRuntime
+from app.market.candle_cache import CandleCache, load_cached_data_set
+from app.market.ccxt_feed import CcxtMarketData
+from app.market.dataset import DataSet, load_data_set
+from app.market.historical import HistoricalMarketData
 from app.ports import Strategy
 from app.trading.engine import AgentSlot, EngineConfig, RunningSharpe
 from app.trading.paper import PaperAccount, PaperCosts
@@ -111,7 +116,11 @@ def build_strategies(
     strategies: dict[str, Strategy] = {}
     for agent in agents:
         if agent.provider == "baseline":
-            strategies[agent.name] = build_baseline(agent.name, agent.model)
+            strategies[agent.name] = build_baseline(
+                agent.name,
+                agent.model,
+                max_position_margin_pct=settings.risk.max_position_margin_pct,
+            )
         else:
             assert runtime is not None
             strategies[agent.name] = runtime.strategy(agent)
@@ -207,3 +216,45 @@ def restore_slots(
             )
         )
     return slots
+
+
+def cycle_store(database: Database, *, run_id: str) -> SqlCycleStore:
+    """Return the store of one run (the live arena or a backtest) in the database."""
+    return SqlCycleStore(database.engine, run_id=run_id)
+
+
+def live_market(
+    settings: Settings, database: Database, *, clock: Callable[[], datetime]
+) -> CcxtMarketData:
+    """Return the exchange feed of the settings, caching closed candles in the database."""
+    return CcxtMarketData.from_settings(settings, cache=CandleCache(database.engine), clock=clock)
+
+
+CACHE_PREFIX = "cache:"
+
+
+def load_market_data(
+    data: Sequence[Path], *, coins: Sequence[str] | None, database: Database | None
+) -> DataSet:
+    """Load `--data`: candle files and folders, or `cache:EXCHANGE` (the `candle` table)."""
+    cached = [str(path) for path in data if str(path).startswith(CACHE_PREFIX)]
+    if not cached:
+        return load_data_set(list(data), coins=list(coins) if coins else None)
+    if len(cached) != len(data) or len(cached) > 1:
+        raise ConfigError(
+            "--data cache:EXCHANGE replays the candle cache on its own: give it once, "
+            "without candle files"
+        )
+    exchange = cached[0].removeprefix(CACHE_PREFIX).strip()
+    if not exchange or database is None:
+        raise ConfigError("--data cache: needs an exchange id, e.g. --data cache:binanceusdm")
+    return load_cached_data_set(database.engine, exchange, coins=coins)
+
+
+def historical_market(
+    data: DataSet, *, intraday_timeframe: str, context_timeframe: str
+) -> HistoricalMarketData:
+    """Return the replayed market over loaded candles."""
+    return HistoricalMarketData.from_data_set(
+        data, intraday_timeframe=intraday_timeframe, context_timeframe=context_timeframe
+    )

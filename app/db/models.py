@@ -203,7 +203,8 @@ class FundingPayment(Base):
     """Funding settled on an open position: a ledger row per settlement (> 0 means paid)."""
 
     __tablename__ = "funding_payment"
-    __table_args__ = (Index("ix_funding_payment_agent_id_settled_at", "agent_id", "settled_at"),)
+    # One payment per position's coin and settlement: a second one would be a double charge.
+    __table_args__ = (UniqueConstraint("agent_id", "settled_at", "coin"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     agent_id: Mapped[int] = mapped_column(ForeignKey("agent.id", ondelete="CASCADE"))
@@ -287,7 +288,8 @@ class Candle(Base):
 
     __tablename__ = "candle"
 
-    exchange: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # The source: the exchange id, plus `@sandbox` or `@host` for a testnet or a mirror.
+    exchange: Mapped[str] = mapped_column(String(64), primary_key=True)
     symbol: Mapped[str] = mapped_column(String(64), primary_key=True)
     timeframe: Mapped[str] = mapped_column(String(8), primary_key=True)
     open_time_ms: Mapped[int] = mapped_column(BigInteger, primary_key=True)

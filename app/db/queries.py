@@ -111,7 +111,7 @@ def equity_series(engine: Engine, agent_id: int) -> pd.Series:
         rows = connection.execute(
             select(models.AccountSnapshot.at, models.AccountSnapshot.equity_usd)
             .where(models.AccountSnapshot.agent_id == agent_id)
-            .order_by(models.AccountSnapshot.id)
+            .order_by(models.AccountSnapshot.at, models.AccountSnapshot.id)
         ).all()
     if not rows:
         return pd.Series(dtype="float64", name="equity_usd")

@@ -21,6 +21,7 @@ from app.db import models
 from app.db.base import UTCDateTime
 from app.db.llm_rows import LLM_CALL_DEFAULTS, compress_text, llm_call_values
 from app.domain import ClosedTrade, ExitPlan, Fill, FundingPayment, Position
+from app.errors import InvariantError
 from app.ports import (
     AccountEventsRecord,
     AgentCycleRecord,
@@ -242,6 +243,13 @@ class SqlCycleStore:
                     func.max(models.Cycle.scheduled_at),
                 ).where(models.Cycle.agent_id == agent_id)
             ).one()
+            # Snapshots are written in order of events, not of their times: a slow cycle's
+            # snapshot (at its scheduled time) may follow the monitor's later one.
+            checked_until = connection.execute(
+                select(func.max(models.AccountSnapshot.at)).where(
+                    models.AccountSnapshot.agent_id == agent_id
+                )
+            ).scalar_one_or_none()
         if snapshot is None:
             books = AccountState(
                 starting_cash_usd=starting_cash,
@@ -268,7 +276,7 @@ class SqlCycleStore:
             invocations=int(stats[0] or 0),
             first_cycle_at=first_at,
             last_cycle_at=last_at,
-            last_snapshot_at=None if snapshot is None else snapshot.at,
+            last_snapshot_at=checked_until,
         )
 
     def recent_entries(self, agent: str, since: datetime) -> list[datetime]:
@@ -343,8 +351,14 @@ class SqlCycleStore:
                     one = connection.begin_nested()
                     try:
                         self._write_cycles(connection, [record], pending)
-                    except IntegrityError:
+                    except IntegrityError as error:
                         one.rollback()
+                        if not self.cycle_done(record.agent, record.scheduled_at):
+                            # Not a duplicate cycle: a real constraint broke. Never drop it quietly.
+                            raise InvariantError(
+                                f"agent {record.agent}: the cycle of "
+                                f"{record.scheduled_at.isoformat()} could not be recorded: {error}"
+                            ) from error
                         log.info(
                             "agent %s: cycle %s already recorded; not trading it twice",
                             record.agent,
@@ -477,7 +491,6 @@ class SqlCycleStore:
     ) -> None:
         open_ids = dict(self._open_positions)
         changes.apply(open_ids)
-        closed_by_coin = {trade.coin: trade for trade in closed_trades}
         # New positions first, in one statement, so the entry fills can point at them.
         entries = [
             fill
@@ -498,9 +511,11 @@ class SqlCycleStore:
         for fill in fills:
             position_id: int | None = open_ids.get((agent_id, fill.coin))
             if fill.reason == "entry" and books.positions.get(fill.coin) is None:
-                # Opened and closed between two records: the closed trade carries it.
-                trade = closed_by_coin.get(fill.coin)
-                position_id = self._insert_closed_position(connection, agent_id, trade)
+                # One record cannot open and close a position: entries come from cycles, exits
+                # from the monitor's own records.
+                raise InvariantError(
+                    f"agent {agent_id}: an entry on {fill.coin} without its open position"
+                )
             fill_rows.append(
                 {
                     "agent_id": agent_id,
@@ -564,35 +579,6 @@ class SqlCycleStore:
         ]
         if funded:
             connection.execute(_POSITION_FUNDING, funded)
-
-    def _insert_closed_position(
-        self, connection: Connection, agent_id: int, trade: ClosedTrade | None
-    ) -> int | None:
-        if trade is None:
-            return None
-        inserted = connection.execute(
-            insert(models.Position).values(
-                agent_id=agent_id,
-                coin=trade.coin,
-                side=trade.side,
-                quantity=trade.quantity,
-                entry_price=trade.entry_price,
-                leverage=trade.leverage,
-                margin_usd=trade.entry_price * trade.quantity / trade.leverage,
-                liquidation_price=0.0,
-                entry_fee_usd=trade.entry_fee_usd,
-                funding_usd=trade.funding_usd,
-                opened_at=trade.opened_at,
-                status="closed",
-                closed_at=trade.closed_at,
-                exit_price=trade.exit_price,
-                exit_fee_usd=trade.exit_fee_usd,
-                exit_reason=trade.exit_reason,
-                gross_pnl_usd=trade.gross_pnl_usd,
-                net_pnl_usd=trade.net_pnl_usd,
-            )
-        ).inserted_primary_key
-        return None if inserted is None else int(inserted[0])
 
 
 def _decision_values(cycle_id: int, item: DecisionRecord) -> dict[str, Any]:

@@ -40,8 +40,11 @@ class BuyAndHoldStrategy:
 
     uses_prompt = False
 
-    def __init__(self, name: str = "buy_and_hold") -> None:
+    def __init__(
+        self, name: str = "buy_and_hold", *, max_position_margin_pct: float = 100.0
+    ) -> None:
         self.name = name
+        self.max_position_margin_pct = max_position_margin_pct
 
     async def decide(self, request: DecisionRequest) -> StrategyAnswer:
         """Enter every coin on a fresh account; hold afterwards."""
@@ -49,7 +52,12 @@ class BuyAndHoldStrategy:
         fresh = not account.positions and account.fees_paid_usd == 0.0
         if not fresh:
             return StrategyAnswer(decisions=tuple(_hold(coin) for coin in request.coins))
-        share_usd = account.cash_usd * _HODL_CASH_BUFFER / len(request.coins)
+        # An equal share of the cash, but never more margin than one position may lock (with one
+        # or two coins the equal share alone would exceed it and every entry be refused).
+        share_usd = min(
+            account.cash_usd * _HODL_CASH_BUFFER / len(request.coins),
+            account.equity_usd * self.max_position_margin_pct / 100 * _HODL_CASH_BUFFER,
+        )
         decisions = []
         for coin in request.coins:
             price = request.snapshot.price(coin)
@@ -75,8 +83,9 @@ class EmaTrendStrategy:
 
     uses_prompt = False
 
-    def __init__(self, name: str = "ema_trend") -> None:
+    def __init__(self, name: str = "ema_trend", *, max_position_margin_pct: float = 100.0) -> None:
         self.name = name
+        self.max_position_margin_pct = max_position_margin_pct
 
     async def decide(self, request: DecisionRequest) -> StrategyAnswer:
         """Enter with the trend when flat, close when the trend turns against the position."""
@@ -110,8 +119,12 @@ class EmaTrendStrategy:
         stop_distance = _TREND_STOP_ATR * atr14
         equity = request.account.equity_usd
         quantity = _TREND_RISK_FRACTION * equity / stop_distance
-        # Never commit more than an equal share of the cash as margin.
-        max_quantity = request.account.cash_usd / len(request.coins) * _TREND_LEVERAGE / price
+        # Never commit more than an equal share of the cash, nor more than the limit, as margin.
+        margin_cap_usd = min(
+            request.account.cash_usd / len(request.coins),
+            equity * self.max_position_margin_pct / 100,
+        )
+        max_quantity = margin_cap_usd * _TREND_LEVERAGE / price
         quantity = min(quantity, max_quantity * _HODL_CASH_BUFFER)
         if quantity <= 0 or stop_distance >= price:
             return _hold(coin)
@@ -133,17 +146,19 @@ class EmaTrendStrategy:
         )
 
 
-BASELINES: Final[dict[str, Callable[[str], BuyAndHoldStrategy | EmaTrendStrategy]]] = {
+BASELINES: Final[dict[str, Callable[..., BuyAndHoldStrategy | EmaTrendStrategy]]] = {
     "buy_and_hold": BuyAndHoldStrategy,
     "ema_trend": EmaTrendStrategy,
 }
 
 
-def build_baseline(name: str, model: str) -> BuyAndHoldStrategy | EmaTrendStrategy:
+def build_baseline(
+    name: str, model: str, *, max_position_margin_pct: float = 100.0
+) -> BuyAndHoldStrategy | EmaTrendStrategy:
     """Return the baseline `model` (e.g. `buy_and_hold`) for the agent called `name`."""
     factory = BASELINES.get(model)
     if factory is None:
         raise ConfigError(
             f"agent {name!r}: unknown baseline {model!r}; use one of {', '.join(BASELINES)}"
         )
-    return factory(name)
+    return factory(name, max_position_margin_pct=max_position_margin_pct)

@@ -2,6 +2,8 @@
 
 Modes: `live` always calls and stores the answer, `cached` uses a stored answer when there is one
 (and calls and stores otherwise), `replay` never calls (a miss is an error naming the prompt).
+A call that got no answer leaves a failure marker (`RecordedFailure`, encoded as described in
+`app.llm.store`): `replay` fails the same way, `cached` asks again and replaces it with the answer.
 A hit is one primary-key lookup and no write: hits are counted in memory and added to the rows by
 `flush_hits()` (the runtime calls it when it closes), so a backtest replays without an fsync per
 cycle.
@@ -25,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db import models
 from app.llm.openai_compat import PreparedRequest
 from app.llm.quota import Clock, utc_now
-from app.llm.store import add_cache_hits, cached_answer_result
+from app.llm.store import RecordedFailure, add_cache_hits, cached_entry, save_failure_marker
 from app.llm.store import save_cached_answer as _save
 from app.ports import ChatResult
 
@@ -67,8 +69,8 @@ class ResponseCache:
             raise TypeError("the response cache needs a session factory bound to an engine")
         self._engine: Engine = bind
 
-    def get(self, key: str) -> ChatResult | None:
-        """Return the stored answer under `key` as a cache hit, or None.
+    def lookup(self, key: str) -> ChatResult | RecordedFailure | None:
+        """Return the answer or failure marker stored under `key`, or None; count no hit.
 
         One primary-key read on a pooled connection, no ORM session: a replayed backtest does
         this for every agent-cycle. Reads in WAL mode never wait for writers.
@@ -78,10 +80,23 @@ class ResponseCache:
             row = connection.execute(_LOOKUP, {"key": key}).first()
         if row is None:
             return None
-        result = cached_answer_result(row, latency_s=time.perf_counter() - started_s)
+        return cached_entry(row, latency_s=time.perf_counter() - started_s)
+
+    def get(self, key: str) -> ChatResult | None:
+        """Return the stored answer under `key` as a cache hit (counted), or None.
+
+        A failure marker is not an answer: it reads as None here.
+        """
+        found = self.lookup(key)
+        if not isinstance(found, ChatResult):
+            return None
+        self.count_hit(key)
+        return found
+
+    def count_hit(self, key: str) -> None:
+        """Count one use of the row under `key` (added to it by `flush_hits`)."""
         with self._lock:
             self._hits[key] += 1
-        return result
 
     async def put(self, key: str, *, model: str, answer: ChatResult) -> None:
         """Store `answer` (asked of `model`) under `key`, in a worker thread."""
@@ -95,6 +110,21 @@ class ResponseCache:
         """Store `answer` under `key` in a transaction of its own."""
         with self.session_factory.begin() as session:
             _save(session, key=key, model=model, answer=answer, created_at=self.clock())
+
+    async def put_failure(self, key: str, failure: RecordedFailure, *, latency_s: float) -> None:
+        """Store a failure marker under `key`, in a worker thread."""
+        try:
+            await asyncio.to_thread(self.save_failure, key, failure, latency_s=latency_s)
+        except SQLAlchemyError as error:
+            # Losing the marker only costs a replay its hold at this cycle (a miss instead).
+            log.warning("could not store a failure marker in llm_cache: %s", error)
+
+    def save_failure(self, key: str, failure: RecordedFailure, *, latency_s: float) -> None:
+        """Store a failure marker under `key` in a transaction of its own."""
+        with self.session_factory.begin() as session:
+            save_failure_marker(
+                session, key=key, failure=failure, latency_s=latency_s, created_at=self.clock()
+            )
 
     def flush_hits(self) -> int:
         """Add the hits counted since the last flush to their rows; return how many."""

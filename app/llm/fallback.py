@@ -4,32 +4,90 @@
 for a stored answer of any of its models; otherwise it asks the models in order. A model that
 answers 429 ("limit exceeded") or is not served is skipped (by every agent) until the next quota
 day, or for the provider's short cooldown where a 429 only means "too fast", and the next model
-is asked. A 401, a 402 or a failure that outlived its retries ends the call. Every request is
-recorded in `quota_usage`; every answer says which model gave it and lists each request made.
+is asked. When every model is skipped the call raises `NoModelAvailableError`, a temporary error:
+the agent holds and tries again next cycle. A 401, a 402 or a failure that outlived its retries
+ends the call. Every request is recorded in `quota_usage`, also when the call is cancelled; every
+answer says which model gave it and lists each request made.
+
+A call that ends without an answer for a temporary reason leaves a failure marker in the cache
+(`live` and `cached` modes), so `replay` raises the same kind of error and the agent holds where
+it held in the recorded run; `cached` treats a marker as a miss and asks again.
+`ChatOptions.budget_s` bounds the whole call, retries and fallback models included.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Final
 
 from app.config import LlmMode
 from app.db.llm_rows import prompt_hash
 from app.errors import (
+    EmptyAnswerError,
     ModelCallError,
     ModelNotServedError,
     ModelQuotaError,
+    ModelRequestError,
+    ModelTimeoutError,
+    ModelUnavailableError,
+    NoModelAvailableError,
     ReplayMissError,
+    TemporaryError,
+    TruncatedAnswerError,
 )
 from app.llm.cache import ResponseCache, cache_key
-from app.llm.openai_compat import OpenAIChatModel, is_day_quota
+from app.llm.openai_compat import OpenAIChatModel, PreparedRequest, is_day_quota
 from app.llm.quota import QuotaTracker
+from app.llm.store import RecordedFailure
 from app.llm.traits import next_quota_day_at
 from app.ports import CallAttempt, ChatMessage, ChatOptions, ChatResult
 
 log = logging.getLogger(__name__)
+
+# The kind written in a failure marker for each temporary error (first match wins: subclasses
+# first), and the error a replay raises for it.
+FAILURE_KINDS: Final[tuple[tuple[str, type[ModelCallError]], ...]] = (
+    ("no_model", NoModelAvailableError),
+    ("quota", ModelQuotaError),
+    ("timeout", ModelTimeoutError),
+    ("unavailable", ModelUnavailableError),
+    ("truncated", TruncatedAnswerError),
+    ("empty", EmptyAnswerError),
+    ("rejected", ModelRequestError),
+)
+# The caller cancelled the call (the engine's own timeout): replayed as a timeout.
+CANCELLED_KIND: Final = "cancelled"
+
+
+def failure_kind(error: ModelCallError) -> str:
+    """Return the failure-marker kind of a temporary model error."""
+    for kind, error_type in FAILURE_KINDS:
+        if isinstance(error, error_type):
+            return kind
+    return "unavailable"
+
+
+def replayed_error_type(kind: str) -> type[ModelCallError]:
+    """Return the error a replay raises for a failure marker of `kind`."""
+    if kind == CANCELLED_KIND:
+        return ModelTimeoutError
+    return dict(FAILURE_KINDS).get(kind, ModelUnavailableError)
+
+
+@dataclass(slots=True)
+class _Call:
+    """One call in progress: its requests so far, how many are in `quota_usage`, the model asked."""
+
+    attempts: list[CallAttempt]
+    model: OpenAIChatModel
+    key: str
+    recorded: int = 0
+    started_s: float = field(default_factory=time.perf_counter)
 
 
 class FallbackChain:
@@ -53,6 +111,7 @@ class FallbackChain:
         self.quota = quota or QuotaTracker()
         self.cache = cache
         self.mode = mode
+        self._journal: list[CallAttempt] = []
 
     @property
     def provider(self) -> str:
@@ -64,65 +123,166 @@ class FallbackChain:
         """Return the first model of the chain (the one the agent wants)."""
         return self.models[0].model
 
+    @property
+    def last_attempts(self) -> tuple[CallAttempt, ...]:
+        """Return the requests of the latest call started, so far (also once it was cancelled)."""
+        return tuple(self._journal)
+
     def __repr__(self) -> str:
         chain = " | ".join(f"{m.provider}:{m.model}" for m in self.models)
         return f"FallbackChain(agent={self.agent!r}, models={chain!r}, mode={self.mode!r})"
 
     async def complete(
-        self, messages: Sequence[ChatMessage], options: ChatOptions | None = None
+        self,
+        messages: Sequence[ChatMessage],
+        options: ChatOptions | None = None,
+        *,
+        journal: list[CallAttempt] | None = None,
     ) -> ChatResult:
-        """Return a stored answer or the first model's answer that can be had; see the module."""
+        """Return a stored answer or the first model's answer that can be had; see the module.
+
+        `journal`, when given, receives each request as it ends: the caller keeps what was spent
+        even if it cancels the call.
+        """
+        journal = [] if journal is None else journal
+        self._journal = journal
+        budget_s = options.budget_s if options is not None else None
+        deadline_at = None if budget_s is None else time.monotonic() + budget_s
         requests = [(model, model.prepare(messages, options)) for model in self.models]
         keys = [cache_key(model.provider, request) for model, request in requests]
         if self.cache is not None and self.mode in ("cached", "replay"):
-            for key in keys:
-                hit = self.cache.get(key)
-                if hit is not None:
-                    return hit
+            answer, marker = self._stored(keys)
+            if answer is not None:
+                return answer
             if self.mode == "replay":
+                if marker is not None:
+                    self.cache.count_hit(marker[0])
+                    raise self._replayed(marker[1], messages)
                 raise ReplayMissError(self._miss_message(messages))
-        attempts: list[CallAttempt] = []
+        call = _Call(attempts=journal, model=self.models[0], key=keys[0])
+        try:
+            return await self._ask(requests, keys, call, deadline_at)
+        except ModelCallError as error:
+            if isinstance(error, TemporaryError):
+                await self._mark(call, failure_kind(error), str(error))
+            raise
+        except asyncio.CancelledError:
+            await self._after_cancel(call)
+            raise
+
+    def _stored(
+        self, keys: Sequence[str]
+    ) -> tuple[ChatResult | None, tuple[str, RecordedFailure] | None]:
+        # Any model's answer wins over a marker: a later run may have answered where one failed.
+        assert self.cache is not None
+        marker: tuple[str, RecordedFailure] | None = None
+        for key in keys:
+            found = self.cache.lookup(key)
+            if isinstance(found, ChatResult):
+                self.cache.count_hit(key)
+                return found, None
+            if found is not None and marker is None:
+                marker = (key, found)
+        return None, marker
+
+    async def _ask(
+        self,
+        requests: Sequence[tuple[OpenAIChatModel, PreparedRequest]],
+        keys: Sequence[str],
+        call: _Call,
+        deadline_at: float | None,
+    ) -> ChatResult:
         reasons: list[str] = []
-        quota_only = False
+        returns_at: list[datetime] = []
+        rate_limited = not_served = False
         for (model, request), key in zip(requests, keys, strict=True):
             now = self.quota.clock()
             skip = self.quota.skipped(model.provider, model.model, now)
             if skip is not None:
                 reasons.append(f"{model.model}: skipped until {_when(skip.until)} ({skip.message})")
-                quota_only = quota_only or skip.reason == "rate_limited"
+                returns_at.append(skip.until)
+                rate_limited = rate_limited or skip.reason == "rate_limited"
+                not_served = not_served or skip.reason != "rate_limited"
                 continue
+            call.model, call.key = model, key
             try:
-                result = await model.send(request)
+                result = await model.send(request, deadline_at=deadline_at, journal=call.attempts)
             except (ModelQuotaError, ModelNotServedError) as error:
-                attempts.extend(error.attempts)
                 until, day_long = self._skip(model, error, now)
                 # A day-long skip marks the row, so a restart keeps skipping the model.
-                await self.quota.record(
-                    error.attempts, at=now, exhausted_at=now if day_long else None
-                )
+                await self._record(call, at=now, exhausted_at=now if day_long else None)
                 reasons.append(f"{model.model}: {error} (skipped until {_when(until)})")
-                quota_only = quota_only or isinstance(error, ModelQuotaError)
+                returns_at.append(until)
+                rate_limited = rate_limited or isinstance(error, ModelQuotaError)
+                not_served = not_served or isinstance(error, ModelNotServedError)
                 continue
             except ModelCallError as error:
-                await self.quota.record(error.attempts, at=now)
-                error.attempts = (*attempts, *error.attempts)
+                await self._record(call, at=now)
+                error.attempts = tuple(call.attempts)
                 raise
-            await self.quota.record(result.attempts, at=now)
-            result = replace(result, attempts=(*attempts, *result.attempts))
+            await self._record(call, at=now)
+            result = replace(result, attempts=tuple(call.attempts))
             if self.cache is not None:
                 await self.cache.put(key, model=model.model, answer=result)
             return result
-        who = f"agent {self.agent}" if self.agent else "this agent"
-        summary = "; ".join(reasons)
-        if quota_only:
-            raise ModelQuotaError(
-                f"no model of {who} can answer now: {summary}. Add fallback models or wait "
-                "for the quota to reset (arena quota shows what is left)",
-                attempts=tuple(attempts),
+        until = min(returns_at)
+        who = f"agent {self.agent}'s chain" if self.agent else "this chain"
+        hints = ["This cycle holds"]
+        if rate_limited:
+            hints.append(
+                "add fallback models or wait for the quota to reset (arena quota shows what is "
+                "left)"
             )
-        raise ModelNotServedError(
-            f"no model of {who} is served: {summary}. Pick model ids the provider serves",
-            attempts=tuple(attempts),
+        if not_served:
+            hints.append("if a model stays unserved past that, pick a model id the provider serves")
+        raise NoModelAvailableError(
+            f"every model of {who} is skipped until {_when(until)}: {'; '.join(reasons)}. "
+            + "; ".join(hints),
+            attempts=tuple(call.attempts),
+            until=until,
+        )
+
+    async def _record(
+        self, call: _Call, *, at: datetime, exhausted_at: datetime | None = None
+    ) -> None:
+        # Marked as recorded before the write: a write cancelled midway still finishes in its
+        # thread, so counting the same requests again on cancellation would count them twice.
+        pending = call.attempts[call.recorded :]
+        call.recorded = len(call.attempts)
+        await self.quota.record(pending, at=at, exhausted_at=exhausted_at)
+
+    async def _mark(self, call: _Call, kind: str, message: str) -> None:
+        if self.cache is None or self.mode == "replay":
+            return
+        failure = RecordedFailure(
+            kind=kind, message=message, provider=call.model.provider, model=call.model.model
+        )
+        latency_s = sum(attempt.latency_s for attempt in call.attempts)
+        await self.cache.put_failure(call.key, failure, latency_s=latency_s)
+
+    async def _after_cancel(self, call: _Call) -> None:
+        # The requests already sent spent quota: record them (and leave a marker, so a replay
+        # holds here as this run did) before the cancellation goes on.
+        try:
+            await self._record(call, at=self.quota.clock())
+            await self._mark(
+                call,
+                CANCELLED_KIND,
+                f"the call was cancelled after {time.perf_counter() - call.started_s:.1f} s "
+                "(the agent's time ran out)",
+            )
+        except Exception:  # never let bookkeeping replace the cancellation itself
+            log.exception("%s: could not record a cancelled call", self.agent or "chain")
+
+    def _replayed(
+        self, failure: RecordedFailure, messages: Sequence[ChatMessage]
+    ) -> ModelCallError:
+        who = f"agent {self.agent}" if self.agent else "the agent"
+        error_type = replayed_error_type(failure.kind)
+        return error_type(
+            f"replay: the recorded run got no answer for {who} "
+            f"({failure.provider}:{failure.model}, prompt hash {prompt_hash(messages)[:16]}): "
+            f"{failure.message}"
         )
 
     def _skip(

@@ -6,6 +6,12 @@ a rejected retry still spends quota. Timeouts, 5xx, network failures, truncated 
 whitespace-only answers are retried with exponential backoff; everything else is translated into
 an `app.errors.ModelCallError` subclass at once. The API key never leaves this module in any
 message: every error text is masked.
+
+A call may have a deadline (`ChatOptions.budget_s`): a request starts only when the time left is
+at least what the model needs (`needed_s`), except the call's first request, which always starts;
+a request's timeout is cut to the time left. Each request is appended to the caller's `journal`
+as soon as it ends (a cancelled one as `cancelled`), so a caller cancelled mid-call still knows
+what was spent.
 """
 
 from __future__ import annotations
@@ -51,6 +57,10 @@ _CONNECT_TIMEOUT_S: Final = 10.0
 RETRYABLE_OUTCOMES: Final = frozenset(
     {"timeout", "server_error", "network_error", "truncated", "empty_text"}
 )
+# Under a deadline, a retry or a fallback model starts only with at least this long left (or the
+# model's own minimum timeout, 60 s for thinking models, when larger): a shorter try would
+# rarely answer, and on ModelScope it would still spend a request of the daily quota.
+MIN_ATTEMPT_S: Final = 10.0
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -257,25 +267,64 @@ class OpenAIChatModel:
     # -- the call ------------------------------------------------------------------------------
 
     async def complete(
-        self, messages: Sequence[ChatMessage], options: ChatOptions | None = None
+        self,
+        messages: Sequence[ChatMessage],
+        options: ChatOptions | None = None,
+        *,
+        journal: list[CallAttempt] | None = None,
     ) -> ChatResult:
         """Ask the model, retrying timeouts, 5xx, cut streams and blank answers with backoff."""
-        return await self.send(self.prepare(messages, options))
+        budget_s = options.budget_s if options is not None else None
+        deadline_at = None if budget_s is None else time.monotonic() + budget_s
+        return await self.send(
+            self.prepare(messages, options), deadline_at=deadline_at, journal=journal
+        )
 
-    async def send(self, request: PreparedRequest, *, max_retries: int | None = None) -> ChatResult:
-        """Send a prepared request with our retries; raise a `ModelCallError` carrying attempts."""
+    def needed_s(self, request: PreparedRequest) -> float:
+        """Return the least time worth starting a request with, under a deadline."""
+        return min(request.timeout_s, max(self.model_traits.min_timeout_s, MIN_ATTEMPT_S))
+
+    async def send(
+        self,
+        request: PreparedRequest,
+        *,
+        max_retries: int | None = None,
+        deadline_at: float | None = None,
+        journal: list[CallAttempt] | None = None,
+    ) -> ChatResult:
+        """Send a prepared request with our retries; raise a `ModelCallError` carrying attempts.
+
+        `deadline_at` (`time.monotonic()` seconds) ends the call: see the module docstring.
+        `journal` receives every request as it ends; an empty one means this is the call's first.
+        """
         retries = self.defaults.max_retries if max_retries is None else max_retries
-        attempts: list[CallAttempt] = []
+        journal = [] if journal is None else journal
+        start = len(journal)
+        last_error: ModelCallError | None = None
         for number in range(retries + 1):
+            sent = request
+            if deadline_at is not None:
+                left_s = deadline_at - time.monotonic()
+                first_of_call = not journal
+                if left_s <= 0 or (not first_of_call and left_s < self.needed_s(request)):
+                    raise self._out_of_time(
+                        request, left_s, last_error, journal[start:]
+                    ) from last_error
+                if left_s < request.timeout_s:
+                    sent = replace(request, timeout_s=left_s)
             try:
-                result = await self._attempt(request)
+                result = await self._attempt(sent, journal, cut=sent is not request)
             except ModelCallError as error:
-                attempts.extend(error.attempts)
+                last_error = error
                 outcome = error.attempts[-1].outcome if error.attempts else ""
+                error.attempts = tuple(journal[start:])
                 if outcome not in RETRYABLE_OUTCOMES or number == retries:
-                    error.attempts = tuple(attempts)
                     raise
                 delay_s = self.defaults.retry_backoff_s * (2**number)
+                if deadline_at is not None:
+                    left_s = deadline_at - time.monotonic()
+                    if left_s - delay_s < self.needed_s(request):
+                        raise self._out_of_time(request, left_s, error, journal[start:]) from error
                 log.warning(
                     "%s %s: %s; retrying in %.1f s (%d/%d)",
                     self.provider,
@@ -287,11 +336,52 @@ class OpenAIChatModel:
                 )
                 await self._sleep(delay_s)
                 continue
-            return replace(result, attempts=(*attempts, *result.attempts))
+            return replace(result, attempts=tuple(journal[start:]))
         raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
 
-    async def _attempt(self, request: PreparedRequest) -> ChatResult:
+    def _out_of_time(
+        self,
+        request: PreparedRequest,
+        left_s: float,
+        last_error: ModelCallError | None,
+        attempts: Sequence[CallAttempt],
+    ) -> ModelCallError:
+        left = f"{max(left_s, 0.0):.1f} s of the call's time budget left"
+        if last_error is None:
+            return ModelTimeoutError(
+                f"{self._who()} not asked: only {left}, and a request needs "
+                f"{self.needed_s(request):g} s",
+                attempts=tuple(attempts),
+            )
+        # The failure that ended the call is the one to report, with why it was not retried.
+        return type(last_error)(f"{last_error}; not retried: only {left}", attempts=tuple(attempts))
+
+    async def _attempt(
+        self, request: PreparedRequest, journal: list[CallAttempt], *, cut: bool = False
+    ) -> ChatResult:
+        """Make one request; append how it ended to `journal`, even when cancelled."""
         progress = _Progress(started_s=time.perf_counter())
+        try:
+            result = await self._request(request, progress, cut=cut)
+        except ModelCallError as error:
+            journal.extend(error.attempts)
+            raise
+        except asyncio.CancelledError:
+            # The request was sent (and counts against the quota) but its answer never came.
+            journal.append(
+                self._record(
+                    "cancelled",
+                    f"{self._who()}: request cancelled by the caller before the answer came",
+                    progress,
+                )
+            )
+            raise
+        journal.extend(result.attempts)
+        return result
+
+    async def _request(
+        self, request: PreparedRequest, progress: _Progress, *, cut: bool
+    ) -> ChatResult:
         try:
             # The SDK's timeout is per read; this one bounds the whole answer, stream included.
             async with asyncio.timeout(request.timeout_s):
@@ -299,11 +389,14 @@ class OpenAIChatModel:
                     return await self._streamed(request, progress)
                 return await self._plain(request, progress)
         except (TimeoutError, openai.APITimeoutError) as error:
+            if cut:
+                within = f"{request.timeout_s:.1f} s (the rest of the call's time budget)"
+            else:
+                within = f"{request.timeout_s:g} s (raise LLM_TIMEOUT_S if the model is just slow)"
             raise self._failure(
                 ModelTimeoutError,
                 "timeout",
-                f"{self._who()} did not answer within {request.timeout_s:g} s "
-                "(raise LLM_TIMEOUT_S if the model is just slow)",
+                f"{self._who()} did not answer within {within}",
                 progress,
             ) from error
         except openai.APIStatusError as error:
@@ -498,18 +591,22 @@ class OpenAIChatModel:
         *,
         usage: TokenUsage | None = None,
     ) -> ModelCallError:
-        message = mask_secrets(message, self._secrets)
-        attempt = CallAttempt(
+        attempt = self._record(outcome, message, progress, usage=usage)
+        return kind(attempt.error or "", attempts=(attempt,))
+
+    def _record(
+        self, outcome: str, message: str, progress: _Progress, *, usage: TokenUsage | None = None
+    ) -> CallAttempt:
+        return CallAttempt(
             provider=self.provider,
             model=self.model,
             outcome=outcome,
-            error=message,
+            error=mask_secrets(message, self._secrets),
             latency_s=time.perf_counter() - progress.started_s,
             status_code=progress.status_code,
             rate_limit_headers=dict(progress.headers),
             usage=usage or TokenUsage(),
         )
-        return kind(message, attempts=(attempt,))
 
     def _status_failure(self, error: openai.APIStatusError, progress: _Progress) -> ModelCallError:
         self._note_response(error.response, progress)

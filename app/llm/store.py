@@ -2,6 +2,11 @@
 
 Every function takes a `Session` and never commits: the caller owns the transaction (the engine's
 one-per-agent-cycle transaction for `llm_call`, a short one of its own for quota and cache).
+
+An `llm_cache` row is an answer, or a failure marker: a call that got no answer (timeout, 5xx,
+cut stream, every model skipped...) so a replay fails the same way. A marker has
+`finish_reason` `error:<kind>` (no provider sends a finish reason of that shape), an empty
+`response_text`, no `model_answered`, and `usage` `{"error": "<the error message>"}`.
 """
 
 from __future__ import annotations
@@ -258,11 +263,28 @@ def latest_quota_rows(session: Session) -> dict[tuple[str, str], models.QuotaUsa
 
 # -- llm_cache ---------------------------------------------------------------------------------
 
+FAILURE_PREFIX: Final = "error:"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedFailure:
+    """A call that got no answer, as an `llm_cache` marker: `kind` names the error group."""
+
+    kind: str
+    message: str
+    provider: str
+    model: str
+
+
+def is_failure_marker(finish_reason: str | None) -> bool:
+    """Return True when an `llm_cache` row's `finish_reason` marks a failure, not an answer."""
+    return finish_reason is not None and finish_reason.startswith(FAILURE_PREFIX)
+
 
 def save_cached_answer(
     session: Session, *, key: str, model: str, answer: ChatResult, created_at: datetime
 ) -> None:
-    """Store `answer` under `key`, replacing an older answer (`live` mode refreshes it)."""
+    """Store `answer` under `key`, replacing an older answer or failure marker."""
     usage = answer.usage
     values: dict[str, Any] = {
         "key": key,
@@ -281,6 +303,35 @@ def save_cached_answer(
         "latency_ms": round(answer.latency_s * 1000),
         "created_at": created_at,
     }
+    _put_cache_row(session, values)
+
+
+def save_failure_marker(
+    session: Session,
+    *,
+    key: str,
+    failure: RecordedFailure,
+    latency_s: float,
+    created_at: datetime,
+) -> None:
+    """Store `failure` under `key` (see the module docstring), replacing what was there."""
+    values: dict[str, Any] = {
+        "key": key,
+        "provider": failure.provider,
+        "model": failure.model,
+        "model_answered": None,
+        "response_text": "",
+        "reasoning_z": None,
+        "finish_reason": FAILURE_PREFIX + failure.kind,
+        "usage": {"error": failure.message},
+        "latency_ms": round(latency_s * 1000),
+        "created_at": created_at,
+    }
+    _put_cache_row(session, values)
+
+
+def _put_cache_row(session: Session, values: dict[str, Any]) -> None:
+    key = values["key"]
     row = session.get(models.LlmCache, key)
     if row is None:
         session.add(models.LlmCache(hits=0, **values))
@@ -302,6 +353,22 @@ def add_cache_hits(session: Session, hits: Mapping[str, int]) -> None:
     session.connection().execute(
         statement, [{"hit_key": key, "hit_count": count} for key, count in hits.items()]
     )
+
+
+def cached_entry(
+    row: models.LlmCache | Row[Any], *, latency_s: float
+) -> ChatResult | RecordedFailure:
+    """Return a stored row as an answer (`cache_hit` set) or as the failure it marks."""
+    finish_reason: str | None = row.finish_reason
+    if finish_reason is not None and is_failure_marker(finish_reason):
+        usage = row.usage or {}
+        return RecordedFailure(
+            kind=finish_reason.removeprefix(FAILURE_PREFIX),
+            message=str(usage.get("error", "")),
+            provider=row.provider,
+            model=row.model,
+        )
+    return cached_answer_result(row, latency_s=latency_s)
 
 
 def cached_answer_result(row: models.LlmCache | Row[Any], *, latency_s: float) -> ChatResult:

@@ -5,14 +5,26 @@ models), then reads the answer with `app.decisions.parse_decisions_report`. Entr
 read while others can are passed on as problems (stored as rejected decisions). An answer that
 cannot be read at all is not an exception: the strategy returns no decisions and the reason, and
 the engine records both. A call that got no answer raises a `ModelCallError` subclass carrying
-every request.
+every request. A call the engine cancels raises nothing of ours: `attempts_made(request)` then
+lists the requests it had made (the `ReportsAttempts` port). `request.budget_s` bounds the call.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from app.decisions import parse_decisions_report
 from app.errors import DecisionError, InvariantError, ReplayMissError
-from app.ports import ChatModel, ChatOptions, DecisionRequest, StrategyAnswer
+from app.llm.fallback import FallbackChain
+from app.llm.openai_compat import OpenAIChatModel
+from app.ports import (
+    CallAttempt,
+    ChatModel,
+    ChatOptions,
+    ChatResult,
+    DecisionRequest,
+    StrategyAnswer,
+)
 
 # The prompt asks for JSON; providers that can enforce it (DeepSeek) are told to.
 DEFAULT_OPTIONS = ChatOptions(json_mode=True)
@@ -27,16 +39,31 @@ class LLMStrategy:
         self.name = name
         self.chat_model = chat_model
         self.options = options or DEFAULT_OPTIONS
+        self._latest: tuple[DecisionRequest, list[CallAttempt]] | None = None
 
     def __repr__(self) -> str:
         return f"LLMStrategy(name={self.name!r}, chat_model={self.chat_model!r})"
 
+    def attempts_made(self, request: DecisionRequest) -> tuple[CallAttempt, ...]:
+        """Return the requests made so far for `request`, also after it was cancelled.
+
+        Only the latest `decide` is tracked: for an older request this returns ().
+        """
+        if self._latest is None or self._latest[0] is not request:
+            return ()
+        return tuple(self._latest[1])
+
     async def decide(self, request: DecisionRequest) -> StrategyAnswer:
         """Ask the model with `request.messages` and parse its decisions for `request.coins`."""
+        journal: list[CallAttempt] = []
+        self._latest = (request, journal)
         if not request.messages:
             raise InvariantError(f"agent {self.name}: an LLM strategy needs the prompt messages")
+        options = self.options
+        if request.budget_s is not None:
+            options = replace(options, budget_s=request.budget_s)
         try:
-            result = await self.chat_model.complete(request.messages, self.options)
+            result = await self._complete(request, options, journal)
         except ReplayMissError as error:
             at = request.at.isoformat()
             raise ReplayMissError(f"{error} (cycle at {at})", attempts=error.attempts) from error
@@ -63,3 +90,10 @@ class LLMStrategy:
             attempts=result.attempts,
             problems=report.problems,
         )
+
+    async def _complete(
+        self, request: DecisionRequest, options: ChatOptions, journal: list[CallAttempt]
+    ) -> ChatResult:
+        if isinstance(self.chat_model, FallbackChain | OpenAIChatModel):
+            return await self.chat_model.complete(request.messages, options, journal=journal)
+        return await self.chat_model.complete(request.messages, options)

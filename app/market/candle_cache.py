@@ -185,7 +185,10 @@ def load_cached_data_set(
         "--symbols BTC,ETH --timeframe 5m --since 2025-10-01 --until 2025-11-01"
     )
     if not finest:
-        raise ConfigError(f"the candle cache holds no {exchange} candles; {hint}")
+        with engine.connect() as connection:
+            sources = sorted(connection.scalars(select(Candle.exchange).distinct()))
+        held = f" (it holds: {', '.join('cache:' + s for s in sources)})" if sources else ""
+        raise ConfigError(f"the candle cache holds no {exchange} candles{held}; {hint}")
     if wanted is not None and wanted - set(finest):
         raise ConfigError(
             f"the candle cache holds no {exchange} candles for "

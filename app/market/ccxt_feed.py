@@ -80,6 +80,21 @@ _SCHEME_AND_HOST: Final = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://[^/]+")
 Mode = Literal["single", "bulk", "none"]
 
 
+def cache_source(exchange_id: str, *, sandbox: bool = False, api_url: str | None = None) -> str:
+    """Return the candle cache's name for where candles come from.
+
+    The exchange id for the exchange itself; with a sandbox or a replaced API host, the id plus
+    that difference (`binanceusdm@sandbox`, `binanceusdm@127.0.0.1:8080`), so a testnet's or a
+    mirror's candles are never served as the real exchange's.
+    """
+    source = exchange_id
+    if sandbox:
+        source += "@sandbox"
+    if api_url:
+        source += "@" + api_url.split("://", 1)[-1].rstrip("/")
+    return source
+
+
 def replace_api_host(urls: Any, api_url: str) -> Any:
     """Return `urls` (ccxt's `urls['api']`: a string or nested dicts) with every REST URL's scheme
     and host replaced by `api_url`, keeping the paths."""
@@ -259,6 +274,8 @@ class DownloadResult:
     cached_before: int
     fetched: int
     expected: int
+    # The cache's name for the source: `arena backtest --data cache:<source>` replays it.
+    source: str = ""
 
 
 @dataclass
@@ -318,6 +335,8 @@ class CcxtMarketData:
         self.max_retries = max_retries
         self.retry_backoff_s = retry_backoff_s
         self.cache = cache
+        # Testnet and mirror candles must never pass for the real exchange's in the cache.
+        self.cache_source = cache_source(exchange_id, sandbox=sandbox, api_url=api_url)
         self.open_interest_history = open_interest_history
         # The exchange's "now", to tell a snapshot of the present from one of the past.
         self.clock = clock or (lambda: datetime.now(UTC))
@@ -481,7 +500,7 @@ class CcxtMarketData:
         if have is None and self.cache is not None:
             have = await asyncio.to_thread(
                 self.cache.load,
-                exchange=self.exchange_id,
+                exchange=self.cache_source,
                 symbol=symbol,
                 timeframe=timeframe,
                 start=_datetime(start_ms),
@@ -502,7 +521,7 @@ class CcxtMarketData:
         if self.cache is not None and not fresh.empty:
             await asyncio.to_thread(
                 self.cache.save,
-                exchange=self.exchange_id,
+                exchange=self.cache_source,
                 symbol=symbol,
                 timeframe=timeframe,
                 frame=settled(fresh, step, settled_before_ms),
@@ -541,6 +560,28 @@ class CcxtMarketData:
         assert self._symbols is not None
         result = await self._call(f"{kind}(all coins)", method, list(self._symbols.values()))
         return dict(result) if isinstance(result, Mapping) else {}
+
+    async def current_prices(self) -> dict[str, float]:
+        """Return each coin's last traded price now (for filling an answer that took a while)."""
+        symbols = await self.load_markets()
+        ex = self.exchange
+        mode = self._mode("fetchTicker", "fetchTickers")
+        tickers: dict[str, Any] = {}
+        if mode == "bulk":
+            tickers = await self._bulk("ticker", ex.fetch_tickers)
+        elif mode == "single":
+            found = await asyncio.gather(
+                *(self._call(f"fetchTicker({s})", ex.fetch_ticker, s) for s in symbols.values())
+            )
+            tickers = dict(zip(symbols.values(), found, strict=True))
+        prices = {}
+        for coin, symbol in symbols.items():
+            ticker = tickers.get(symbol)
+            if isinstance(ticker, Mapping):
+                price = _float(ticker.get("last")) or _float(ticker.get("close"))
+                if price is not None and price > 0:
+                    prices[coin] = price
+        return prices
 
     async def _oi_average(self, symbol: str, at_ms: int) -> float | None:
         what = f"fetch_open_interest_history({symbol})"
@@ -791,7 +832,7 @@ class CcxtMarketData:
         expected = max(0, (end_ms - start_ms) // step)
         before = await asyncio.to_thread(
             self.cache.load,
-            exchange=self.exchange_id,
+            exchange=self.cache_source,
             symbol=symbol,
             timeframe=timeframe,
             start=_datetime(start_ms),
@@ -808,7 +849,9 @@ class CcxtMarketData:
             have=before,
             progress=progress,
         )
-        return DownloadResult(symbol, timeframe, len(before), fetched, expected)
+        return DownloadResult(
+            symbol, timeframe, len(before), fetched, expected, source=self.cache_source
+        )
 
     async def close(self) -> None:
         """Close the exchange's HTTP session."""

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import math
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final, Literal
@@ -44,7 +44,15 @@ from app.domain import (
     ns_to_datetime,
     timeframe_to_timedelta,
 )
-from app.errors import ConfigError, DataUnavailableError, ModelCallError
+from app.errors import (
+    AppError,
+    ConfigError,
+    DataUnavailableError,
+    ModelAuthError,
+    ModelBillingError,
+    ModelCallError,
+    ReplayMissError,
+)
 from app.ports import (
     AccountEventsRecord,
     AgentCycleRecord,
@@ -70,6 +78,7 @@ _ENTRY_WINDOW: Final = timedelta(hours=1)
 _BATCH_RECORDS: Final = 600
 
 FillPrices = Callable[[MarketSnapshot], Mapping[str, float | None]]
+FreshPrices = Callable[[], Awaitable[Mapping[str, float] | None]]
 Clock = Callable[[], datetime]
 
 
@@ -120,6 +129,8 @@ class AgentSlot:
     checked_until: datetime | None = None
     recent_entries_at: deque[datetime] = field(default_factory=deque)
     disabled_reason: str | None = None
+    # The monitor and a cycle both move the account: one at a time.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +203,7 @@ class CycleEngine:
         fill_prices: FillPrices | None = None,
         rules: Mapping[str, MarketRules] | None = None,
         batch_records: bool = False,
+        fresh_prices: FreshPrices | None = None,
     ) -> None:
         self.market = market
         self.store = store
@@ -201,6 +213,9 @@ class CycleEngine:
         self.fill_prices = fill_prices or (lambda snapshot: snapshot.prices())
         self.rules: Mapping[str, MarketRules] = rules or {}
         self._batch_records = batch_records
+        # Live: prices fetched when an answer is ready to fill (the model may have taken minutes).
+        self.fresh_prices = fresh_prices
+        self._in_flight: set[tuple[str, datetime]] = set()
         self._exit_step_ns = int(
             timeframe_to_timedelta(config.exit_timeframe).total_seconds() * 1e9
         )
@@ -219,10 +234,17 @@ class CycleEngine:
         now = ensure_utc(now)
         exits = 0
         for slot in self.slots:
-            exits += await self._catch_up(slot, now)
+            try:
+                exits += await self._catch_up(slot, now)
+            except Exception:  # one agent's trouble must not stop the others' stops
+                log.exception("agent %s: exits could not be checked up to %s", slot.name, now)
         return exits
 
     async def _catch_up(self, slot: AgentSlot, now: datetime) -> int:
+        async with slot.lock:
+            return await self._catch_up_locked(slot, now)
+
+    async def _catch_up_locked(self, slot: AgentSlot, now: datetime) -> int:
         start = slot.checked_until
         if start is None or not slot.account.positions:
             # Nothing open (or never run): there is nothing to catch up on before `now`.
@@ -231,16 +253,10 @@ class CycleEngine:
         if start >= now:
             return 0
         bars = {coin: await self._bars(coin, start, now) for coin in slot.account.positions}
-        # One horizon for every coin: the end of the newest candle that all of them have closed,
-        # so a coin whose candle is late is not skipped (and funding is never settled twice).
-        horizon_ns = datetime_to_ns(now)
-        for block in bars.values():
-            if len(block) == 0:
-                return 0
-            horizon_ns = min(horizon_ns, int(block.open_ns[-1]) + self._exit_step_ns)
-        horizon = ns_to_datetime(horizon_ns)
-        if horizon <= start:
+        horizon_ns = _common_horizon(bars.values(), datetime_to_ns(now), self._exit_step_ns)
+        if horizon_ns is None or horizon_ns <= datetime_to_ns(start):
             return 0
+        horizon = ns_to_datetime(horizon_ns)
         trial: PaperAccount | None = None
         fills: list[Fill] = []
         closed: list[ClosedTrade] = []
@@ -248,6 +264,8 @@ class CycleEngine:
         last_prices: dict[str, float] = {}
         for coin, block in bars.items():
             block = _before(block, horizon_ns)
+            if len(block) == 0:
+                continue  # this coin's candles all start after the common horizon
             last_prices[coin] = float(block.close[-1])
             settlements = await self._settlements(coin, start, horizon)
             position = slot.account.positions[coin]
@@ -264,6 +282,9 @@ class CycleEngine:
         if trial is not None and (fills or funding):
             for coin in slot.account.positions:
                 last_prices.setdefault(coin, slot.account.positions[coin].entry_price)
+            # Writes keep the order of events: the entries these exits close may still be
+            # waiting in the batch.
+            self.flush()
             self.store.record_events(
                 AccountEventsRecord(
                     agent=slot.name,
@@ -303,34 +324,54 @@ class CycleEngine:
         pending = [
             slot
             for slot in self.slots
-            if slot.disabled_reason is None and not self.store.cycle_done(slot.name, at)
+            if slot.disabled_reason is None
+            and (slot.name, at) not in self._in_flight
+            and not self.store.cycle_done(slot.name, at)
         ]
         if not pending:
             return CycleReport(scheduled_at=at)
+        self._in_flight.update((slot.name, at) for slot in pending)
+        try:
+            return await self._run_cycle(at, pending)
+        finally:
+            self._in_flight.difference_update((slot.name, at) for slot in pending)
+
+    async def _run_cycle(self, at: datetime, pending: list[AgentSlot]) -> CycleReport:
         snapshot = await self.market.snapshot(at)
         exit_fills = 0
+        skipped: list[AgentCycleSummary] = []
+        ready: list[AgentSlot] = []
         for slot in pending:
-            exit_fills += await self._catch_up(slot, at)
+            try:
+                exit_fills += await self._catch_up(slot, at)
+            except Exception as error:  # this agent sits the cycle out; the others trade
+                log.exception("agent %s: exits could not be checked before the cycle", slot.name)
+                skipped.append(_skipped(slot, f"exits could not be checked: {error}"))
+                continue
+            ready.append(slot)
         market_section = (
             render_market_section(snapshot)
-            if any(slot.strategy.uses_prompt for slot in pending)
+            if any(slot.strategy.uses_prompt for slot in ready)
             else None
         )
-        requests = [self._request(slot, snapshot, market_section) for slot in pending]
+        asking: list[tuple[AgentSlot, DecisionRequest]] = []
+        for slot in ready:
+            try:
+                asking.append((slot, self._request(slot, snapshot, market_section)))
+            except (AppError, ValueError) as error:
+                log.warning("agent %s: no prompt this cycle: %s", slot.name, error)
+                skipped.append(_skipped(slot, f"no prompt: {error}"))
         fill_prices = self.fill_prices(snapshot)
         if self._batch_records:
             # Backtest: settle in agent order once all have answered (deterministic records).
-            answers = await asyncio.gather(
-                *(self._ask(slot, req) for slot, req in zip(pending, requests, strict=True))
-            )
-            settled = [self._settle(answer, snapshot, fill_prices) for answer in answers]
-            self._commit(
-                [
-                    (a.slot, trial, record)
-                    for a, (trial, record, _) in zip(answers, settled, strict=True)
-                ]
-            )
-            summaries = tuple(summary for _, _, summary in settled)
+            answers = await asyncio.gather(*(self._ask(slot, req) for slot, req in asking))
+            settled = []
+            for answer in answers:
+                async with answer.slot.lock:
+                    trial, record, summary = self._settle(answer, snapshot, fill_prices)
+                    self._commit([(answer.slot, trial, record)])
+                settled.append(summary)
+            summaries = tuple(settled)
         else:
             # Live: each agent's cycle is recorded as soon as its answer is in, so a slow model
             # delays nobody's fills and a crash keeps the agent-cycles already finished.
@@ -338,11 +379,13 @@ class CycleEngine:
                 await asyncio.gather(
                     *(
                         self._ask_and_record(slot, req, snapshot, fill_prices)
-                        for slot, req in zip(pending, requests, strict=True)
+                        for slot, req in asking
                     )
                 )
             )
-        return CycleReport(scheduled_at=at, agents=summaries, exit_fills=exit_fills)
+        return CycleReport(
+            scheduled_at=at, agents=summaries + tuple(skipped), exit_fills=exit_fills
+        )
 
     async def _ask_and_record(
         self,
@@ -352,8 +395,11 @@ class CycleEngine:
         fill_prices: Mapping[str, float | None],
     ) -> AgentCycleSummary:
         answer = await self._ask(slot, request)
-        trial, record, summary = self._settle(answer, snapshot, fill_prices)
-        self._commit([(slot, trial, record)])
+        if self.fresh_prices is not None and _has_orders(answer.answer):
+            fill_prices = {**fill_prices, **await self._fresh_prices()}
+        async with slot.lock:
+            trial, record, summary = self._settle(answer, snapshot, fill_prices)
+            self._commit([(slot, trial, record)])
         return summary
 
     def flush(self) -> None:
@@ -382,6 +428,14 @@ class CycleEngine:
                     slot.name,
                     record.scheduled_at.isoformat(),
                 )
+
+    async def _fresh_prices(self) -> Mapping[str, float]:
+        assert self.fresh_prices is not None
+        try:
+            return await self.fresh_prices() or {}
+        except Exception as error:  # the snapshot's prices still fill the answer
+            log.warning("current prices unavailable (%s): filling at the snapshot's prices", error)
+            return {}
 
     @staticmethod
     def _advance(slot: AgentSlot, trial: PaperAccount, record: AgentCycleRecord) -> None:
@@ -445,7 +499,9 @@ class CycleEngine:
         except ModelCallError as exc:
             error = str(exc)
             attempts = exc.attempts
-            if isinstance(exc, ConfigError):
+            # Only what a person must fix stops the agent; a model not served today, a quota
+            # or a timeout is held through and tried again next cycle.
+            if isinstance(exc, ModelAuthError | ModelBillingError | ReplayMissError):
                 slot.disabled_reason = str(exc)
                 log.error("agent %s stopped: %s", slot.name, exc)
         except ConfigError as exc:
@@ -589,6 +645,29 @@ class CycleEngine:
                 )
             )
         return records, fills, closed
+
+
+def _common_horizon(blocks: Iterable[Bars], now_ns: int, step_ns: int) -> int | None:
+    """Return the end of the newest candle every block has closed (None if one has none).
+
+    One horizon for every coin, so a coin whose candle is late is not skipped, and funding is
+    never settled twice.
+    """
+    horizon_ns = now_ns
+    for block in blocks:
+        if len(block) == 0:
+            return None
+        horizon_ns = min(horizon_ns, int(block.open_ns[-1]) + step_ns)
+    return horizon_ns
+
+
+def _has_orders(answer: StrategyAnswer | None) -> bool:
+    """Return True when the answer holds a decision that may trade (not only holds)."""
+    return answer is not None and any(d.signal != "hold" for d in answer.decisions)
+
+
+def _skipped(slot: AgentSlot, reason: str) -> AgentCycleSummary:
+    return AgentCycleSummary(agent=slot.name, status="skipped", recorded=False, error=reason)
 
 
 def _before(bars: Bars, end_ns: int) -> Bars:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 11:32:51.089464
+Create Date: 2026-11-21 12:11:31.165099
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_agent_run_id'), ['run_id'], unique=False)
 
     op.create_table('candle',
-    sa.Column('exchange', sa.String(length=32), nullable=False),
+    sa.Column('exchange', sa.String(length=64), nullable=False),
     sa.Column('symbol', sa.String(length=64), nullable=False),
     sa.Column('timeframe', sa.String(length=8), nullable=False),
     sa.Column('open_time_ms', sa.BigInteger(), nullable=False),
@@ -210,11 +210,9 @@ def upgrade() -> None:
     sa.Column('settled_at', app.db.base.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['agent_id'], ['agent.id'], name=op.f('fk_funding_payment_agent_id_agent'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['position_id'], ['position.id'], name=op.f('fk_funding_payment_position_id_position'), ondelete='SET NULL'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_funding_payment'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_funding_payment')),
+    sa.UniqueConstraint('agent_id', 'settled_at', 'coin', name=op.f('uq_funding_payment_agent_id_settled_at_coin'))
     )
-    with op.batch_alter_table('funding_payment', schema=None) as batch_op:
-        batch_op.create_index('ix_funding_payment_agent_id_settled_at', ['agent_id', 'settled_at'], unique=False)
-
     op.create_table('llm_call',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('cycle_id', sa.Integer(), nullable=True),
@@ -257,9 +255,6 @@ def downgrade() -> None:
         batch_op.drop_index('ix_llm_call_agent_id_created_at')
 
     op.drop_table('llm_call')
-    with op.batch_alter_table('funding_payment', schema=None) as batch_op:
-        batch_op.drop_index('ix_funding_payment_agent_id_settled_at')
-
     op.drop_table('funding_payment')
     with op.batch_alter_table('fill', schema=None) as batch_op:
         batch_op.drop_index('ix_fill_agent_id_filled_at')

@@ -499,3 +499,14 @@ def test_one_sdk_client_per_endpoint_and_key_is_shared() -> None:
     assert a._client is b._client
     assert a._client is not c._client
     assert a._client.max_retries == 0
+
+
+def test_under_a_deadline_a_request_needs_the_models_minimum_time_capped_by_its_timeout() -> None:
+    """QwQ thinks (minimum timeout 60 s); others need 10 s, or their whole timeout if shorter."""
+    qwq = QwQProvider("key", "qwq-32b", defaults=CallDefaults(timeout_s=120))
+    qwen = QwenProvider("key", QWEN, defaults=CallDefaults(timeout_s=120))
+    quick = QwenProvider("key", QWEN, defaults=CallDefaults(timeout_s=4))
+
+    assert qwq.needed_s(qwq.prepare(MESSAGES)) == 60
+    assert qwen.needed_s(qwen.prepare(MESSAGES)) == 10
+    assert quick.needed_s(quick.prepare(MESSAGES)) == 4

@@ -12,10 +12,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import AgentConfig, LlmMode, Settings
 from app.db import models
-from app.errors import ConfigError, ReplayMissError
+from app.errors import (
+    ConfigError,
+    ModelTimeoutError,
+    ModelUnavailableError,
+    NoModelAvailableError,
+    ReplayMissError,
+    TemporaryError,
+)
 from app.llm import LlmRuntime, QwenProvider, cache_key
-from app.ports import ChatMessage, ChatResult
-from tests.fakes.openai_server import FakeOpenAIServer, answer, rate_limited
+from app.ports import CallAttempt, ChatMessage, ChatResult
+from tests.fakes.openai_server import FakeOpenAIServer, answer, rate_limited, server_error, slow
 from tests.llm.conftest import MESSAGES, no_sleep
 
 Server = Callable[..., FakeOpenAIServer]
@@ -157,3 +164,143 @@ def test_cache_key_changes_with_what_changes_the_answer_only() -> None:
 def test_cache_and_replay_modes_need_a_database() -> None:
     with pytest.raises(ConfigError, match="DATABASE_URL"):
         LlmRuntime(settings_for(None), cache_mode="replay")
+
+
+# -- failure markers ------------------------------------------------------------------------------
+
+
+def prompt(price: int) -> tuple[ChatMessage, ...]:
+    """Return a prompt that differs from the others by its BTC price."""
+    return (MESSAGES[0], ChatMessage("user", f"BTC is at {price}. Decide as json."))
+
+
+PROMPTS = (prompt(100_000), prompt(101_000), prompt(102_000))
+
+
+def ask_prompts(
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    mode: LlmMode,
+    prompts: Sequence[tuple[ChatMessage, ...]] = PROMPTS,
+) -> list[ChatResult | BaseException]:
+    """Ask the agent each prompt in turn through one runtime; failures are returned."""
+    agent = AgentConfig(name="qwen", provider="modelscope", model=A)
+
+    async def run() -> list[ChatResult | BaseException]:
+        runtime = LlmRuntime(
+            settings, session_factory=session_factory, cache_mode=mode, sleep=no_sleep
+        )
+        chain = runtime.chat_model(agent)
+        outcomes: list[ChatResult | BaseException] = []
+        try:
+            for messages in prompts:
+                try:
+                    outcomes.append(await chain.complete(messages))
+                except TemporaryError as error:
+                    outcomes.append(error)
+        finally:
+            await runtime.aclose()
+        return outcomes
+
+    return asyncio.run(run())
+
+
+def test_a_failed_call_of_a_cached_run_replays_as_the_same_temporary_error_without_a_request(
+    fake_server: Server, session_factory: sessionmaker[Session]
+) -> None:
+    """The second prompt gets a 503 three times (2 retries) in the cached run; the agent held."""
+    server = fake_server("modelscope")
+    server.script(A, answer(HOLD), *[server_error(503)] * 3, answer(HOLD))
+
+    recorded = ask_prompts(settings_for(server), session_factory, "cached")
+
+    assert isinstance(recorded[1], ModelUnavailableError)
+    assert server.request_count == 5
+    (marker,) = [row for row in cache_rows(session_factory) if row.response_text == ""]
+    assert (marker.finish_reason, marker.model, marker.model_answered) == (
+        "error:unavailable",
+        A,
+        None,
+    )
+    assert marker.usage is not None and "503" in marker.usage["error"]
+    server.clear()
+
+    first, failed, third = ask_prompts(settings_for(None, key=None), session_factory, "replay")
+
+    assert server.request_count == 0
+    assert isinstance(first, ChatResult) and first.cache_hit and first.text == HOLD
+    assert isinstance(third, ChatResult) and third.cache_hit
+    assert isinstance(failed, ModelUnavailableError) and not isinstance(failed, ConfigError)
+    assert "recorded run got no answer for agent qwen" in str(failed)
+    assert "Server Overloaded" in str(failed) and failed.attempts == ()
+
+
+def test_cached_mode_asks_again_after_a_failure_and_replaces_its_marker_with_the_answer(
+    fake_server: Server, session_factory: sessionmaker[Session]
+) -> None:
+    server = fake_server("modelscope")
+    server.script(A, *[server_error(503)] * 3)
+    (failed,) = ask_prompts(settings_for(server), session_factory, "cached", PROMPTS[:1])
+    assert isinstance(failed, ModelUnavailableError)
+
+    (answered,) = ask_prompts(settings_for(server), session_factory, "cached", PROMPTS[:1])
+    (replayed,) = ask_prompts(settings_for(None, key=None), session_factory, "replay", PROMPTS[:1])
+
+    assert isinstance(answered, ChatResult) and not answered.cache_hit
+    assert server.request_count == 4
+    (row,) = cache_rows(session_factory)
+    assert (row.response_text, row.finish_reason) == (answered.text, "stop")
+    assert isinstance(replayed, ChatResult) and replayed.text == answered.text
+
+
+def test_a_chain_with_every_model_skipped_replays_as_skipped(
+    fake_server: Server, session_factory: sessionmaker[Session]
+) -> None:
+    server = fake_server("modelscope")
+    server.script(A, rate_limited())
+    (skipped,) = ask_prompts(settings_for(server), session_factory, "cached", PROMPTS[:1])
+    server.clear()
+
+    (replayed,) = ask_prompts(settings_for(None, key=None), session_factory, "replay", PROMPTS[:1])
+
+    assert isinstance(skipped, NoModelAvailableError)
+    assert isinstance(replayed, NoModelAvailableError) and "replay" in str(replayed)
+    assert server.request_count == 0
+
+
+def test_a_cancelled_call_counts_its_requests_in_quota_and_replays_as_a_timeout(
+    fake_server: Server, session_factory: sessionmaker[Session]
+) -> None:
+    """A 503, then a retry still waiting when the caller's 2 s run out: both spent quota."""
+    server = fake_server("modelscope")
+    server.script(A, server_error(503), slow(10.0))
+    agent = AgentConfig(name="qwen", provider="modelscope", model=A)
+
+    async def cancelled() -> tuple[CallAttempt, ...]:
+        runtime = LlmRuntime(
+            settings_for(server),
+            session_factory=session_factory,
+            cache_mode="cached",
+            sleep=no_sleep,
+        )
+        chain = runtime.chat_model(agent)
+        try:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(chain.complete(MESSAGES), timeout=2.0)
+            return chain.last_attempts
+        finally:
+            await runtime.aclose()
+
+    attempts = asyncio.run(cancelled())
+
+    assert [(a.model, a.outcome) for a in attempts] == [(A, "server_error"), (A, "cancelled")]
+    with session_factory() as session:
+        (row,) = session.scalars(select(models.QuotaUsage))
+        assert (row.model, row.calls, row.successes, row.failures) == (A, 2, 0, 2)
+    (marker,) = cache_rows(session_factory)
+    assert marker.finish_reason == "error:cancelled"
+    server.clear()
+
+    with pytest.raises(ModelTimeoutError, match="cancelled"):
+        ask_agent(settings_for(None, key=None), session_factory, "replay")
+    assert server.request_count == 0

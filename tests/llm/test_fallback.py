@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,19 +15,22 @@ from app.db import models
 from app.errors import (
     ConfigError,
     ModelAuthError,
-    ModelNotServedError,
     ModelQuotaError,
     ModelTimeoutError,
+    ModelUnavailableError,
+    NoModelAvailableError,
     RateLimitedError,
+    TemporaryError,
 )
 from app.llm import CallDefaults, ClientPool, FallbackChain, QuotaTracker, make_provider
-from app.ports import ChatResult
+from app.ports import ChatOptions, ChatResult
 from tests.fakes.openai_server import (
     FakeOpenAIServer,
     answer,
     error,
     not_served,
     rate_limited,
+    server_error,
     slow,
     unauthorized,
 )
@@ -44,6 +48,7 @@ def ask_chain(
     *,
     provider: str = "modelscope",
     defaults: CallDefaults | None = None,
+    options: ChatOptions | None = None,
 ) -> ChatResult:
     """Ask a chain of `models` on the fake through a fresh client pool."""
 
@@ -66,7 +71,7 @@ def ask_chain(
                 agent="qwen",
                 quota=quota,
             )
-            return await chain.complete(MESSAGES)
+            return await chain.complete(MESSAGES, options)
         finally:
             await clients.aclose()
 
@@ -158,16 +163,30 @@ def test_every_model_out_of_quota_is_a_rate_limit_error_listing_each(
     assert server.request_count == 2
 
 
-def test_a_chain_of_models_that_are_not_served_is_a_configuration_error(
+def test_a_one_model_chain_not_served_holds_until_the_next_quota_day_without_asking_again(
     fake_server: Server, clock: FrozenClock
 ) -> None:
+    """ModelScope's "has no provider supported" comes and goes: the agent holds, it is not stopped.
+
+    Asked at 2026-03-14 10:00 UTC, the model is skipped until the next quota day, 03-15 00:00 UTC.
+    """
     server = fake_server("modelscope")
     server.script("Qwen/Old", not_served())
+    quota = QuotaTracker(clock=clock)
 
-    with pytest.raises(ModelNotServedError, match="Pick model ids") as caught:
-        ask_chain(server, ["Qwen/Old"], QuotaTracker(clock=clock))
+    with pytest.raises(NoModelAvailableError, match="pick a model id") as caught:
+        ask_chain(server, ["Qwen/Old"], quota)
 
-    assert isinstance(caught.value, ConfigError)
+    err = caught.value
+    assert isinstance(err, TemporaryError) and not isinstance(err, ConfigError)
+    assert err.until == datetime(2026, 3, 15, 0, 0, tzinfo=UTC)
+    assert [a.outcome for a in err.attempts] == ["not_served"]
+
+    clock.at = datetime(2026, 3, 14, 18, 0, tzinfo=UTC)
+    with pytest.raises(NoModelAvailableError, match="skipped until 2026-03-15 00:00 UTC") as again:
+        ask_chain(server, ["Qwen/Old"], quota)
+    assert again.value.attempts == ()
+    assert server.request_count == 1
 
 
 def test_a_401_stops_the_agent_without_trying_the_next_model(
@@ -257,3 +276,71 @@ def test_an_unknown_model_on_a_local_server_moves_to_the_next_model(
 
     assert result.model == "llama3"
     assert [a.outcome for a in result.attempts] == ["not_served", "ok"]
+
+
+# -- the call's time budget (ChatOptions.budget_s) --------------------------------------------
+
+SLOW_DEFAULTS = CallDefaults(timeout_s=5.0, max_retries=2, retry_backoff_s=0)
+
+
+def test_a_budget_cuts_the_first_requests_timeout_and_starts_no_retry_after_it(
+    fake_server: Server, clock: FrozenClock
+) -> None:
+    """Timeout 5 s and 2 retries would take 15 s; a 1 s budget allows one request, cut to 1 s."""
+    server = fake_server("modelscope")
+    server.script(A, slow(3.0), slow(3.0), slow(3.0))
+
+    with pytest.raises(ModelTimeoutError, match="time budget") as caught:
+        ask_chain(
+            server,
+            [A, C],
+            QuotaTracker(clock=clock),
+            defaults=SLOW_DEFAULTS,
+            options=ChatOptions(budget_s=1.0),
+        )
+
+    assert [(a.model, a.outcome) for a in caught.value.attempts] == [(A, "timeout")]
+    assert len(server.requests_for(A)) == 1 and server.requests_for(C) == []
+
+
+def test_a_retry_that_cannot_finish_within_the_budget_is_not_started(
+    fake_server: Server, clock: FrozenClock
+) -> None:
+    """After a quick 503 a retry needs min(timeout 5 s, 10 s) = 5 s; a 2 s budget is too short."""
+    server = fake_server("modelscope")
+    server.script(A, server_error(503), answer(HOLD))
+
+    with pytest.raises(ModelUnavailableError, match="not retried") as caught:
+        ask_chain(
+            server,
+            [A],
+            QuotaTracker(clock=clock),
+            defaults=SLOW_DEFAULTS,
+            options=ChatOptions(budget_s=2.0),
+        )
+
+    assert [a.outcome for a in caught.value.attempts] == ["server_error"]
+    assert len(server.requests_for(A)) == 1
+
+    # Without a budget the same failure is retried and answered.
+    server.clear()
+    server.script(A, server_error(503), answer(HOLD))
+    result = ask_chain(server, [A], QuotaTracker(clock=clock), defaults=SLOW_DEFAULTS)
+    assert result.text == HOLD and [a.outcome for a in result.attempts] == ["server_error", "ok"]
+
+
+def test_a_fallback_model_is_not_asked_when_the_budget_left_cannot_cover_a_request(
+    fake_server: Server, clock: FrozenClock
+) -> None:
+    """A 429 that took 1.2 s of a 1.5 s budget leaves 0.3 s; the next model needs 5 s."""
+    server = fake_server("modelscope")
+    server.script(A, replace(rate_limited(), delay_s=1.2))
+    quota = QuotaTracker(clock=clock)
+
+    with pytest.raises(ModelTimeoutError, match=f"{C} not asked") as caught:
+        ask_chain(server, [A, C], quota, defaults=SLOW_DEFAULTS, options=ChatOptions(budget_s=1.5))
+
+    assert isinstance(caught.value, TemporaryError)
+    assert [(a.model, a.outcome) for a in caught.value.attempts] == [(A, "rate_limited")]
+    assert server.requests_for(C) == []
+    assert quota.skipped("modelscope", A, clock.at) is not None

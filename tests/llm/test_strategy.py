@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,10 +16,24 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import AgentConfig, Settings
 from app.domain import AccountView, CoinSnapshot, MarketSnapshot
-from app.errors import ConfigError, ModelAuthError, ReplayMissError
+from app.errors import ConfigError, ModelAuthError, ModelTimeoutError, ReplayMissError
 from app.llm import LlmRuntime, LLMStrategy
-from app.ports import ChatMessage, DecisionRequest, Strategy, StrategyAnswer
-from tests.fakes.openai_server import FakeOpenAIServer, answer, rate_limited, unauthorized
+from app.ports import (
+    CallAttempt,
+    ChatMessage,
+    DecisionRequest,
+    ReportsAttempts,
+    Strategy,
+    StrategyAnswer,
+)
+from tests.fakes.openai_server import (
+    FakeOpenAIServer,
+    answer,
+    rate_limited,
+    server_error,
+    slow,
+    unauthorized,
+)
 from tests.llm.conftest import no_sleep
 
 Server = Callable[..., FakeOpenAIServer]
@@ -217,3 +232,52 @@ def test_the_runtime_builds_chains_from_settings_and_refuses_baselines() -> None
         runtime.chat_model(hodl)
     with pytest.raises(ConfigError, match="DASHSCOPE_API_KEY"):
         runtime.chat_model(AgentConfig(name="q", provider="dashscope", model="qwq-plus"))
+
+
+def test_a_decide_cancelled_by_the_engine_still_reports_the_requests_it_made(
+    fake_server: Server,
+) -> None:
+    """The engine's timeout cancels a retry in flight: the 503 and the cancelled retry remain."""
+    server = fake_server("modelscope")
+    server.script("Qwen/A", server_error(503), slow(10.0))
+    agent = AgentConfig(name="qwen", provider="modelscope", model="Qwen/A")
+    request = request_for({"BTC": 100_000.0})
+
+    async def run() -> tuple[LLMStrategy, tuple[CallAttempt, ...], tuple[CallAttempt, ...]]:
+        runtime = LlmRuntime(settings_for(server), sleep=no_sleep)
+        strategy = runtime.strategy(agent)
+        try:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(strategy.decide(request), timeout=2.0)
+            return (
+                strategy,
+                strategy.attempts_made(request),
+                strategy.attempts_made(replace(request)),
+            )
+        finally:
+            await runtime.aclose()
+
+    strategy, made, other = asyncio.run(run())
+
+    assert isinstance(strategy, ReportsAttempts)
+    assert [a.outcome for a in made] == ["server_error", "cancelled"]
+    assert made[1].error and "cancelled" in made[1].error
+    assert other == ()
+
+
+def test_the_decision_requests_budget_bounds_the_model_call(fake_server: Server) -> None:
+    """LLM_TIMEOUT_S 5 s with 2 retries, but the engine gives the agent 1 s: one cut request."""
+    server = fake_server("modelscope")
+    server.script("Qwen/A", slow(3.0), slow(3.0), slow(3.0))
+    settings = Settings(
+        modelscope={"api_key": "key", "base_url": server.base_url},
+        llm={"retry_backoff_s": 0, "timeout_s": 5},
+    )
+    agent = AgentConfig(name="qwen", provider="modelscope", model="Qwen/A")
+    request = replace(request_for({"BTC": 100_000.0}), budget_s=1.0)
+
+    (result,) = decide(settings, [agent], request)
+
+    assert isinstance(result, ModelTimeoutError) and "time budget" in str(result)
+    assert [a.outcome for a in result.attempts] == ["timeout"]
+    assert server.request_count == 1

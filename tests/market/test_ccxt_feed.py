@@ -133,6 +133,23 @@ def test_snapshot_of_a_past_time_uses_no_current_values(
         assert fake.requests_to(path) == [], f"{path} was asked for a past snapshot"
 
 
+def test_current_prices_are_the_tickers_last_trades(
+    fake: FakeExchange, candles: dict[str, pd.DataFrame]
+) -> None:
+    """At 12:07:30 the fake's last trade is the close of the 12:07 minute (still forming)."""
+    feed = make_feed(fake)
+
+    async def prices() -> dict[str, float]:
+        try:
+            return await feed.current_prices()
+        finally:
+            await feed.close()
+
+    found = run(prices())
+    assert set(found) == set(COINS)
+    assert found["BTC"] == pytest.approx(candles["BTC"].loc["2026-01-15 12:07", "close"])
+
+
 def test_every_request_of_a_snapshot_is_in_flight_at_once(fake: FakeExchange) -> None:
     """36 requests (2 candle series, ticker, funding, open interest and its history per coin)
     with 0.3 s of latency each: served one by one they would never overlap."""
@@ -244,8 +261,12 @@ def test_the_candle_cache_spares_a_restarted_feed_every_candle_request(
 ) -> None:
     upgrade(db_url)
     cache = CandleCache.from_url(db_url)
-    run(snapshot_once(make_feed(fake, cache=cache)))
-    assert cache.count(exchange="binanceusdm", symbol="BTC/USDT:USDT", timeframe="3m") == 200
+    feed = make_feed(fake, cache=cache)
+    run(snapshot_once(feed))
+    # Candles from a replaced API host are kept under that host, never as the real exchange's.
+    assert feed.cache_source == f"binanceusdm@{fake.url.split('://')[1]}"
+    assert cache.count(exchange="binanceusdm", symbol="BTC/USDT:USDT", timeframe="3m") == 0
+    assert cache.count(exchange=feed.cache_source, symbol="BTC/USDT:USDT", timeframe="3m") == 200
     fake.reset()
     restarted = run(snapshot_once(make_feed(fake, cache=CandleCache.from_url(db_url))))
     assert fake.requests_to("/fapi/v1/klines") == []
@@ -261,9 +282,10 @@ def test_a_candle_closed_moments_ago_is_shown_but_not_cached_in_case_clocks_diff
     cache = CandleCache.from_url(db_url)
     at = datetime(2026, 1, 15, 12, 6, 5, tzinfo=UTC)
     fake.now = at
-    snap = run(snapshot_once(make_feed(fake, cache=cache), at))
+    feed = make_feed(fake, cache=cache)
+    snap = run(snapshot_once(feed, at))
     assert snap.coins["BTC"].intraday.index[-1] == pd.Timestamp("2026-01-15 12:03", tz="UTC")
-    assert cache.count(exchange="binanceusdm", symbol="BTC/USDT:USDT", timeframe="3m") == 199
+    assert cache.count(exchange=feed.cache_source, symbol="BTC/USDT:USDT", timeframe="3m") == 199
 
 
 def test_hyperliquid_snapshot_uses_one_bulk_request_per_kind(fake: FakeExchange) -> None:

@@ -61,7 +61,8 @@ def test_download_pages_a_day_of_minutes_into_the_cache_and_a_rerun_fetches_noth
     ]
     assert len(fake.requests_to("/fapi/v1/klines")) == 6
     cache = CandleCache.from_url(env)
-    assert cache.count(exchange="binanceusdm", symbol="BTC/USDT:USDT", timeframe="1m") == 1440
+    source = f"binanceusdm@{fake.url.split('://')[1]}"
+    assert cache.count(exchange=source, symbol="BTC/USDT:USDT", timeframe="1m") == 1440
 
     fake.reset()
     again = CliRunner().invoke(app, ARGS)

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 from datetime import datetime, timedelta
 
+import pandas as pd
 import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
@@ -267,3 +268,127 @@ def test_prompts_are_stored_exactly_with_shared_texts_kept_once(market, database
     for call_id, name in calls:
         seen.setdefault(name, []).append(tuple(call_messages(database, call_id)))
     assert seen == sent
+
+
+def test_batched_records_keep_positions_and_trades_consistent_with_the_books(
+    market, database
+) -> None:
+    """A backtest batches cycle records while the monitor writes exits at once: the exits must
+    still close the positions those (unflushed) entries opened."""
+
+    def tight(request: DecisionRequest) -> list[TradeDecision]:
+        return enter_long_btc_once(request, band=0.003)
+
+    strategy = ScriptedStrategy("trader", tight)
+    engine, _, clock = build_engine(market, database, [strategy])
+    engine._batch_records = True  # as the backtest runs it
+    for i in range(40):
+        clock[0] = market.first_ready_at() + i * STEP
+        asyncio.run(engine.run_cycle(clock[0]))
+    engine.flush()
+
+    books = engine.slots[0].account.state()
+    with Session(database) as session:
+        open_rows = session.scalars(
+            select(models.Position.coin).where(models.Position.status == "open")
+        ).all()
+        closed_rows = session.scalar(
+            select(func.count())
+            .select_from(models.Position)
+            .where(models.Position.status == "closed")
+        )
+        exits = session.scalar(
+            select(func.count()).select_from(models.Fill).where(models.Fill.reason != "entry")
+        )
+        entries = session.scalar(
+            select(func.count()).select_from(models.Fill).where(models.Fill.reason == "entry")
+        )
+    assert exits >= 2, "the scenario must close positions between cycles"
+    assert sorted(open_rows) == sorted(books.positions)
+    assert closed_rows == exits
+    assert entries == closed_rows + len(open_rows)
+
+
+class SlowMarket:
+    """The historical market behind awaits, like a live feed: lets the monitor and a cycle
+    interleave (no array fast path)."""
+
+    def __init__(self, inner: HistoricalMarketData) -> None:
+        self.inner = inner
+
+    async def snapshot(self, at):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(0.01)
+        return await self.inner.snapshot(at)
+
+    async def candles(self, coin, timeframe, start, end):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(0.01)
+        return await self.inner.candles(coin, timeframe, start, end)
+
+    async def funding(self, coin, start, end):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(0.01)
+        return await self.inner.funding(coin, start, end)
+
+    async def funding_rates(self, coin, start, end):  # type: ignore[no-untyped-def]
+        return await self.inner.funding_rates(coin, start, end)
+
+    async def market_rules(self):  # type: ignore[no-untyped-def]
+        return await self.inner.market_rules()
+
+    async def close(self) -> None:
+        return None
+
+
+def test_monitor_and_cycle_running_together_settle_funding_once(database) -> None:
+    """Hourly funding of 0.01%: a long opened at the first cycle pays the 1h-later settlement
+    exactly once, although the monitor and the next cycle both catch up to the same time."""
+    candles = six_coin_market(COINS, periods=3500)
+    hourly = {
+        coin: pd.Series(
+            0.0001,
+            index=frame.index[(frame.index.minute == 0)].rename("settled_at"),
+        )
+        for coin, frame in candles.items()
+    }
+    inner = HistoricalMarketData(
+        candles, intraday_timeframe="5m", context_timeframe="4h", funding=hourly
+    )
+    trader = ScriptedStrategy("trader", enter_long_btc_once)
+    engine, store, clock = build_engine(inner, database, [trader])
+    engine.market = SlowMarket(inner)
+    engine._bar_source = None  # the live path: awaits between reads
+    first = inner.first_ready_at()
+    asyncio.run(engine.run_cycle(first))
+    later = first + timedelta(hours=1, minutes=5)
+    clock[0] = later
+
+    async def together() -> None:
+        await asyncio.gather(engine.run_monitor(later), engine.run_cycle(later))
+
+    asyncio.run(together())
+
+    with Session(database) as session:
+        payments = session.scalars(select(models.FundingPayment)).all()
+    assert len(payments) == 1
+    books = engine.slots[0].account.state()
+    assert books.funding_paid_usd == pytest.approx(payments[0].amount_usd)
+    assert store.restore("trader").books == books
+
+
+def test_live_fills_use_the_price_when_the_answer_is_ready(market, database) -> None:
+    """The model answered after the market moved 1%: the entry fills at the fresh 101% price
+    (plus 1 bp of slippage), not at the snapshot's."""
+    trader = ScriptedStrategy("trader", enter_long_btc_once)
+    engine, _, clock = build_engine(market, database, [trader])
+    snapshot_price = asyncio.run(market.snapshot(clock[0])).price("BTC")
+
+    async def fresh() -> dict[str, float]:
+        return {"BTC": snapshot_price * 1.01}
+
+    engine.fresh_prices = fresh
+    engine.fill_prices = lambda snapshot: snapshot.prices()  # live: the snapshot's last prices
+    asyncio.run(engine.run_cycle(clock[0]))
+
+    with Session(database) as session:
+        fill = session.scalars(select(models.Fill)).one()
+    assert fill.reference_price == pytest.approx(snapshot_price * 1.01)
+    assert fill.price == pytest.approx(snapshot_price * 1.01 * (1 + COSTS.slippage_rate))
