@@ -170,11 +170,9 @@ def engine_config(
         interval=interval,
         limits=risk_limits(settings, costs),
         costs=costs,
-        # Each agent's own ceiling: its retries may run long, but never into the next cycle.
-        agent_timeout_s=min(
-            interval.total_seconds() * 0.9,
-            settings.llm.timeout_s * (settings.llm.max_retries + 1) + 5.0,
-        ),
+        # Each agent's own ceiling per cycle: the model call fits its retries and fallback models
+        # inside it, and never runs into the next cycle.
+        agent_timeout_s=interval.total_seconds() * 0.9,
         exit_timeframe=exit_timeframe,
     )
 

@@ -6,9 +6,11 @@ import functools
 import hashlib
 import json
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from app.ports import CallAttempt, ChatMessage, ChatResult, TokenUsage
 
@@ -70,52 +72,121 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+Segment = str | dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPart:
+    """A shared text as `prompt_part` keeps it: plain, or as segments over shorter parts."""
+
+    encoding: Literal["text", "segments"]
+    payload: str
+
+
+# A cycle's market section is encoded once, not once per agent that saw it.
+_PART_MEMO: OrderedDict[str, tuple[StoredPart, dict[str, str]]] = OrderedDict()
+_PART_MEMO_SIZE: Final = 256
+
+
+def _segments(
+    text: str,
+    references: Sequence[tuple[str, str]],
+    found: dict[str, str],
+    *,
+    within_part: bool = False,
+) -> list[Segment]:
+    """Split `text` around the shared texts it contains.
+
+    Inside a part only strictly shorter texts count (a part never refers to itself); a message
+    may be one shared text whole (the system prompt).
+    """
+    segments: list[Segment] = [text]
+    for shared, key in references:
+        if len(shared) > len(text) or (within_part and len(shared) == len(text)):
+            continue
+        split: list[Segment] = []
+        for segment in segments:
+            if not isinstance(segment, str) or shared not in segment:
+                split.append(segment)
+                continue
+            pieces = segment.split(shared)
+            for index, piece in enumerate(pieces):
+                if piece:
+                    split.append(piece)
+                if index < len(pieces) - 1:
+                    split.append({"part": key})
+                    found[key] = shared
+        segments = split
+    return segments
+
+
+def _stored_part(
+    key: str, text: str, references: Sequence[tuple[str, str]]
+) -> tuple[StoredPart, dict[str, str]]:
+    inner: dict[str, str] = {}
+    segments = _segments(text, references, inner, within_part=True)
+    if len(segments) == 1 and isinstance(segments[0], str):
+        return StoredPart("text", text), inner
+    payload = json.dumps(segments, ensure_ascii=False, separators=(",", ":"))
+    return StoredPart("segments", payload), inner
+
+
 def encode_messages(
     messages: Sequence[ChatMessage], shared: Sequence[str] = ()
-) -> tuple[bytes | None, dict[str, str]]:
-    """Return the stored form of a prompt and the shared texts it refers to (hash -> text).
+) -> tuple[bytes | None, dict[str, StoredPart]]:
+    """Return the stored form of a prompt and the shared texts it refers to (hash -> part).
 
     Each message's content becomes a list of segments: literal text, or `{"part": hash}` where a
-    shared text stood. `decode_messages` puts the exact prompt back together.
+    shared text stood. A shared text may itself contain shorter ones (a market section holds
+    each coin's context block): it is then stored as segments too. `decode_messages` puts the
+    exact prompt back together.
     """
     if not messages:
         return None, {}
-    parts: dict[str, str] = {}
-    references = [(text, text_hash(text)) for text in shared if len(text) >= _MIN_SHARED_CHARS]
-    encoded = []
-    for message in messages:
-        segments: list[str | dict[str, str]] = [message.content]
-        for text, key in references:
-            split: list[str | dict[str, str]] = []
-            for segment in segments:
-                if not isinstance(segment, str) or text not in segment:
-                    split.append(segment)
-                    continue
-                pieces = segment.split(text)
-                for index, piece in enumerate(pieces):
-                    if piece:
-                        split.append(piece)
-                    if index < len(pieces) - 1:
-                        split.append({"part": key})
-                        parts[key] = text
-            segments = split
-        encoded.append({"role": message.role, "content": segments})
+    references = sorted(
+        {(text, text_hash(text)) for text in shared if len(text) >= _MIN_SHARED_CHARS},
+        key=lambda item: len(item[0]),
+        reverse=True,
+    )
+    found: dict[str, str] = {}
+    encoded = [
+        {"role": message.role, "content": _segments(message.content, references, found)}
+        for message in messages
+    ]
+    parts: dict[str, StoredPart] = {}
+    pending = list(found.items())
+    while pending:
+        key, text = pending.pop()
+        if key in parts:
+            continue
+        memo = _PART_MEMO.get(key)
+        if memo is None:
+            memo = _stored_part(key, text, references)
+            _PART_MEMO[key] = memo
+            if len(_PART_MEMO) > _PART_MEMO_SIZE:
+                _PART_MEMO.popitem(last=False)
+        part, inner = memo
+        parts[key] = part
+        pending.extend(inner.items())
     payload = json.dumps(encoded, ensure_ascii=False, separators=(",", ":"))
     return compress_text(payload), parts
+
+
+def decode_segments(segments: Sequence[Segment], load_part: Callable[[str], str]) -> str:
+    """Return the text of a segment list (references resolved through `load_part`)."""
+    return "".join(
+        segment if isinstance(segment, str) else load_part(segment["part"]) for segment in segments
+    )
 
 
 def decode_messages(blob: bytes | None, load_part: Callable[[str], str]) -> list[ChatMessage]:
     """Return the prompt stored by `encode_messages`; `load_part` returns a shared text by hash."""
     if not blob:
         return []
-    messages = []
-    for item in json.loads(decompress_text(blob)):
-        content = "".join(
-            segment if isinstance(segment, str) else load_part(segment["part"])
-            for segment in item["content"]
-        )
-        messages.append(ChatMessage(role=item["role"], content=content))
-    return messages
+    return [
+        ChatMessage(role=item["role"], content=decode_segments(item["content"], load_part))
+        for item in json.loads(decompress_text(blob))
+    ]
 
 
 def prompt_hash(messages: Sequence[ChatMessage]) -> str:
@@ -144,7 +215,7 @@ def llm_call_values(
     parse_error: str | None = None,
     error: str | None = None,
     shared: Sequence[str] = (),
-    parts: dict[str, str] | None = None,
+    parts: dict[str, StoredPart] | None = None,
 ) -> list[dict[str, Any]]:
     """Return the `llm_call` rows of one call: a row per failed request, then the answer's row.
 

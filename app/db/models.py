@@ -115,6 +115,9 @@ class PromptPart(Base):
     __tablename__ = "prompt_part"
 
     hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # "text": `text_z` is the compressed text; "segments": compressed JSON segments over
+    # shorter parts (a market section over each coin's context block).
+    encoding: Mapped[str] = mapped_column(String(8), default="text")
     text_z: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

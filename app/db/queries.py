@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,7 +12,7 @@ from sqlalchemy import Engine, case, func, select
 from sqlalchemy.orm import Session
 
 from app.db import models
-from app.db.llm_rows import decode_messages, decompress_text
+from app.db.llm_rows import decode_messages, decode_segments, decompress_text
 from app.db.repository import position_from_row
 from app.domain import ClosedTrade, Position
 from app.ports import ChatMessage
@@ -276,9 +277,14 @@ def call_messages(engine: Engine, call_id: int) -> list[ChatMessage]:
         ).scalar_one_or_none()
 
         def load_part(key: str) -> str:
-            text_z = connection.execute(
-                select(models.PromptPart.text_z).where(models.PromptPart.hash == key)
-            ).scalar_one()
-            return decompress_text(text_z)
+            encoding, text_z = connection.execute(
+                select(models.PromptPart.encoding, models.PromptPart.text_z).where(
+                    models.PromptPart.hash == key
+                )
+            ).one()
+            text = decompress_text(text_z)
+            if encoding == "segments":
+                return decode_segments(json.loads(text), load_part)
+            return text
 
         return decode_messages(blob, load_part)

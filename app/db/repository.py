@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.db import models
 from app.db.base import UTCDateTime
-from app.db.llm_rows import LLM_CALL_DEFAULTS, compress_text, llm_call_values
+from app.db.llm_rows import LLM_CALL_DEFAULTS, StoredPart, compress_text, llm_call_values
 from app.domain import ClosedTrade, ExitPlan, Fill, FundingPayment, Position
 from app.errors import InvariantError
 from app.ports import (
@@ -428,7 +428,7 @@ class SqlCycleStore:
         calls: list[dict[str, Any]] = []
         decisions: list[dict[str, Any]] = []
         snapshots: list[dict[str, Any]] = []
-        parts: dict[str, str] = {}
+        parts: dict[str, StoredPart] = {}
         for agent_id, cycle_id, record in zip(agent_ids, cycle_ids, records, strict=True):
             calls.extend(_llm_call_rows(agent_id, cycle_id, record, parts))
             decisions.extend(_decision_values(cycle_id, item) for item in record.decisions)
@@ -454,14 +454,14 @@ class SqlCycleStore:
     def _write_parts(
         self,
         connection: Connection,
-        parts: dict[str, str],
+        parts: dict[str, StoredPart],
         changes: _PositionChanges,
         *,
         at: datetime,
     ) -> None:
         new = {
-            key: text
-            for key, text in parts.items()
+            key: part
+            for key, part in parts.items()
             if key not in self._known_parts and key not in changes.new_parts
         }
         if not new:
@@ -470,8 +470,13 @@ class SqlCycleStore:
         connection.execute(
             statement,
             [
-                {"hash": key, "text_z": compress_text(text), "created_at": at}
-                for key, text in new.items()
+                {
+                    "hash": key,
+                    "encoding": part.encoding,
+                    "text_z": compress_text(part.payload),
+                    "created_at": at,
+                }
+                for key, part in new.items()
             ],
         )
         # Known once the transaction commits; until then a rollback may still drop them.
@@ -627,7 +632,7 @@ def _snapshot_values(
 
 
 def _llm_call_rows(
-    agent_id: int, cycle_id: int, record: AgentCycleRecord, parts: dict[str, str]
+    agent_id: int, cycle_id: int, record: AgentCycleRecord, parts: dict[str, StoredPart]
 ) -> list[dict[str, Any]]:
     if record.answer is None and not record.messages:
         return []

@@ -108,6 +108,21 @@ def render_market_section(snapshot: MarketSnapshot) -> str:
     return "\n\n".join(parts) + "\n\n" + "\n\n---\n\n".join(blocks)
 
 
+def render_context_blocks(snapshot: MarketSnapshot) -> tuple[str, ...]:
+    """Return each coin's longer-term context block, as `render_market_section` shows it.
+
+    They change only when a context candle closes (every 4 hours), so a store can keep each once
+    and let the market sections of many cycles refer to it.
+    """
+    return tuple(
+        _context_block(
+            _TailColumns(_closed_rows(coin.context, snapshot.context_timeframe, snapshot.at)),
+            snapshot.context_timeframe,
+        )
+        for coin in snapshot.coins.values()
+    )
+
+
 def render_account_section(
     snapshot: MarketSnapshot,
     account: AccountView,

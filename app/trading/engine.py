@@ -63,10 +63,16 @@ from app.ports import (
     DecisionRecord,
     DecisionRequest,
     MarketData,
+    ReportsAttempts,
     Strategy,
     StrategyAnswer,
 )
-from app.prompts import PROMPT_VERSION, build_messages, render_market_section
+from app.prompts import (
+    PROMPT_VERSION,
+    build_messages,
+    render_context_blocks,
+    render_market_section,
+)
 from app.trading import risk
 from app.trading.paper import PaperAccount, PaperCosts
 
@@ -349,15 +355,16 @@ class CycleEngine:
                 skipped.append(_skipped(slot, f"exits could not be checked: {error}"))
                 continue
             ready.append(slot)
-        market_section = (
-            render_market_section(snapshot)
-            if any(slot.strategy.uses_prompt for slot in ready)
-            else None
-        )
+        market_section: str | None = None
+        shared: tuple[str, ...] = ()
+        if any(slot.strategy.uses_prompt for slot in ready):
+            market_section = render_market_section(snapshot)
+            # Texts every prompt of this cycle (or of many cycles) repeats: stored once.
+            shared = (market_section, *render_context_blocks(snapshot))
         asking: list[tuple[AgentSlot, DecisionRequest]] = []
         for slot in ready:
             try:
-                asking.append((slot, self._request(slot, snapshot, market_section)))
+                asking.append((slot, self._request(slot, snapshot, market_section, shared)))
             except (AppError, ValueError) as error:
                 log.warning("agent %s: no prompt this cycle: %s", slot.name, error)
                 skipped.append(_skipped(slot, f"no prompt: {error}"))
@@ -452,7 +459,11 @@ class CycleEngine:
             slot.recent_entries_at.popleft()
 
     def _request(
-        self, slot: AgentSlot, snapshot: MarketSnapshot, market_section: str | None
+        self,
+        slot: AgentSlot,
+        snapshot: MarketSnapshot,
+        market_section: str | None,
+        shared: tuple[str, ...] = (),
     ) -> DecisionRequest:
         at = snapshot.at
         view = slot.account.view(snapshot.prices(), at)
@@ -481,7 +492,9 @@ class CycleEngine:
             messages=messages,
             prompt_version=PROMPT_VERSION if messages else None,
             invocation=invocation,
-            shared_texts=(messages[0].content, market_section or "") if messages else (),
+            shared_texts=(messages[0].content, *shared) if messages else (),
+            # The model call plans its retries inside this; wait_for below is the safety net.
+            budget_s=max(self.config.agent_timeout_s - 3.0, self.config.agent_timeout_s * 0.5),
         )
 
     async def _ask(self, slot: AgentSlot, request: DecisionRequest) -> _Answer:
@@ -496,6 +509,9 @@ class CycleEngine:
             attempts = answer.attempts
         except TimeoutError:
             error = f"no answer within {self.config.agent_timeout_s:g} s: holding this cycle"
+            if isinstance(slot.strategy, ReportsAttempts):
+                # The requests made before the cut still count (and spent quota).
+                attempts = slot.strategy.attempts_made(request)
         except ModelCallError as exc:
             error = str(exc)
             attempts = exc.attempts

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 12:11:31.165099
+Create Date: 2026-11-21 12:21:50.050188
 """
 from __future__ import annotations
 
@@ -64,6 +64,7 @@ def upgrade() -> None:
     )
     op.create_table('prompt_part',
     sa.Column('hash', sa.String(length=64), nullable=False),
+    sa.Column('encoding', sa.String(length=8), nullable=False),
     sa.Column('text_z', sa.LargeBinary(), nullable=False),
     sa.Column('created_at', app.db.base.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('hash', name=op.f('pk_prompt_part'))

@@ -18,7 +18,7 @@ from app.db.repository import AgentIdentity, SqlCycleStore
 from app.db.session import make_engine
 from app.decisions import DecisionProblem, TradeDecision
 from app.market.historical import HistoricalMarketData
-from app.ports import ChatMessage, DecisionRequest
+from app.ports import CallAttempt, ChatMessage, DecisionRequest
 from app.trading.engine import AgentSlot, CycleEngine, EngineConfig, RunningSharpe
 from app.trading.paper import PaperAccount, PaperCosts
 from app.trading.risk import RiskLimits
@@ -248,15 +248,16 @@ def test_malformed_entries_are_stored_as_rejected_while_the_valid_ones_trade(
 
 
 def test_prompts_are_stored_exactly_with_shared_texts_kept_once(market, database) -> None:
-    """Three agents over two cycles: 6 calls, but the system prompt once and each cycle's market
-    section once (3 prompt parts), and every call's prompt reads back byte for byte."""
+    """Three agents over two cycles: 6 calls, but the system prompt once, each cycle's market
+    section once, and each coin's 4h context block once for both cycles (1 + 2 + 2 prompt
+    parts); every call's prompt reads back byte for byte."""
     strategies = [ScriptedStrategy(name, enter_long_btc_once) for name in ("a", "b", "c")]
     engine, _, clock = build_engine(market, database, strategies)
     for moment in (clock[0], clock[0] + STEP):
         clock[0] = moment
         asyncio.run(engine.run_cycle(moment))
 
-    assert count(database, models.PromptPart) == 3
+    assert count(database, models.PromptPart) == 5
     with Session(database) as session:
         calls = session.execute(
             select(models.LlmCall.id, models.Agent.name)
@@ -392,3 +393,59 @@ def test_live_fills_use_the_price_when_the_answer_is_ready(market, database) -> 
         fill = session.scalars(select(models.Fill)).one()
     assert fill.reference_price == pytest.approx(snapshot_price * 1.01)
     assert fill.price == pytest.approx(snapshot_price * 1.01 * (1 + COSTS.slippage_rate))
+
+
+def test_a_slow_model_is_cut_at_the_agents_budget_and_its_request_recorded(
+    market, database, db_url, monkeypatch
+) -> None:
+    """The model takes 5 s; the agent has 0.5 s per cycle, so the call gets a budget of
+    max(0.5 - 3, 0.5 / 2) = 0.25 s. The cycle holds with the reason, and the request it made
+    (which spent quota) is an `llm_call` row with the prompt."""
+    from app.config import AgentConfig, load_settings
+    from app.db.session import make_session_factory
+    from app.llm.runtime import LlmRuntime
+    from tests.fakes.openai_server import FakeOpenAIServer, slow
+
+    model = "Qwen/Qwen3-235B-A22B-Instruct-2507"
+    with FakeOpenAIServer("modelscope") as llm:
+        llm.script(model, slow(5.0))
+        monkeypatch.setenv("MODELSCOPE_API_KEY", "ms-test")
+        monkeypatch.setenv("MODELSCOPE_BASE_URL", llm.base_url)
+        settings = load_settings(env_file=None)
+
+        async def run() -> None:
+            runtime = LlmRuntime(settings, session_factory=make_session_factory(database))
+            strategy = runtime.strategy(AgentConfig.from_spec(f"qwen=modelscope:{model}"))
+            engine, _, clock = build_engine(market, database, [strategy], timeout_s=0.5)  # type: ignore[list-item]
+            try:
+                await engine.run_cycle(clock[0])
+            finally:
+                await runtime.aclose()
+
+        asyncio.run(run())
+        assert len(llm.requests_for(model)) == 1
+
+    with Session(database) as session:
+        cycle = session.scalars(select(models.Cycle)).one()
+        calls = session.scalars(select(models.LlmCall)).all()
+    assert cycle.status == "failed" and "time budget" in (cycle.error or "")
+    assert [(c.model_requested, c.outcome) for c in calls] == [(model, "timeout")]
+    assert calls[0].messages_z is not None  # the prompt of the unanswered call is kept
+
+
+class StuckStrategy(ScriptedStrategy):
+    """A strategy that never answers but knows the request it has made so far."""
+
+    def attempts_made(self, request: DecisionRequest) -> tuple[CallAttempt, ...]:
+        return (CallAttempt(provider="fake", model="stuck-1", outcome="cancelled"),)
+
+
+def test_the_agent_timeout_records_the_attempts_a_cancelled_call_made(market, database) -> None:
+    stuck = StuckStrategy("stuck", enter_long_btc_once, delay_s=30.0)
+    engine, _, clock = build_engine(market, database, [stuck], timeout_s=0.3)
+    asyncio.run(engine.run_cycle(clock[0]))
+    with Session(database) as session:
+        calls = session.scalars(select(models.LlmCall)).all()
+        cycle = session.scalars(select(models.Cycle)).one()
+    assert "no answer within 0.3 s" in (cycle.error or "")
+    assert [(c.model_requested, c.outcome) for c in calls] == [("stuck-1", "cancelled")]
