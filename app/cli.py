@@ -287,6 +287,7 @@ def leaderboard_table(
         ("cache hits", "right"),
         ("parse failures", "right"),
         ("rejected", "right"),
+        ("tokens in/out", "right"),
     ):
         table.add_column(header, justify=justify)  # type: ignore[arg-type]
     for rank, row in enumerate(rows, start=1):
@@ -306,9 +307,10 @@ def leaderboard_table(
             str(row.cache_hits),
             str(row.parse_failures),
             str(row.rejected_decisions),
+            f"{row.prompt_tokens:,}/{row.completion_tokens:,}",
         )
     if hodl_pct is not None:
-        table.add_row("", "buy & hold", "equal weight, no fees", "", _pct(hodl_pct), *[""] * 10)
+        table.add_row("", "buy & hold", "equal weight, no fees", "", _pct(hodl_pct), *[""] * 11)
     return table
 
 

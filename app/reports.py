@@ -13,9 +13,11 @@ from typing import Any
 
 import pandas as pd
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from app.db import queries
 from app.domain import ClosedTrade
+from app.llm.store import usage_by_agent
 from app.metrics import compute_metrics
 
 
@@ -41,6 +43,9 @@ class LeaderboardRow:
     rejected_decisions: int
     failed_cycles: int
     open_positions: int
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    mean_latency_ms: float = 0.0
 
     def as_contract(self) -> dict[str, Any]:
         """Return the agent object of `arena backtest --json` (DESIGN.md §3.5), exactly."""
@@ -75,6 +80,8 @@ def leaderboard(engine: Engine, run_id: str) -> list[LeaderboardRow]:
         trades = queries.closed_trades(engine, agent.agent_id)
         open_positions = queries.open_positions(engine, agent.agent_id)
         counts = queries.call_counts(engine, agent.agent_id)
+        with Session(engine) as session:
+            usage = usage_by_agent(session, agent_ids=[agent.agent_id]).get(agent.agent_id)
         metrics = compute_metrics(
             equity,
             trades,
@@ -97,12 +104,15 @@ def leaderboard(engine: Engine, run_id: str) -> list[LeaderboardRow]:
                 win_rate=None if metrics.win_rate_pct is None else metrics.win_rate_pct / 100.0,
                 fees_paid=agent.fees_paid_usd,
                 funding_paid=agent.funding_paid_usd,
-                llm_calls=counts.llm_calls - counts.cache_hits,
-                cache_hits=counts.cache_hits,
+                llm_calls=0 if usage is None else usage.requests,
+                cache_hits=0 if usage is None else usage.cache_hits,
                 parse_failures=counts.parse_failures,
                 rejected_decisions=counts.rejected_decisions,
                 failed_cycles=counts.failed_cycles,
                 open_positions=len(open_positions),
+                prompt_tokens=0 if usage is None else usage.prompt_tokens,
+                completion_tokens=0 if usage is None else usage.completion_tokens,
+                mean_latency_ms=0.0 if usage is None else usage.mean_latency_ms,
             )
         )
     return sorted(rows, key=lambda row: row.final_equity, reverse=True)

@@ -2,12 +2,13 @@
 
 The live path exactly as `arena run` takes it (ccxt against the fake exchange, the openai SDK
 against the fake OpenAI-compatible server, the engine, the SQLite store), on a simulated clock:
-one day of 3-minute cycles (480) for two LLM agents. Each answer carries reasoning as long as a
-real Alpha Arena chain of thought (Season 1's `cot_trace`, median about 2.2k characters) and a
-six-coin JSON decision, so prompts, reasoning, decisions, fills, snapshots, quota rows and the
-response cache all grow as they would live.
+one day of 3-minute cycles (480) for one or two LLM agents. Agents asked in the same cycle share
+one stored copy of the market section, so one agent alone is the worst case per agent. Each
+answer carries reasoning as long as a real Alpha Arena chain of thought (Season 1's `cot_trace`,
+median about 2.2k characters) and a six-coin JSON decision, so prompts, reasoning, decisions,
+fills, snapshots, quota rows and the response cache all grow as they would live.
 
-    .venv/bin/python benchmarks/bench_db_growth.py [--cycles 480]
+    .venv/bin/python benchmarks/bench_db_growth.py [--cycles 480] [--agents 2]
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ def table_sizes(path: Path) -> dict[str, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cycles", type=int, default=480, help="3-minute cycles (480 = a day)")
+    parser.add_argument("--agents", type=int, choices=(1, 2), default=2, help="LLM agents")
     args = parser.parse_args()
     texts = reasoning_texts()
     calls = [0]
@@ -94,7 +96,10 @@ def main() -> None:
             LOG_LEVEL="WARNING",
         )
         settings = load_settings(env_file=None)
-        agents = [AgentConfig.from_spec(f"a{i}=modelscope:{m}") for i, m in enumerate(MODELS)]
+        agents = [
+            AgentConfig.from_spec(f"a{i}=modelscope:{m}")
+            for i, m in enumerate(list(MODELS)[: args.agents])
+        ]
 
         async def operate() -> tuple[dict[str, int], dict[str, int]]:
             async with open_arena(settings, agents, feed_clock=lambda: now[0]) as arena:

@@ -40,11 +40,20 @@ def frame(rng: np.random.Generator, base: float, rows: int, step: timedelta) -> 
     index = pd.date_range(end=AT - step, periods=rows, freq=step, tz=UTC, name="open_time")
     close = base * np.exp(np.cumsum(rng.normal(0, 0.001, rows)))
     columns = {
-        "open": close, "high": close * 1.001, "low": close * 0.999, "close": close,
-        "volume": rng.uniform(100, 1000, rows), "ema20": close * 0.999, "ema50": close * 0.998,
-        "macd": rng.normal(0, base * 1e-4, rows), "macd_signal": rng.normal(0, base * 1e-4, rows),
-        "macd_hist": rng.normal(0, base * 1e-5, rows), "rsi7": rng.uniform(20, 80, rows),
-        "rsi14": rng.uniform(30, 70, rows), "atr3": close * 0.004, "atr14": close * 0.005,
+        "open": close,
+        "high": close * 1.001,
+        "low": close * 0.999,
+        "close": close,
+        "volume": rng.uniform(100, 1000, rows),
+        "ema20": close * 0.999,
+        "ema50": close * 0.998,
+        "macd": rng.normal(0, base * 1e-4, rows),
+        "macd_signal": rng.normal(0, base * 1e-4, rows),
+        "macd_hist": rng.normal(0, base * 1e-5, rows),
+        "rsi7": rng.uniform(20, 80, rows),
+        "rsi14": rng.uniform(30, 70, rows),
+        "atr3": close * 0.004,
+        "atr14": close * 0.005,
         "volume_avg": rng.uniform(400, 600, rows),
     }
     return pd.DataFrame(columns, index=index)
@@ -55,10 +64,14 @@ def snapshot() -> MarketSnapshot:
     rng = np.random.default_rng(7)
     coins = {
         coin: CoinSnapshot(
-            coin=coin, symbol=f"{coin}/USDC:USDC", last_price=price,
+            coin=coin,
+            symbol=f"{coin}/USDC:USDC",
+            last_price=price,
             intraday=frame(rng, price, 60, timedelta(minutes=3)),
             context=frame(rng, price, 60, timedelta(hours=4)),
-            funding_rate=0.0000125, open_interest=1e6, open_interest_avg=1.01e6,
+            funding_rate=0.0000125,
+            open_interest=1e6,
+            open_interest_avg=1.01e6,
         )
         for coin, price in PRICES.items()
     }
@@ -69,28 +82,49 @@ def account(positions: int) -> AccountView:
     """Return an account with `positions` open longs (the per-agent work grows with them)."""
     open_positions = {
         coin: Position(
-            coin=coin, side="long", quantity=1000.0 / PRICES[coin], entry_price=PRICES[coin],
-            leverage=10, margin_usd=100.0, liquidation_price=PRICES[coin] * 0.905,
+            coin=coin,
+            side="long",
+            quantity=1000.0 / PRICES[coin],
+            entry_price=PRICES[coin],
+            leverage=10,
+            margin_usd=100.0,
+            liquidation_price=PRICES[coin] * 0.905,
             opened_at=AT - timedelta(hours=3),
             exit_plan=ExitPlan(PRICES[coin] * 1.05, PRICES[coin] * 0.97, "4h close below EMA50"),
-            confidence=0.6, risk_usd=30.0, justification="Trend continuation on the 4h chart.",
+            confidence=0.6,
+            risk_usd=30.0,
+            justification="Trend continuation on the 4h chart.",
         )
         for coin in ALPHA_ARENA_COINS[:positions]
     }
     return AccountView(
-        at=AT, starting_cash_usd=10_000.0, cash_usd=10_000.0 - 100.0 * positions,
-        margin_usd=100.0 * positions, unrealized_pnl_usd=0.0, realized_pnl_usd=0.0,
-        fees_paid_usd=0.0, funding_paid_usd=0.0, positions=open_positions,
+        at=AT,
+        starting_cash_usd=10_000.0,
+        cash_usd=10_000.0 - 100.0 * positions,
+        margin_usd=100.0 * positions,
+        unrealized_pnl_usd=0.0,
+        realized_pnl_usd=0.0,
+        fees_paid_usd=0.0,
+        funding_paid_usd=0.0,
+        positions=open_positions,
     )
 
 
 def answers() -> tuple[str, str, str]:
     """Return a six-coin answer bare, after 20k characters of reasoning, and a hostile 1 MB text."""
     entries = {
-        coin: {"coin": coin, "signal": "hold", "quantity": 1.5, "leverage": 10,
-               "profit_target": price * 1.05, "stop_loss": price * 0.97,
-               "invalidation_condition": "4h close below EMA50", "confidence": 0.6,
-               "risk_usd": 30.0, "justification": ""}
+        coin: {
+            "coin": coin,
+            "signal": "hold",
+            "quantity": 1.5,
+            "leverage": 10,
+            "profit_target": price * 1.05,
+            "stop_loss": price * 0.97,
+            "invalidation_condition": "4h close below EMA50",
+            "confidence": 0.6,
+            "risk_usd": 30.0,
+            "justification": "",
+        }
         for coin, price in PRICES.items()
     }
     bare = json.dumps(entries)
@@ -129,16 +163,24 @@ def main() -> None:
     section = render_market_section(market)
 
     def full(view: AccountView) -> Callable[[], object]:
-        return lambda: build_messages(market, view, started_at=started_at, invocation=100,
-                                      sharpe=0.5, **LIMITS)  # type: ignore[arg-type]
+        return lambda: build_messages(
+            market, view, started_at=started_at, invocation=100, sharpe=0.5, **LIMITS
+        )  # type: ignore[arg-type]
 
     def per_agent(view: AccountView) -> Callable[[], object]:
-        return lambda: build_messages(market, view, started_at=started_at, invocation=100,
-                                      sharpe=0.5, market_section=section,
-                                      **LIMITS)  # type: ignore[arg-type]
+        return lambda: build_messages(
+            market,
+            view,
+            started_at=started_at,
+            invocation=100,
+            sharpe=0.5,
+            market_section=section,
+            **LIMITS,
+        )  # type: ignore[arg-type]
 
-    _, user = build_messages(market, account(6), started_at=started_at, invocation=100,
-                             sharpe=0.5, **LIMITS)  # type: ignore[arg-type]
+    _, user = build_messages(
+        market, account(6), started_at=started_at, invocation=100, sharpe=0.5, **LIMITS
+    )  # type: ignore[arg-type]
     print(f"six-coin prompt: user message {len(user.content):,} characters, {runs} runs each")
     rows = [
         ("full prompt, 0 positions", full(account(0))),

@@ -125,6 +125,20 @@ def test_backtest_replay_makes_no_http_call_and_gives_the_same_results(
     assert saved["agents"] == two["agents"]
     assert "funding charged from files" in saved["funding"]
 
+    # Tokens and latency are summed per agent over the recorded calls.
+    board = subprocess.run(
+        [sys.executable, "-m", "app", "leaderboard", "--run", saved["run_id"], "--json"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    usage = {agent["name"]: agent for agent in json.loads(board.stdout)["agents"]}
+    assert usage["trend"]["prompt_tokens"] > 0 and usage["trend"]["completion_tokens"] > 0
+    assert usage["hodl"]["prompt_tokens"] == 0
+
 
 def test_replay_without_stored_answers_stops_and_says_which_prompt_is_missing(
     tmp_path: Path,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import pandas as pd
-from sqlalchemy import Engine, case, func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from app.db import models
@@ -37,16 +37,11 @@ class AgentRow:
 
 @dataclass(frozen=True, slots=True)
 class CallCounts:
-    """How an agent's model calls went."""
+    """What became of an agent's answers and decisions."""
 
-    llm_calls: int = 0
-    cache_hits: int = 0
     parse_failures: int = 0
     failed_cycles: int = 0
     rejected_decisions: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    latency_ms_total: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,18 +161,13 @@ def open_positions(engine: Engine, agent_id: int) -> list[Position]:
 
 
 def call_counts(engine: Engine, agent_id: int) -> CallCounts:
-    """Return how the agent's model calls and decisions went."""
+    """Return how many answers could not be read, cycles failed and decisions were refused."""
     with engine.connect() as connection:
-        calls = connection.execute(
-            select(
-                func.count(models.LlmCall.id),
-                func.sum(case((models.LlmCall.cache_hit.is_(True), 1), else_=0)),
-                func.sum(case((models.LlmCall.outcome == "parse_error", 1), else_=0)),
-                func.sum(models.LlmCall.prompt_tokens),
-                func.sum(models.LlmCall.completion_tokens),
-                func.sum(models.LlmCall.latency_ms),
-            ).where(models.LlmCall.agent_id == agent_id)
-        ).one()
+        parse_failures = connection.execute(
+            select(func.count(models.LlmCall.id)).where(
+                models.LlmCall.agent_id == agent_id, models.LlmCall.outcome == "parse_error"
+            )
+        ).scalar_one()
         failed = connection.execute(
             select(func.count(models.Cycle.id)).where(
                 models.Cycle.agent_id == agent_id, models.Cycle.status == "failed"
@@ -189,14 +179,9 @@ def call_counts(engine: Engine, agent_id: int) -> CallCounts:
             .where(models.Cycle.agent_id == agent_id, models.Decision.outcome == "rejected")
         ).scalar_one()
     return CallCounts(
-        llm_calls=int(calls[0] or 0),
-        cache_hits=int(calls[1] or 0),
-        parse_failures=int(calls[2] or 0),
+        parse_failures=int(parse_failures or 0),
         failed_cycles=int(failed or 0),
         rejected_decisions=int(rejected or 0),
-        prompt_tokens=int(calls[3] or 0),
-        completion_tokens=int(calls[4] or 0),
-        latency_ms_total=int(calls[5] or 0),
     )
 
 

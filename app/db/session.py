@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.errors import ConfigError
 
 BUSY_TIMEOUT_MS = 10_000
+PAGE_SIZE_BYTES = 16_384
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -34,6 +35,9 @@ def sqlite_path(url: str) -> Path | None:
 def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
+        # Calls with their prompt, answer and reasoning are 2-3 kB rows: 4 kB pages would hold
+        # one each and waste the rest. Takes effect only on a new database (before WAL).
+        cursor.execute(f"PRAGMA page_size={PAGE_SIZE_BYTES}")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")

@@ -115,3 +115,10 @@ def test_foreign_keys_are_enforced(db_url: str) -> None:
                 "VALUES (999, '2025-01-01 00:00:00', 1, '2025-01-01 00:00:00', 'ok')"
             )
         )
+
+
+def test_new_databases_use_16_kb_pages(db_url: str) -> None:
+    engine = make_engine(db_url)
+    upgrade(db_url, engine=engine)
+    with engine.connect() as connection:
+        assert connection.execute(text("PRAGMA page_size")).scalar() == 16_384

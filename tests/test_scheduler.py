@@ -1,0 +1,90 @@
+"""The daemon's schedule: aligned jobs that never overlap themselves, and a clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.triggers.interval import IntervalTrigger
+
+from app.scheduler import BOUNDARY_DELAY, Daemon
+
+NOW = datetime(2025, 10, 20, 10, 4, 30, tzinfo=UTC)
+
+
+class RecordingRunner:
+    def __init__(self, fail: bool = False, delay_s: float = 0.0) -> None:
+        self.cycles: list[datetime] = []
+        self.monitors: list[datetime] = []
+        self.fail = fail
+        self.delay_s = delay_s
+
+    async def run_cycle(self, scheduled_at: datetime) -> None:
+        self.cycles.append(scheduled_at)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        if self.fail:
+            raise RuntimeError("exchange down")
+
+    async def run_monitor(self, now: datetime) -> None:
+        self.monitors.append(now)
+
+
+def daemon(runner: RecordingRunner, **options: object) -> Daemon:
+    return Daemon(
+        runner,
+        interval=timedelta(minutes=3),
+        monitor_interval=timedelta(minutes=1),
+        clock=lambda: NOW,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def test_jobs_are_aligned_to_the_clock_and_never_overlap_themselves() -> None:
+    """At 10:04:30 with a 3m interval the next boundary is 10:06; the monitor's is 10:05."""
+    scheduler = daemon(RecordingRunner()).build_scheduler()
+    jobs = {job.id: job for job in scheduler.get_jobs()}
+    assert set(jobs) == {"cycle", "monitor"}
+    for job_id, step, first in (
+        ("cycle", timedelta(minutes=3), datetime(2025, 10, 20, 10, 6, tzinfo=UTC)),
+        ("monitor", timedelta(minutes=1), datetime(2025, 10, 20, 10, 5, tzinfo=UTC)),
+    ):
+        job = jobs[job_id]
+        assert isinstance(job.trigger, IntervalTrigger)
+        assert job.trigger.interval == step
+        assert job.trigger.start_date == first + BOUNDARY_DELAY
+        assert job.max_instances == 1
+        assert job.coalesce is True
+
+
+def test_the_cycle_job_runs_the_latest_boundary_and_survives_a_failure() -> None:
+    runner = RecordingRunner(fail=True)
+    arena = daemon(runner)
+    asyncio.run(arena.cycle_job())  # the failure is logged, not raised
+    assert runner.cycles == [datetime(2025, 10, 20, 10, 3, tzinfo=UTC)]
+
+
+def test_a_second_stop_request_abandons_the_running_cycle() -> None:
+    runner = RecordingRunner(delay_s=30.0)
+    arena = daemon(runner, grace_s=60.0)
+
+    async def scenario() -> bool:
+        job = asyncio.create_task(arena.cycle_job())
+        await asyncio.sleep(0.05)
+        arena.request_stop()
+        arena.request_stop()  # the second one cancels
+        await asyncio.gather(job, return_exceptions=True)
+        return job.cancelled()
+
+    assert asyncio.run(scenario()) is True
+    # Once stopping, no new job starts.
+    asyncio.run(arena.cycle_job())
+    assert len(runner.cycles) == 1
+
+
+def test_run_once_checks_exits_then_runs_the_cycle_of_the_given_time() -> None:
+    runner = RecordingRunner()
+    at = datetime(2025, 10, 20, 9, 0, 40, tzinfo=UTC)
+    assert asyncio.run(daemon(runner).run_once(at)) == 0
+    boundary = datetime(2025, 10, 20, 9, 0, tzinfo=UTC)
+    assert runner.monitors == [boundary] and runner.cycles == [boundary]
