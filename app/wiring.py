@@ -16,7 +16,7 @@ from app.db.migrate import upgrade
 from app.db.repository import AgentIdentity, SqlCycleStore
 from app.db.session import make_engine, make_session_factory
 from app.domain import timeframe_to_timedelta
-from app.errors import ConfigError
+from app.errors import ConfigError, InvariantError
 from app.llm.baselines import build_baseline
 from app.llm.runtime import LlmRuntime
 from app.market.candle_cache import CandleCache, load_cached_data_set
@@ -25,7 +25,7 @@ from app.market.dataset import DataSet, load_data_set
 from app.market.historical import HistoricalMarketData
 from app.ports import Strategy
 from app.trading.engine import AgentSlot, EngineConfig, RunningSharpe
-from app.trading.paper import PaperAccount, PaperCosts
+from app.trading.paper import AccountState, PaperAccount, PaperCosts
 from app.trading.risk import RiskLimits
 
 KEY_NAMES = {
@@ -201,6 +201,7 @@ def restore_slots(
         recent: deque[datetime] = deque()
         if restored.last_cycle_at is not None:
             recent.extend(store.recent_entries(name, restored.last_cycle_at - timedelta(hours=1)))
+        _check_against_ledger(store, name, restored.agent_id, restored.books)
         slots.append(
             AgentSlot(
                 name=name,
@@ -256,3 +257,27 @@ def historical_market(
     return HistoricalMarketData.from_data_set(
         data, intraday_timeframe=intraday_timeframe, context_timeframe=context_timeframe
     )
+
+
+def _check_against_ledger(
+    store: SqlCycleStore, name: str, agent_id: int, books: AccountState
+) -> None:
+    """Refuse to go on when the last snapshot disagrees with the fill and funding ledgers."""
+    from app.db import queries
+
+    fills, payments = queries.ledger(store.engine, agent_id)
+    derived = AccountState.from_ledger(
+        books.starting_cash_usd,
+        fills=fills,
+        funding_payments=payments,
+        open_positions=books.positions.values(),
+    )
+    scale = max(1.0, abs(books.starting_cash_usd))
+    for field_name in ("cash_usd", "realized_pnl_usd", "fees_paid_usd", "funding_paid_usd"):
+        recorded, expected = getattr(books, field_name), getattr(derived, field_name)
+        if abs(recorded - expected) > 1e-6 * scale:
+            raise InvariantError(
+                f"agent {name}: the recorded {field_name} ({recorded:.6f}) does not match its "
+                f"fills and funding ({expected:.6f}); the database was changed or damaged, "
+                "so the account is not resumed (restore a backup, or start a new DATABASE_URL)"
+            )

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from app.db import models
 from app.db.llm_rows import decode_messages, decode_segments, decompress_text
 from app.db.repository import position_from_row
-from app.domain import ClosedTrade, Position
+from app.domain import ClosedTrade, Fill, FundingPayment, Position
 from app.ports import ChatMessage
 
 
@@ -273,3 +273,40 @@ def call_messages(engine: Engine, call_id: int) -> list[ChatMessage]:
             return text
 
         return decode_messages(blob, load_part)
+
+
+def ledger(engine: Engine, agent_id: int) -> tuple[list[Fill], list[FundingPayment]]:
+    """Return every fill and funding payment of an agent, oldest first (the books' ledgers)."""
+    with Session(engine) as session:
+        fills = [
+            Fill(
+                coin=row.coin,
+                side=row.side,  # type: ignore[arg-type]
+                quantity=row.quantity,
+                price=row.price,
+                reference_price=row.reference_price,
+                fee_usd=row.fee_usd,
+                reason=row.reason,  # type: ignore[arg-type]
+                filled_at=row.filled_at,
+                realized_pnl_usd=row.realized_pnl_usd,
+            )
+            for row in session.scalars(
+                select(models.Fill).where(models.Fill.agent_id == agent_id).order_by(models.Fill.id)
+            )
+        ]
+        payments = [
+            FundingPayment(
+                coin=row.coin,
+                rate=row.rate,
+                mark_price=row.mark_price,
+                quantity=row.quantity,
+                amount_usd=row.amount_usd,
+                settled_at=row.settled_at,
+            )
+            for row in session.scalars(
+                select(models.FundingPayment)
+                .where(models.FundingPayment.agent_id == agent_id)
+                .order_by(models.FundingPayment.id)
+            )
+        ]
+    return fills, payments

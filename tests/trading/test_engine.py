@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 import pandas as pd
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
 from app.db import models
@@ -17,6 +17,7 @@ from app.db.queries import call_messages
 from app.db.repository import AgentIdentity, SqlCycleStore
 from app.db.session import make_engine
 from app.decisions import DecisionProblem, TradeDecision
+from app.errors import InvariantError
 from app.market.historical import HistoricalMarketData
 from app.ports import CallAttempt, ChatMessage, DecisionRequest
 from app.trading.engine import AgentSlot, CycleEngine, EngineConfig, RunningSharpe
@@ -449,3 +450,20 @@ def test_the_agent_timeout_records_the_attempts_a_cancelled_call_made(market, da
         cycle = session.scalars(select(models.Cycle)).one()
     assert "no answer within 0.3 s" in (cycle.error or "")
     assert [(c.model_requested, c.outcome) for c in calls] == [("stuck-1", "cancelled")]
+
+
+def test_restore_refuses_books_that_disagree_with_their_ledger(market, database) -> None:
+    """After trading, the snapshot's cash is raised by 100 USD behind the arena's back: the
+    fills and funding no longer explain it, so the account is not resumed."""
+    trader = ScriptedStrategy("trader", enter_long_btc_once)
+    engine, _, clock = build_engine(market, database, [trader])
+    asyncio.run(engine.run_cycle(clock[0]))
+    # Untouched, the books and the ledgers agree.
+    build_engine(market, database, [ScriptedStrategy("trader")], restore=True)
+
+    with database.begin() as connection:
+        connection.execute(
+            update(models.AccountSnapshot).values(cash_usd=models.AccountSnapshot.cash_usd + 100)
+        )
+    with pytest.raises(InvariantError, match="does not match its fills and funding"):
+        build_engine(market, database, [ScriptedStrategy("trader")], restore=True)
