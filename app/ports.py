@@ -283,8 +283,11 @@ class CycleStore(Protocol):
         """Write one agent-cycle atomically; return False if it was already recorded."""
         ...
 
-    def record_cycles(self, records: Sequence[AgentCycleRecord]) -> int:
-        """Write several agent-cycles (each whole or not at all); return how many were new."""
+    def record_cycles(self, records: Sequence[AgentCycleRecord | AccountEventsRecord]) -> int:
+        """Write agent-cycles and monitor events in their order, each whole or not at all.
+
+        Return how many agent-cycles were new.
+        """
         ...
 
     def record_events(self, record: AccountEventsRecord) -> None:

@@ -3,8 +3,9 @@
 A 30-day window of Binance USD-M 5m candles (with the funding and mark files) at a 5-minute
 cadence: 8,640 cycles. The cache is first filled by a `cached` run whose six LLM agents answer
 from the local fake OpenAI server (prompt-dependent answers, so agents trade); then the same
-backtest is replayed with `--llm-mode replay` for one agent and for six agents. Every SQLite
-write (cycles, calls, decisions, fills, positions, account snapshots) is included in the timing.
+backtest is replayed with `--llm-mode replay` for one agent and for six agents, each replay in a
+fresh process as `arena backtest` runs it, on the same growing database. Every SQLite write
+(cycles, calls, decisions, fills, positions, account snapshots) is included in the timing.
 
     .venv/bin/python benchmarks/bench_backtest.py [--days 30] [--runs 3]
 """
@@ -15,6 +16,7 @@ import argparse
 import asyncio
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,15 +43,40 @@ def agents(count: int) -> tuple[AgentConfig, ...]:
     )
 
 
+def options(data: Path, days: int, count: int, mode: str) -> BacktestOptions:
+    return BacktestOptions(
+        data=(data,),
+        agents=agents(count),
+        start=END - timedelta(days=days) + timedelta(minutes=5),
+        end=END,
+        interval="5m",
+        llm_mode=mode,  # type: ignore[arg-type]
+    )
+
+
+def replay_once(data: Path, days: int, count: int) -> None:
+    """Run one replay in this (fresh) process and print its cycles per second."""
+    settings = load_settings(env_file=None)
+    database = open_database(settings)
+    result = asyncio.run(
+        run_backtest(settings, options(data, days, count, "replay"), database=database)
+    )
+    trades = sum(row.trades for row in result.rows)
+    print(f"{result.cycles} {result.cycles / result.elapsed_s:.3f} {trades}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--data", type=Path, default=MARKET)
+    parser.add_argument("--replay-agents", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.replay_agents:
+        replay_once(args.data, args.days, args.replay_agents)
+        return
     if not args.data.is_dir():
         sys.exit(f"{args.data} not found: this benchmark needs ../shared/data/market")
-    start = END - timedelta(days=args.days) + timedelta(minutes=5)
     traders = {
         model: (trend_trader if i % 2 == 0 else contrarian_trader) for i, model in enumerate(MODELS)
     }
@@ -65,37 +92,46 @@ def main() -> None:
         )
         settings = load_settings(env_file=None)
         database = open_database(settings)
-
-        def options(count: int, mode: str) -> BacktestOptions:
-            return BacktestOptions(
-                data=(args.data,),
-                agents=agents(count),
-                start=start,
-                end=END,
-                interval="5m",
-                llm_mode=mode,  # type: ignore[arg-type]
-            )
-
         began = time.perf_counter()
-        warm = asyncio.run(run_backtest(settings, options(6, "cached"), database=database))
+        warm = asyncio.run(
+            run_backtest(settings, options(args.data, args.days, 6, "cached"), database=database)
+        )
+        database.engine.dispose()
         print(
             f"cache filled: {warm.cycles} cycles x 6 agents, {llm.request_count} HTTP calls, "
-            f"{time.perf_counter() - began:.0f} s"
+            f"{time.perf_counter() - began:.0f} s",
+            flush=True,
         )
         for count in (1, 6):
             rates = []
             for _ in range(args.runs):
                 calls_before = llm.request_count
-                result = asyncio.run(
-                    run_backtest(settings, options(count, "replay"), database=database)
+                # Each replay in a process of its own, as `arena backtest --llm-mode replay` runs.
+                done = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--replay-agents",
+                        str(count),
+                        "--days",
+                        str(args.days),
+                        "--data",
+                        str(args.data),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    env=os.environ.copy(),
                 )
                 assert llm.request_count == calls_before, "a replay must not call the model"
-                rates.append(result.cycles / result.elapsed_s)
+                cycles, rate, trades = done.stdout.split()[-3:]
+                rates.append(float(rate))
             print(
-                f"{count} agent{'s' if count > 1 else ''} from the cache: {result.cycles} cycles, "
+                f"{count} agent{'s' if count > 1 else ''} from the cache: {cycles} cycles, "
                 f"median {statistics.median(rates):,.0f} cycles/s "
                 f"(runs: {', '.join(f'{rate:,.0f}' for rate in rates)}); "
-                f"trades in the last run: {sum(row.trades for row in result.rows)}"
+                f"trades in the last run: {trades}",
+                flush=True,
             )
         size_mb = Path(f"{folder}/bench.db").stat().st_size / 1e6
         print(f"database after all runs: {size_mb:.1f} MB")

@@ -191,7 +191,19 @@ def decode_messages(blob: bytes | None, load_part: Callable[[str], str]) -> list
 
 def prompt_hash(messages: Sequence[ChatMessage]) -> str:
     """Return the sha256 of the messages' canonical JSON."""
-    return hashlib.sha256(messages_json(messages).encode("utf-8")).hexdigest()
+    return pairs_hash(tuple((m.role, m.content) for m in messages))
+
+
+# The same prompt is hashed for the cache key of each model in a chain and again for its record.
+@functools.lru_cache(maxsize=32)
+def pairs_hash(pairs: tuple[tuple[str, str], ...]) -> str:
+    """Return `prompt_hash` of messages given as (role, content) pairs."""
+    canonical = json.dumps(
+        [{"role": role, "content": content} for role, content in pairs],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def _usage_columns(usage: TokenUsage) -> dict[str, int]:

@@ -131,13 +131,8 @@ class _PositionChanges:
     closed: set[tuple[int, str]] = field(default_factory=set)
     new_parts: set[str] = field(default_factory=set)
 
-    def merge(self, other: _PositionChanges) -> None:
-        for key in other.closed:
-            self.opened.pop(key, None)
-        self.closed |= other.closed
-        self.opened.update(other.opened)
-        self.closed -= set(other.opened)
-        self.new_parts |= other.new_parts
+    def copy(self) -> _PositionChanges:
+        return _PositionChanges(dict(self.opened), set(self.closed), set(self.new_parts))
 
     def apply(self, index: dict[tuple[int, str], int]) -> None:
         for key in self.closed:
@@ -325,12 +320,13 @@ class SqlCycleStore:
         """Write one agent-cycle in one transaction; False when it was already recorded."""
         return self.record_cycles([record]) == 1
 
-    def record_cycles(self, records: Sequence[AgentCycleRecord]) -> int:
-        """Write several agent-cycles, each whole or not at all; return how many were new.
+    def record_cycles(self, records: Sequence[AgentCycleRecord | AccountEventsRecord]) -> int:
+        """Write agent-cycles and monitor events in their order; return how many cycles were new.
 
-        They share one transaction, written table by table (a backtest batches many cycles this
-        way). When one of them is already recorded, they are written one by one instead, each in
-        a savepoint, so the duplicate is skipped and the others still land.
+        They share one transaction, written table by table (a backtest batches many this way),
+        and each record stays whole. When a cycle is already recorded, the records are written
+        one by one instead, each in a savepoint, so the duplicate is skipped and the others
+        still land.
         """
         records = list(records)
         if not records:
@@ -340,24 +336,27 @@ class SqlCycleStore:
         with self.engine.begin() as connection:
             savepoint = connection.begin_nested()
             try:
-                self._write_cycles(connection, records, changes)
+                self._write_records(connection, records, changes)
                 savepoint.commit()
-                written = records
+                written = [r for r in records if isinstance(r, AgentCycleRecord)]
             except IntegrityError:
                 savepoint.rollback()
                 changes = _PositionChanges()
                 for record in records:
-                    pending = _PositionChanges()
+                    # Each record sees the positions the records before it opened or closed.
+                    pending = changes.copy()
                     one = connection.begin_nested()
                     try:
-                        self._write_cycles(connection, [record], pending)
+                        self._write_records(connection, [record], pending)
                     except IntegrityError as error:
                         one.rollback()
-                        if not self.cycle_done(record.agent, record.scheduled_at):
+                        if isinstance(record, AccountEventsRecord) or not self.cycle_done(
+                            record.agent, record.scheduled_at
+                        ):
                             # Not a duplicate cycle: a real constraint broke. Never drop it quietly.
                             raise InvariantError(
-                                f"agent {record.agent}: the cycle of "
-                                f"{record.scheduled_at.isoformat()} could not be recorded: {error}"
+                                f"agent {record.agent}: the records of "
+                                f"{_record_time(record).isoformat()} could not be written: {error}"
                             ) from error
                         log.info(
                             "agent %s: cycle %s already recorded; not trading it twice",
@@ -366,72 +365,75 @@ class SqlCycleStore:
                         )
                         continue
                     one.commit()
-                    changes.merge(pending)
-                    written.append(record)
+                    changes = pending
+                    if isinstance(record, AgentCycleRecord):
+                        written.append(record)
         # The in-memory index follows the database only once the transaction has committed.
         changes.apply(self._open_positions)
         self._known_parts |= changes.new_parts
         if self._done_cycles is not None:
-            for record in written:
-                agent_id = self.agent_ids[record.agent]
-                self._done_cycles.setdefault(agent_id, set()).add(record.scheduled_at)
+            for cycle in written:
+                agent_id = self.agent_ids[cycle.agent]
+                self._done_cycles.setdefault(agent_id, set()).add(cycle.scheduled_at)
         return len(written)
 
     def record_events(self, record: AccountEventsRecord) -> None:
         """Write exits and funding applied between cycles, in one transaction."""
-        agent_id = self.agent_ids[record.agent]
         changes = _PositionChanges()
         with self.engine.begin() as connection:
-            self._write_trading(
-                connection,
-                agent_id=agent_id,
-                cycle_id=None,
-                books=record.books,
-                fills=record.fills,
-                closed_trades=record.closed_trades,
-                funding=record.funding,
-                changes=changes,
-            )
-            connection.execute(
-                insert(models.AccountSnapshot),
-                [_snapshot_values(agent_id, None, record.at, record)],
-            )
+            self._write_records(connection, [record], changes)
         changes.apply(self._open_positions)
 
     # -- writing ------------------------------------------------------------------------------
 
-    def _write_cycles(
+    def _write_records(
         self,
         connection: Connection,
-        records: Sequence[AgentCycleRecord],
+        records: Sequence[AgentCycleRecord | AccountEventsRecord],
         changes: _PositionChanges,
     ) -> None:
-        agent_ids = [self.agent_ids[record.agent] for record in records]
-        cycle_ids = list(
-            connection.execute(
-                insert(models.Cycle).returning(models.Cycle.id, sort_by_parameter_order=True),
-                [
-                    {
-                        "agent_id": agent_id,
-                        "scheduled_at": record.scheduled_at,
-                        "invocation": record.invocation,
-                        "started_at": record.started_at,
-                        "finished_at": record.finished_at,
-                        "status": record.status,
-                        "error": record.error,
-                        "prompt_version": record.prompt_version,
-                    }
-                    for agent_id, record in zip(agent_ids, records, strict=True)
-                ],
-            ).scalars()
-        )
+        """Write records table by table, keeping their order where it matters.
+
+        Positions and fills go record by record (an exit must find the position an earlier
+        record opened) and account snapshots keep the records' order (the latest id is the
+        current account); everything else is one statement per table.
+        """
+        cycles = [record for record in records if isinstance(record, AgentCycleRecord)]
+        cycle_ids: list[int] = []
+        if cycles:
+            cycle_ids = list(
+                connection.execute(
+                    insert(models.Cycle).returning(models.Cycle.id, sort_by_parameter_order=True),
+                    [
+                        {
+                            "agent_id": self.agent_ids[record.agent],
+                            "scheduled_at": record.scheduled_at,
+                            "invocation": record.invocation,
+                            "started_at": record.started_at,
+                            "finished_at": record.finished_at,
+                            "status": record.status,
+                            "error": record.error,
+                            "prompt_version": record.prompt_version,
+                        }
+                        for record in cycles
+                    ],
+                ).scalars()
+            )
         calls: list[dict[str, Any]] = []
         decisions: list[dict[str, Any]] = []
         snapshots: list[dict[str, Any]] = []
         parts: dict[str, StoredPart] = {}
-        for agent_id, cycle_id, record in zip(agent_ids, cycle_ids, records, strict=True):
-            calls.extend(_llm_call_rows(agent_id, cycle_id, record, parts))
-            decisions.extend(_decision_values(cycle_id, item) for item in record.decisions)
+        next_cycle_id = iter(cycle_ids)  # returned in the order the cycles were given
+        for record in records:
+            agent_id = self.agent_ids[record.agent]
+            cycle_id: int | None = None
+            if isinstance(record, AgentCycleRecord):
+                cycle_id = next(next_cycle_id)
+                calls.extend(_llm_call_rows(agent_id, cycle_id, record, parts))
+                decisions.extend(_decision_values(cycle_id, item) for item in record.decisions)
+                at = record.scheduled_at
+            else:
+                at = record.at
             if record.fills or record.closed_trades or record.funding:
                 self._write_trading(
                     connection,
@@ -443,8 +445,9 @@ class SqlCycleStore:
                     funding=record.funding,
                     changes=changes,
                 )
-            snapshots.append(_snapshot_values(agent_id, cycle_id, record.scheduled_at, record))
-        self._write_parts(connection, parts, changes, at=records[-1].finished_at)
+            snapshots.append(_snapshot_values(agent_id, cycle_id, at, record))
+        if cycles:
+            self._write_parts(connection, parts, changes, at=cycles[-1].finished_at)
         if calls:
             connection.execute(insert(models.LlmCall), calls)
         if decisions:
@@ -653,3 +656,7 @@ def _llm_call_rows(
             parts=parts,
         )
     ]
+
+
+def _record_time(record: AgentCycleRecord | AccountEventsRecord) -> datetime:
+    return record.at if isinstance(record, AccountEventsRecord) else record.scheduled_at

@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import models
+from app.db.llm_rows import pairs_hash
 from app.llm.openai_compat import PreparedRequest
 from app.llm.quota import Clock, utc_now
 from app.llm.store import RecordedFailure, add_cache_hits, cached_entry, save_failure_marker
@@ -45,11 +46,18 @@ _LOOKUP = select(
 
 
 def cache_key(provider: str, request: PreparedRequest) -> str:
-    """Return the sha256 of the canonical JSON of (provider, model, messages, parameters)."""
+    """Return the sha256 of the canonical JSON of (provider, model, prompt hash, parameters).
+
+    The prompt enters by its `prompt_hash` (of the messages exactly as sent), which the call's
+    record stores too: the long prompt is serialised once, not once per model and record.
+    """
+    if any(set(message) != {"role", "content"} for message in request.messages):
+        raise ValueError("a cached request's messages have exactly a role and a content")
+    pairs = tuple((message["role"], message["content"]) for message in request.messages)
     payload: dict[str, Any] = {
         "provider": provider,
         "model": request.model,
-        "messages": [dict(m) for m in request.messages],
+        "prompt_hash": pairs_hash(pairs),
         "parameters": request.answer_parameters(),
     }
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

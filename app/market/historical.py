@@ -75,7 +75,10 @@ class _Window:
     __slots__ = ("close_ns", "frame", "last_key", "last_slice")
 
     def __init__(self, frame: pd.DataFrame, step: int) -> None:
-        self.frame = frame
+        # Plain Python names for the labels: every slice gets its own copy of the column index,
+        # and the prompt reads the names of thousands of slices; pandas' string labels are
+        # twenty times slower to list.
+        self.frame = frame.set_axis(pd.Index(list(frame.columns), dtype=object), axis=1)
         self.close_ns: np.ndarray = index_ns(frame) + step
         self.last_key: tuple[int, int] = (-1, -1)
         self.last_slice: pd.DataFrame = frame.iloc[0:0]

@@ -36,6 +36,7 @@ from app.prompts.formatting import (
     PRICE_DIGITS,
     QUANTITY_DIGITS,
     JsonValue,
+    RawJson,
     describe_timeframe,
     format_bps_as_pct,
     format_duration,
@@ -142,7 +143,7 @@ def render_account_section(
     ]
     positions = _ordered_positions(snapshot, account.positions)
     if positions:
-        shown = "\n".join(to_json(_position_json(snapshot, position)) for position in positions)
+        shown = "\n".join(_position_line(snapshot, position) for position in positions)
         lines.append(
             "Current live positions & performance (one JSON object per position):\n" + shown
         )
@@ -307,7 +308,7 @@ def _closed_rows(frame: pd.DataFrame, timeframe: str, at: datetime) -> pd.DataFr
     except ValueError:
         return frame
     cutoff_ns = datetime_to_ns(at - step)
-    stamps = index.as_unit("ns").asi8
+    stamps = (index if index.unit == "ns" else index.as_unit("ns")).asi8
     if index.tz is None:
         # A naive index holds UTC wall times: compare them as such.
         cutoff_ns = datetime_to_ns(ensure_utc(at).replace(tzinfo=None) - step)
@@ -375,24 +376,41 @@ def _ordered_positions(
     return sorted(positions.values(), key=lambda pos: (order.get(pos.coin, len(order)), pos.coin))
 
 
-def _position_json(snapshot: MarketSnapshot, position: Position) -> JsonValue:
+def _position_line(snapshot: MarketSnapshot, position: Position) -> str:
+    """Return one position as a line of JSON: what moves with the price filled into its template."""
     coin = snapshot.coins.get(position.coin)
     price = coin.last_price if coin is not None else None
-    plan = position.exit_plan
     held = ensure_utc(snapshot.at) - ensure_utc(position.opened_at)
+    moving = (
+        json_number(price, PRICE_DIGITS),
+        "null" if price is None else json_usd(position.unrealized_pnl_usd(price)),
+        "null" if price is None else json_usd(position.notional_usd(price)),
+        to_json(format_duration(held)),
+    )
+    pieces = _position_template(position)
+    return "".join(piece for pair in zip(pieces, (*moving, ""), strict=True) for piece in pair)
+
+
+# Marks the slots of the values that move with the price; JSON escapes it in any real string.
+_SLOT: Final = RawJson("\x00")
+
+
+# A position stays the same object for many cycles while only its price moves: the rest of its
+# JSON is rendered once.
+@functools.lru_cache(maxsize=256)
+def _position_template(position: Position) -> tuple[str, ...]:
+    plan = position.exit_plan
     document: dict[str, JsonValue] = {
         "coin": position.coin,
         "side": position.side,
         "quantity": json_number(position.quantity, QUANTITY_DIGITS),
         "entry_price": json_number(position.entry_price, PRICE_DIGITS),
-        "current_price": json_number(price, PRICE_DIGITS),
+        "current_price": _SLOT,
         "liquidation_price": json_number(position.liquidation_price, PRICE_DIGITS),
-        "unrealized_pnl_usd": (
-            json_usd(position.unrealized_pnl_usd(price)) if price is not None else None
-        ),
+        "unrealized_pnl_usd": _SLOT,
         "leverage": position.leverage,
         "margin_usd": json_usd(position.margin_usd),
-        "notional_usd": json_usd(position.notional_usd(price)) if price is not None else None,
+        "notional_usd": _SLOT,
         "exit_plan": {
             "profit_target": json_number(plan.profit_target, PRICE_DIGITS),
             "stop_loss": json_number(plan.stop_loss, PRICE_DIGITS),
@@ -403,6 +421,6 @@ def _position_json(snapshot: MarketSnapshot, position: Position) -> JsonValue:
         "funding_paid_usd": json_usd(position.funding_usd),
         "justification": position.justification,
         "opened_at": f"{ensure_utc(position.opened_at):%Y-%m-%d %H:%M UTC}",
-        "held_for": format_duration(held),
+        "held_for": _SLOT,
     }
-    return document
+    return tuple(to_json(document).split(_SLOT))

@@ -231,7 +231,9 @@ class CycleEngine:
             if isinstance(market, BarSource) and market.base_timeframe == config.exit_timeframe
             else None
         )
-        self._pending_slots: list[tuple[AgentSlot, PaperAccount, AgentCycleRecord]] = []
+        # Batched writes (backtests), in the order things happened: an exit may close a
+        # position whose entry is still waiting here.
+        self._pending: list[AgentCycleRecord | AccountEventsRecord] = []
 
     # -- the monitor ------------------------------------------------------------------------
 
@@ -288,20 +290,19 @@ class CycleEngine:
         if trial is not None and (fills or funding):
             for coin in slot.account.positions:
                 last_prices.setdefault(coin, slot.account.positions[coin].entry_price)
-            # Writes keep the order of events: the entries these exits close may still be
-            # waiting in the batch.
-            self.flush()
-            self.store.record_events(
-                AccountEventsRecord(
-                    agent=slot.name,
-                    at=horizon,
-                    books=trial.state(),
-                    view=trial.view(last_prices, horizon),
-                    fills=tuple(fills),
-                    closed_trades=tuple(closed),
-                    funding=tuple(funding),
-                )
+            events = AccountEventsRecord(
+                agent=slot.name,
+                at=horizon,
+                books=trial.state(),
+                view=trial.view(last_prices, horizon),
+                fills=tuple(fills),
+                closed_trades=tuple(closed),
+                funding=tuple(funding),
             )
+            if self._batch_records:
+                self._hold(events)
+            else:
+                self.store.record_events(events)
             slot.account = trial
         slot.checked_until = horizon
         return len(fills)
@@ -410,11 +411,16 @@ class CycleEngine:
         return summary
 
     def flush(self) -> None:
-        """Write the agent-cycles held back by batching (a backtest calls this at the end)."""
-        if not self._pending_slots:
+        """Write the cycles and monitor events held back by batching (a backtest's last step)."""
+        if not self._pending:
             return
-        self.store.record_cycles([record for _, _, record in self._pending_slots])
-        self._pending_slots.clear()
+        self.store.record_cycles(self._pending)
+        self._pending.clear()
+
+    def _hold(self, record: AgentCycleRecord | AccountEventsRecord) -> None:
+        self._pending.append(record)
+        if len(self._pending) >= _BATCH_RECORDS:
+            self.flush()
 
     def _commit(self, records: list[tuple[AgentSlot, PaperAccount, AgentCycleRecord]]) -> None:
         if self._batch_records:
@@ -422,9 +428,7 @@ class CycleEngine:
             # records land in larger transactions (each agent-cycle still whole).
             for slot, trial, record in records:
                 self._advance(slot, trial, record)
-            self._pending_slots.extend(records)
-            if len(self._pending_slots) >= _BATCH_RECORDS:
-                self.flush()
+                self._hold(record)
             return
         for slot, trial, record in records:
             if self.store.record_cycle(record):

@@ -13,7 +13,14 @@ from app.db.repository import AgentIdentity, SqlCycleStore
 from app.db.session import make_engine
 from app.decisions import TradeDecision
 from app.domain import ExitPlan, Fill, OrderIntent
-from app.ports import AgentCycleRecord, ChatMessage, ChatResult, DecisionRecord, StrategyAnswer
+from app.ports import (
+    AccountEventsRecord,
+    AgentCycleRecord,
+    ChatMessage,
+    ChatResult,
+    DecisionRecord,
+    StrategyAnswer,
+)
 from app.trading.paper import Execution, PaperAccount, PaperCosts
 
 AT = datetime(2025, 10, 18, 0, 0, tzinfo=UTC)
@@ -98,3 +105,76 @@ def test_restore_gives_back_the_books_and_open_positions_exactly(engine: Engine)
     assert books == account.state()
     assert books.positions["BTC"].margin_usd == pytest.approx(10.01)
     assert books.cash_usd == pytest.approx(1_000.0 - 10.01 - 0.025025)
+
+
+def _entry_then_exit() -> tuple[PaperAccount, PaperAccount, Fill, Execution]:
+    """Open 0.5 BTC long at 100 (5x), then close it at 110; returns the books after each step."""
+    account = PaperAccount(1_000.0, costs=COSTS)
+    plan = ExitPlan(profit_target=120.0, stop_loss=90.0, invalidation_condition="x")
+    opened = account.execute(
+        OrderIntent(
+            coin="BTC", action="open", side="long", quantity=0.5, leverage=5, exit_plan=plan
+        ),
+        reference_price=100.0,
+        at=AT + timedelta(minutes=3),
+    )
+    assert isinstance(opened, Execution)
+    after_entry = PaperAccount.restore(account.state(), costs=COSTS)
+    closed = account.execute(
+        OrderIntent(coin="BTC", action="close", side="long", quantity=0.5, leverage=5),
+        reference_price=110.0,
+        at=AT + timedelta(minutes=4),
+    )
+    assert isinstance(closed, Execution) and closed.closed_trade is not None
+    return after_entry, account, opened.fill, closed
+
+
+def _events(account: PaperAccount, closed: Execution) -> AccountEventsRecord:
+    at = AT + timedelta(minutes=4)
+    assert closed.closed_trade is not None
+    return AccountEventsRecord(
+        agent="a",
+        at=at,
+        books=account.state(),
+        view=account.view({"BTC": 110.0}, at),
+        fills=(closed.fill,),
+        closed_trades=(closed.closed_trade,),
+    )
+
+
+@pytest.mark.parametrize("with_duplicate", [False, True], ids=["one-pass", "one-by-one"])
+def test_a_batch_writes_cycles_and_monitor_events_in_their_order(
+    engine: Engine, with_duplicate: bool
+) -> None:
+    """A backtest's batch: the cycle that opens a position, the monitor's exit that closes it,
+    then a later cycle. The exit must find the position its entry opened in the same batch;
+    with an already-recorded cycle in front, the records go one by one and still keep order."""
+    store = store_for(engine)
+    assert store.record_cycles([record(AT, PaperAccount(1_000.0, costs=COSTS))]) == 1
+    after_entry, after_exit, entry, closed = _entry_then_exit()
+    batch: list[AgentCycleRecord | AccountEventsRecord] = [
+        record(AT + timedelta(minutes=3), after_entry, fills=(entry,)),
+        _events(after_exit, closed),
+        record(AT + timedelta(minutes=6), after_exit),
+    ]
+    if with_duplicate:
+        batch.insert(0, record(AT, PaperAccount(1_000.0, costs=COSTS)))
+
+    assert store.record_cycles(batch) == 2
+
+    with engine.connect() as connection:
+        positions = connection.execute(select(models.Position.id, models.Position.status)).all()
+        fills = connection.execute(
+            select(models.Fill.reason, models.Fill.position_id, models.Fill.cycle_id).order_by(
+                models.Fill.id
+            )
+        ).all()
+    assert len(positions) == 1 and positions[0].status == "closed"
+    assert [(f.reason, f.position_id) for f in fills] == [
+        ("entry", positions[0].id),
+        (closed.fill.reason, positions[0].id),
+    ]
+    assert fills[0].cycle_id is not None and fills[1].cycle_id is None
+    assert count(engine, models.Cycle) == 3
+    assert count(engine, models.AccountSnapshot) == 4
+    assert store.restore("a").books == after_exit.state()

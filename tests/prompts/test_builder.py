@@ -168,6 +168,42 @@ def test_prompt_shows_positions_as_json_with_their_exit_plan() -> None:
     assert doge["unrealized_pnl_usd"] == 37.07
 
 
+def test_position_json_survives_any_justification_and_follows_the_price() -> None:
+    """A model's free text (quotes, a newline, a NUL) stays valid JSON; the same position at a
+    later cycle shows the new price and time held while its other fields stay put."""
+    account = golden.account()
+    odd = 'said "go"\nthen\x00left {}'
+    doge = dataclasses.replace(account.positions["DOGE"], justification=odd)
+    account = dataclasses.replace(account, positions={**account.positions, "DOGE": doge})
+    snapshot = golden.snapshot()
+    cheaper = dataclasses.replace(snapshot.coins["DOGE"], last_price=0.2)
+    later = dataclasses.replace(
+        snapshot, at=snapshot.at + timedelta(minutes=9), coins={**snapshot.coins, "DOGE": cheaper}
+    )
+
+    def doge_json(text: str) -> dict[str, object]:
+        line = next(line for line in text.splitlines() if line.startswith('{"coin": "DOGE"'))
+        return json.loads(line)  # type: ignore[no-any-return]
+
+    now, then = (
+        doge_json(user_text(account=account)),
+        doge_json(user_text(account=account, snapshot=later)),
+    )
+
+    assert now["justification"] == odd
+    assert (now["held_for"], then["held_for"]) == ("1h 51m", "2h 0m")
+    # Short 15000 DOGE from 0.2051, now at 0.2: PnL (0.2051 - 0.2) x 15000 = 76.50, notional 3000.
+    assert (then["current_price"], then["unrealized_pnl_usd"], then["notional_usd"]) == (
+        0.2,
+        76.5,
+        3000.0,
+    )
+    moving = {"held_for", "current_price", "unrealized_pnl_usd", "notional_usd"}
+    assert {k: v for k, v in now.items() if k not in moving} == {
+        k: v for k, v in then.items() if k not in moving
+    }
+
+
 def test_prompt_is_the_same_whatever_the_order_of_the_account_positions() -> None:
     account = golden.account()
     reordered = dataclasses.replace(account, positions=dict(reversed(account.positions.items())))
