@@ -14,6 +14,7 @@ from app.errors import ConfigError
 
 BUSY_TIMEOUT_MS = 10_000
 PAGE_SIZE_BYTES = 16_384
+CACHE_SIZE_KB = 65_536  # per connection, an upper bound: pages are taken as they are read
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -44,6 +45,10 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         # WAL with NORMAL is still crash-safe for the database; at most the last commit is lost
         # on power failure, never a half-written one.
         cursor.execute("PRAGMA synchronous=NORMAL")
+        # SQLite's default 2 MB page cache holds little of a database that grows by megabytes a
+        # day: index pages of the busy tables then come from the OS on every write (measured: a
+        # replayed backtest over a 200 MB file ran about 10% faster with 64 MB, noisy machine).
+        cursor.execute(f"PRAGMA cache_size=-{CACHE_SIZE_KB}")
     finally:
         cursor.close()
 

@@ -48,6 +48,7 @@ def test_sqlite_opens_with_wal_foreign_keys_and_busy_timeout(db_url: str) -> Non
         assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
         assert connection.execute(text("PRAGMA busy_timeout")).scalar() >= 1000
+        assert connection.execute(text("PRAGMA cache_size")).scalar() == -65_536
 
 
 def test_database_folder_is_created_on_demand(tmp_path) -> None:
