@@ -39,10 +39,12 @@ def test_secret_is_masked_in_tracebacks() -> None:
 
 
 def test_key_shapes_are_masked_even_when_not_configured() -> None:
+    # Key-shaped fakes, assembled so no scanner mistakes the source for leaked keys.
+    deepseek_shaped = "sk-" + "0123456789abcdef" * 2
+    modelscope_shaped = "ms-" + "-".join(("12345678", "1234", "1234", "1234", "123456789abc"))
     text = (
         "Authorization: Bearer abcdefghijklmnop "
-        "sk-0123456789abcdef0123456789abcdef "
-        "ms-12345678-1234-1234-1234-123456789abc api_key=zzzzzzzzzzzz"
+        f"{deepseek_shaped} {modelscope_shaped} api_key=zzzzzzzzzzzz"
     )
     masked = mask_secrets(text)
     for secret in ("abcdefghijklmnop", "sk-0123", "ms-1234", "zzzzzzzzzzzz"):
