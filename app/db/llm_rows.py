@@ -52,15 +52,6 @@ def decompress_text(blob: bytes | None) -> str:
     return zlib.decompress(blob).decode("utf-8")
 
 
-def messages_json(messages: Sequence[ChatMessage]) -> str:
-    """Return messages as canonical JSON (the form stored and hashed)."""
-    return json.dumps(
-        [{"role": m.role, "content": m.content} for m in messages],
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
-
-
 # Shared texts shorter than this are not worth a reference.
 _MIN_SHARED_CHARS: Final = 256
 
@@ -190,7 +181,7 @@ def decode_messages(blob: bytes | None, load_part: Callable[[str], str]) -> list
 
 
 def prompt_hash(messages: Sequence[ChatMessage]) -> str:
-    """Return the sha256 of the messages' canonical JSON."""
+    """Return the sha256 of the messages' canonical JSON (compact, `[{"role", "content"}, ...]`)."""
     return pairs_hash(tuple((m.role, m.content) for m in messages))
 
 
