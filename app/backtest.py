@@ -5,12 +5,17 @@ Look-ahead is ruled out by construction: a cycle at `t` sees only candles closed
 exits between cycles are applied from the candles that follow. Indicators are computed once over
 the whole history; each cycle only slices. LLM answers go through the response cache
 (`cached` by default; `replay` never calls a model).
+
+The composition root (`app.wiring.build_backtest`) loads the data, plans the cycles
+(`plan_backtest`) and builds the engine; `Backtest.run()` replays the plan and reads the
+leaderboard back from the run's records.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -20,9 +25,11 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from app.config import AgentConfig, LlmMode, Settings
-from app.domain import MarketSnapshot, ensure_utc, timeframe_to_timedelta
+from app.config import AgentConfig, Settings
+from app.db.session import Database
+from app.domain import LlmMode, MarketSnapshot, ensure_utc, timeframe_to_timedelta
 from app.errors import ConfigError
+from app.llm.runtime import LlmRuntime
 from app.market.dataset import DataSet
 from app.market.historical import HistoricalMarketData
 from app.reports import (
@@ -34,18 +41,7 @@ from app.reports import (
     write_json,
     write_trades_csv,
 )
-from app.trading.engine import AgentSlot, CycleEngine, RunningSharpe
-from app.trading.paper import PaperAccount
-from app.wiring import (
-    Database,
-    agent_identities,
-    build_strategies,
-    cycle_store,
-    engine_config,
-    historical_market,
-    load_market_data,
-    require_keys,
-)
+from app.trading.engine import AgentSlot, CycleEngine
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +109,9 @@ class _NoProgress:
 
 
 @dataclass(frozen=True, slots=True)
-class _Plan:
+class BacktestPlan:
+    """The replayed market and the cycle times of one backtest."""
+
     market: HistoricalMarketData
     data: DataSet
     interval: str
@@ -127,13 +125,8 @@ def _ceil_time(moment: datetime, step: timedelta) -> datetime:
     return epoch + buckets * step
 
 
-def plan_backtest(
-    settings: Settings, options: BacktestOptions, database: Database | None = None
-) -> _Plan:
-    """Load the data and work out the cycle times; raise `ConfigError` on unusable input."""
-    if not options.data:
-        raise ConfigError("give the candle files or folders to replay with --data PATH")
-    data = load_market_data(options.data, coins=options.symbols, database=database)
+def plan_backtest(settings: Settings, options: BacktestOptions, data: DataSet) -> BacktestPlan:
+    """Work out the cycle times over the loaded data; raise `ConfigError` on unusable input."""
     data = _in_prompt_order(data, options.symbols or tuple(settings.symbols))
     base_step = timeframe_to_timedelta(data.timeframe)
     if options.interval is None:
@@ -154,7 +147,7 @@ def plan_backtest(
                 f"use --interval {data.timeframe} or a multiple of it, or give finer candles"
             )
     step = timeframe_to_timedelta(interval)
-    market = historical_market(
+    market = HistoricalMarketData.from_data_set(
         data, intraday_timeframe=interval, context_timeframe=settings.schedule.context_timeframe
     )
     ready = market.first_ready_at()
@@ -186,7 +179,7 @@ def plan_backtest(
         )
     count = int((end - start) / step) + 1
     times = tuple(start + i * step for i in range(count))
-    return _Plan(market=market, data=data, interval=interval, step=step, times=times)
+    return BacktestPlan(market=market, data=data, interval=interval, step=step, times=times)
 
 
 def _in_prompt_order(data: DataSet, order: Sequence[str]) -> DataSet:
@@ -196,7 +189,9 @@ def _in_prompt_order(data: DataSet, order: Sequence[str]) -> DataSet:
     return replace(data, candles={coin: data.candles[coin] for coin in coins})
 
 
-def _fill_prices(market: HistoricalMarketData) -> Any:
+def fill_prices_of(market: HistoricalMarketData) -> Any:
+    """Return the engine's fill prices: the open of the candle that starts at the cycle's time."""
+
     def prices(snapshot: MarketSnapshot) -> dict[str, float | None]:
         found: dict[str, float | None] = {}
         for coin in snapshot.coins:
@@ -226,122 +221,99 @@ def buy_and_hold_series(
     return pd.Series(values, index=pd.DatetimeIndex(list(times)), name="buy_and_hold")
 
 
-async def run_backtest(
-    settings: Settings,
-    options: BacktestOptions,
-    *,
-    database: Database,
-    progress: Progress | None = None,
-    run_id: str | None = None,
-) -> BacktestResult:
-    """Replay the data through the cycle engine and return the leaderboard."""
-    progress = progress or _NoProgress()
-    if not options.agents:
-        raise ConfigError(
-            "no agents: pass --agent NAME=PROVIDER:MODEL or list agents in arena.toml"
-        )
-    if options.llm_mode != "replay":
-        require_keys(
-            settings,
-            options.agents,
-            hint="or re-run with --llm-mode replay to use only answers stored by an earlier run",
-        )
-    plan = plan_backtest(settings, options, database)
-    run_id = run_id or f"backtest-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
-    store = cycle_store(database, run_id=run_id)
-    first = plan.times[0]
-    store.register_agents(agent_identities(options.agents, cash_usd=options.cash_usd), at=first)
-    store.track_done_cycles_in_memory()
-    config = engine_config(
-        settings,
-        coins=plan.market.coins,
-        interval=plan.step,
-        exit_timeframe=plan.data.timeframe,
-        fee_bps=options.fee_bps,
-        slippage_bps=options.slippage_bps,
-    )
-    strategies, runtime = build_strategies(
-        options.agents, settings, database=database, llm_mode=options.llm_mode
-    )
-    slots = [
-        AgentSlot(
-            name=agent.name,
-            strategy=strategies[agent.name],
-            account=PaperAccount(agent.starting_cash_usd or options.cash_usd, costs=config.costs),
-            sharpe=RunningSharpe(plan.step),
-            checked_until=first,
-        )
-        for agent in options.agents
-    ]
-    clock_at = [first]
-    engine = CycleEngine(
-        market=plan.market,
-        store=store,
-        agents=slots,
-        config=config,
-        clock=lambda: clock_at[0],
-        fill_prices=_fill_prices(plan.market),
-        rules=await plan.market.market_rules(),
-        batch_records=True,
-    )
-    started = datetime.now(UTC)
-    progress.start(len(plan.times))
-    try:
-        for moment in plan.times:
-            clock_at[0] = moment
-            report = await engine.run_cycle(moment)
-            stopped = [slot for slot in slots if slot.disabled_reason is not None]
-            if stopped:
-                # A backtest with an agent that stopped answering compares nothing: say why.
-                raise ConfigError(
-                    f"agent {stopped[0].name} stopped at {moment:%Y-%m-%d %H:%M}: "
-                    f"{stopped[0].disabled_reason}"
+class SimulatedClock:
+    """A backtest's clock: the time of the cycle being replayed (the engine's fill time)."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def new_run_id(started_at: datetime) -> str:
+    """Return a fresh backtest run id (the time it started and a random suffix)."""
+    return f"backtest-{started_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class Backtest:
+    """A backtest built and ready: the plan, the engine over its agents, where it records."""
+
+    run_id: str
+    options: BacktestOptions
+    plan: BacktestPlan
+    engine: CycleEngine
+    slots: Sequence[AgentSlot]
+    database: Database
+    clock: SimulatedClock
+    runtime: LlmRuntime | None = None
+
+    async def run(self, progress: Progress | None = None) -> BacktestResult:
+        """Replay every cycle of the plan, then return the leaderboard (and write the report)."""
+        progress = progress or _NoProgress()
+        plan, engine = self.plan, self.engine
+        started = time.perf_counter()
+        progress.start(len(plan.times))
+        try:
+            for moment in plan.times:
+                self.clock.now = moment
+                report = await engine.run_cycle(moment)
+                stopped = [slot for slot in self.slots if slot.disabled_reason is not None]
+                if stopped:
+                    # A backtest with an agent that stopped answering compares nothing: say why.
+                    raise ConfigError(
+                        f"agent {stopped[0].name} stopped at {moment:%Y-%m-%d %H:%M}: "
+                        f"{stopped[0].disabled_reason}"
+                    )
+                progress.advance(
+                    1,
+                    llm_calls=sum(a.llm_calls for a in report.agents),
+                    cache_hits=sum(a.cache_hits for a in report.agents),
                 )
-            progress.advance(
-                1,
-                llm_calls=sum(a.llm_calls for a in report.agents),
-                cache_hits=sum(a.cache_hits for a in report.agents),
-            )
-        engine.flush()
-    finally:
-        progress.stop()
-        if runtime is not None:
-            await runtime.aclose()
-    elapsed = (datetime.now(UTC) - started).total_seconds()
-    rows = tuple(leaderboard(database.engine, run_id))
-    benchmark = buy_and_hold_series(plan.market, plan.times, cash_usd=options.cash_usd)
-    final = benchmark.dropna()
-    hodl_pct = float((final.iloc[-1] / options.cash_usd - 1.0) * 100.0) if len(final) else 0.0
-    funded = [coin for coin in plan.market.coins if plan.data.funding.get(coin) is not None]
-    funding_note = (
-        f"funding charged from files for {', '.join(funded)}"
-        if funded
-        else "no funding files given: funding is not charged in this backtest"
-    )
-    summary = backtest_summary(
-        start=plan.times[0],
-        end=plan.times[-1],
-        cycles=len(plan.times),
-        symbols=plan.market.coins,
-        buy_and_hold_return_pct=hodl_pct,
-        rows=rows,
-    )
-    result = BacktestResult(
-        run_id=run_id,
-        start=plan.times[0],
-        end=plan.times[-1],
-        cycles=len(plan.times),
-        symbols=plan.market.coins,
-        interval=plan.interval,
-        rows=rows,
-        buy_and_hold_return_pct=hodl_pct,
-        funding_note=funding_note,
-        summary=summary,
-        elapsed_s=elapsed,
-    )
-    if options.report_dir is not None:
-        write_report(options.report_dir, result, database=database, benchmark=benchmark)
-    return result
+            engine.flush()
+        finally:
+            progress.stop()
+            if self.runtime is not None:
+                await self.runtime.aclose()
+        return self._result(elapsed_s=time.perf_counter() - started)
+
+    def _result(self, *, elapsed_s: float) -> BacktestResult:
+        plan, options = self.plan, self.options
+        rows = tuple(leaderboard(self.database.engine, self.run_id))
+        benchmark = buy_and_hold_series(plan.market, plan.times, cash_usd=options.cash_usd)
+        final = benchmark.dropna()
+        hodl_pct = float((final.iloc[-1] / options.cash_usd - 1.0) * 100.0) if len(final) else 0.0
+        funded = [coin for coin in plan.market.coins if plan.data.funding.get(coin) is not None]
+        funding_note = (
+            f"funding charged from files for {', '.join(funded)}"
+            if funded
+            else "no funding files given: funding is not charged in this backtest"
+        )
+        summary = backtest_summary(
+            start=plan.times[0],
+            end=plan.times[-1],
+            cycles=len(plan.times),
+            symbols=plan.market.coins,
+            buy_and_hold_return_pct=hodl_pct,
+            rows=rows,
+        )
+        result = BacktestResult(
+            run_id=self.run_id,
+            start=plan.times[0],
+            end=plan.times[-1],
+            cycles=len(plan.times),
+            symbols=plan.market.coins,
+            interval=plan.interval,
+            rows=rows,
+            buy_and_hold_return_pct=hodl_pct,
+            funding_note=funding_note,
+            summary=summary,
+            elapsed_s=elapsed_s,
+        )
+        if options.report_dir is not None:
+            write_report(options.report_dir, result, database=self.database, benchmark=benchmark)
+        return result
 
 
 def write_report(

@@ -126,12 +126,13 @@ def show_quota(
     import asyncio
     from datetime import UTC, datetime
 
-    from app.db.session import make_engine, make_session_factory
-    from app.llm import quota_report as quota
+    from app import quota_report as quota
+    from app.llm.openai_compat import ClientPool
+    from app.wiring import open_database, quota_targets, quota_tracker
 
     settings = get_settings()
-    migrate_database(settings)
-    session_factory = make_session_factory(make_engine(settings.database.url))
+    database = open_database(settings)
+    session_factory = database.sessions
     probes: list[quota.ProbeResult] = []
     if probe:
         count = len(quota.configured_models(settings.agents))
@@ -139,7 +140,19 @@ def show_quota(
             f"[yellow]--probe spends quota:[/] one request to each of {count} model(s) "
             "(on ModelScope even a rejected request counts)."
         )
-        probes = asyncio.run(quota.probe_models(settings, session_factory, now=datetime.now(UTC)))
+
+        async def spend_probes() -> list[quota.ProbeResult]:
+            clients = ClientPool()
+            try:
+                return await quota.probe_models(
+                    quota_targets(settings, clients),
+                    quota_tracker(database),
+                    now=datetime.now(UTC),
+                )
+            finally:
+                await clients.aclose()
+
+        probes = asyncio.run(spend_probes())
     report = quota.quota_report(settings, session_factory, now=datetime.now(UTC))
     if as_json:
         print_json(quota.report_json(settings, report, probes))
@@ -326,7 +339,7 @@ def run_command(
     """Run the live arena: a decision cycle every interval, exits checked in between."""
     import asyncio
 
-    from app.live import run_arena
+    from app.wiring import run_arena
 
     settings = get_settings()
     if at is not None and not once:
@@ -351,8 +364,7 @@ def start_command(
     """The main job: the live arena when a model key is set, else an offline first look."""
     import asyncio
 
-    from app.live import run_arena
-    from app.wiring import llm_agents, missing_keys
+    from app.wiring import llm_agents, missing_keys, run_arena
 
     settings = get_settings()
     agents = list(settings.agents)
@@ -366,9 +378,9 @@ def _first_look(settings: Settings, data: list[Path] | None) -> None:
     """Backtest the baselines offline and say how to bring a model in."""
     import asyncio
 
-    from app.backtest import BacktestOptions, run_backtest
+    from app.backtest import BacktestOptions
     from app.market.sample import SAMPLE_LABEL, write_sample_data
-    from app.wiring import open_database
+    from app.wiring import open_database, run_backtest
 
     paths, label = _first_look_data(data)
     stderr.print(
@@ -464,8 +476,8 @@ def backtest_command(
     """Replay history through the same cycle code, with cached LLM answers."""
     import asyncio
 
-    from app.backtest import BacktestOptions, run_backtest
-    from app.wiring import open_database
+    from app.backtest import BacktestOptions
+    from app.wiring import open_database, run_backtest
 
     settings = get_settings()
     if llm_mode not in ("live", "cached", "replay"):
@@ -766,7 +778,8 @@ def data_download(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from app.market.download import download_candles, parse_time
+    from app.market.download import parse_time
+    from app.wiring import download, open_database
 
     start = parse_time(since, option="--since")
     end = parse_time(until, option="--until") if until else datetime.now(UTC)
@@ -776,7 +789,7 @@ def data_download(
         if symbols
         else list(settings.symbols)
     )
-    migrate_database(settings)
+    database = open_database(settings)
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=stderr
     ) as bar:
@@ -786,8 +799,9 @@ def data_download(
             return lambda found: bar.advance(task, found)
 
         results = asyncio.run(
-            download_candles(
+            download(
                 settings,
+                database,
                 coins=coins,
                 timeframe=timeframe,
                 start=start,

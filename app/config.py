@@ -14,9 +14,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -25,12 +33,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from app.domain import ALPHA_ARENA_COINS, timeframe_to_timedelta
+from app.domain import ALPHA_ARENA_COINS, LlmMode, timeframe_to_timedelta
 from app.errors import ConfigError
-
-Provider = Literal["modelscope", "deepseek", "dashscope", "openai", "baseline"]
-PROVIDERS: Final[tuple[str, ...]] = ("modelscope", "deepseek", "dashscope", "openai", "baseline")
-LlmMode = Literal["live", "cached", "replay"]
+from app.providers import AGENT_PROVIDERS, PROVIDERS
 
 DEFAULT_MODELSCOPE_MODEL: Final = "Qwen/Qwen3-235B-A22B-Instruct-2507"
 DEFAULT_CONFIG_FILE: Final = "arena.toml"
@@ -43,7 +48,8 @@ class AgentConfig(BaseModel):
     """One competitor: a name, a provider and a model (plus models to fall back to)."""
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
-    provider: Provider
+    # A registered model provider (`app.providers.PROVIDERS`) or `baseline`.
+    provider: str
     model: str = Field(min_length=1)
     fallback_models: list[str] = Field(default_factory=list)
     starting_cash_usd: float | None = Field(default=None, gt=0)
@@ -61,10 +67,10 @@ class AgentConfig(BaseModel):
                 "(e.g. qwen=modelscope:Qwen/Qwen3-235B-A22B-Instruct-2507)"
             )
         provider = provider.strip().lower()
-        if provider not in PROVIDERS:
+        if provider not in AGENT_PROVIDERS:
             raise ValueError(
                 f"agent spec {spec!r}: unknown provider {provider!r}; "
-                f"use one of {', '.join(PROVIDERS)}"
+                f"use one of {', '.join(AGENT_PROVIDERS)}"
             )
         chain = [model.strip() for model in models.split("|") if model.strip()]
         return cls.model_validate(
@@ -75,6 +81,16 @@ class AgentConfig(BaseModel):
                 "fallback_models": chain[1:],
             }
         )
+
+    @field_validator("provider", mode="before")
+    @classmethod
+    def _check_provider(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip().lower()
+            if value not in AGENT_PROVIDERS:
+                known = ", ".join(AGENT_PROVIDERS)
+                raise ValueError(f"unknown provider {value!r}; use one of {known}")
+        return value
 
     @property
     def models(self) -> list[str]:
@@ -180,9 +196,7 @@ def _split_list(value: Any) -> Any:
     return value
 
 
-class Settings(BaseSettings):
-    """All settings of the arena. Build it with `load_settings()`."""
-
+class _SettingsBase(BaseSettings):
     model_config = SettingsConfigDict(
         env_nested_delimiter="_",
         env_nested_max_split=1,
@@ -190,6 +204,29 @@ class Settings(BaseSettings):
         extra="ignore",
         case_sensitive=False,
     )
+
+
+def _endpoint_field(default_base_url: str) -> Any:
+    return Field(default_factory=lambda: ProviderSettings(base_url=default_base_url))
+
+
+# One `ProviderSettings` field per registered provider (`modelscope`, `deepseek`...), so
+# `MODELSCOPE_API_KEY` is `modelscope.api_key`; the registry is the only list of them.
+if TYPE_CHECKING:
+    _WithProviders = _SettingsBase
+else:
+    _WithProviders = create_model(
+        "_WithProviders",
+        __base__=_SettingsBase,
+        **{
+            name: (ProviderSettings, _endpoint_field(traits.default_base_url))
+            for name, traits in PROVIDERS.items()
+        },
+    )
+
+
+class Settings(_WithProviders):
+    """All settings of the arena. Build it with `load_settings()`."""
 
     arena_config: str = DEFAULT_CONFIG_FILE
     symbols: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(ALPHA_ARENA_COINS))
@@ -202,18 +239,6 @@ class Settings(BaseSettings):
     risk: RiskSettings = Field(default_factory=RiskSettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     llm: LlmSettings = Field(default_factory=LlmSettings)
-    modelscope: ProviderSettings = Field(
-        default_factory=lambda: ProviderSettings(base_url="https://api-inference.modelscope.cn/v1")
-    )
-    deepseek: ProviderSettings = Field(
-        default_factory=lambda: ProviderSettings(base_url="https://api.deepseek.com")
-    )
-    dashscope: ProviderSettings = Field(
-        default_factory=lambda: ProviderSettings(
-            base_url="https://dashscope.aliyuncs.com/compatible-mode/v1"
-        )
-    )
-    openai: ProviderSettings = Field(default_factory=ProviderSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
@@ -266,7 +291,7 @@ class Settings(BaseSettings):
 
     def provider_settings(self, provider: str) -> ProviderSettings:
         """Return the credentials and endpoint of `provider`."""
-        if provider not in ("modelscope", "deepseek", "dashscope", "openai"):
+        if provider not in PROVIDERS:
             raise ConfigError(f"provider {provider!r} has no API settings")
         settings: ProviderSettings = getattr(self, provider)
         return settings
@@ -274,7 +299,7 @@ class Settings(BaseSettings):
     def secret_values(self) -> list[str]:
         """Return every configured secret (for the log filter that masks them)."""
         values: list[str] = []
-        for provider in ("modelscope", "deepseek", "dashscope", "openai"):
+        for provider in PROVIDERS:
             key = self.provider_settings(provider).api_key
             if key is not None and key.get_secret_value():
                 values.append(key.get_secret_value())

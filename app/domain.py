@@ -7,10 +7,12 @@ datetimes. Nothing here performs I/O or reads the clock.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Final, Literal
 
 import numpy as np
@@ -32,6 +34,10 @@ EXIT_REASONS: Final[tuple[FillReason, ...]] = (
 
 # The six coins nof1's Alpha Arena traded, in the order its prompts list them.
 ALPHA_ARENA_COINS: Final[tuple[str, ...]] = ("BTC", "ETH", "SOL", "BNB", "XRP", "DOGE")
+
+# A candle frame: these columns, indexed by the candles' UTC open times under this name.
+CANDLE_COLUMNS: Final[tuple[str, ...]] = ("open", "high", "low", "close", "volume")
+CANDLE_INDEX_NAME: Final = "open_time"
 
 _TIMEFRAME_RE: Final = re.compile(r"^(\d+)([smhdw])$")
 _TIMEFRAME_UNIT_SECONDS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -57,6 +63,17 @@ def ensure_utc(moment: datetime) -> datetime:
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)
+
+
+def quota_day(at: datetime) -> date:
+    """Return the quota day `at` falls in (quotas are counted per UTC day)."""
+    return at.astimezone(UTC).date()
+
+
+def next_quota_day_at(at: datetime) -> datetime:
+    """Return when the quota day after the one holding `at` begins."""
+    day = quota_day(at)
+    return datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
 
 
 def floor_time(moment: datetime, step: timedelta) -> datetime:
@@ -285,6 +302,210 @@ class AccountView:
         return (self.equity_usd / self.starting_cash_usd - 1.0) * 100.0
 
 
+# -- accounts ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PaperCosts:
+    """What trading costs on the simulated exchange (fractions: 0.00045 = 4.5 bps)."""
+
+    fee_rate: float = 0.00045
+    slippage_rate: float = 0.0001
+    maintenance_margin_rate: float = 0.005
+
+    def __post_init__(self) -> None:
+        if min(self.fee_rate, self.slippage_rate, self.maintenance_margin_rate) < 0:
+            raise ValueError("fee, slippage and maintenance margin rates must be >= 0")
+        if self.slippage_rate >= 1 or self.maintenance_margin_rate >= 1:
+            raise ValueError("slippage and maintenance margin rates are fractions below 1")
+
+
+def liquidation_price(
+    *, side: PositionSide, entry_price: float, leverage: int, maintenance_margin_rate: float
+) -> float:
+    """Return the isolated-margin liquidation price (docs/simulation.md gives the rule)."""
+    if side == "long":
+        return entry_price * (1.0 - 1.0 / leverage + maintenance_margin_rate)
+    return entry_price * (1.0 + 1.0 / leverage - maintenance_margin_rate)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountState:
+    """Everything needed to rebuild a `PaperAccount` exactly (what the repository persists)."""
+
+    starting_cash_usd: float
+    cash_usd: float
+    realized_pnl_usd: float = 0.0
+    fees_paid_usd: float = 0.0
+    funding_paid_usd: float = 0.0
+    positions: Mapping[str, Position] = field(default_factory=dict)
+
+    @classmethod
+    def from_ledger(
+        cls,
+        starting_cash_usd: float,
+        *,
+        fills: Iterable[Fill],
+        funding_payments: Iterable[FundingPayment],
+        open_positions: Iterable[Position],
+    ) -> AccountState:
+        """Derive the state from the fill and funding ledgers plus the open positions.
+
+        Cash is never stored here: it follows from the books' identity (cash = starting cash +
+        realized PnL - fees - funding - open margin), so a state rebuilt this way always balances
+        (up to float summation order).
+        """
+        positions = {p.coin: p for p in open_positions}
+        realized = fees = 0.0
+        for fill in fills:
+            realized += fill.realized_pnl_usd
+            fees += fill.fee_usd
+        funding = sum(payment.amount_usd for payment in funding_payments)
+        margin = sum(p.margin_usd for p in positions.values())
+        return cls(
+            starting_cash_usd=starting_cash_usd,
+            cash_usd=starting_cash_usd + realized - fees - funding - margin,
+            realized_pnl_usd=realized,
+            fees_paid_usd=fees,
+            funding_paid_usd=funding,
+            positions=positions,
+        )
+
+
+# -- model calls ------------------------------------------------------------------------------
+
+Role = Literal["system", "user", "assistant"]
+# How answers are had: `live` always asks the model, `cached` asks only when no answer to the same
+# request is stored, `replay` never asks (a request without a stored answer is an error).
+LlmMode = Literal["live", "cached", "replay"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """One message of a chat prompt."""
+
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """Token counts of one call, as the provider reported them (0 where it did not)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    reasoning_tokens: int = 0
+    total_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ChatOptions:
+    """Per-call options; the provider's traits decide which of them are actually sent."""
+
+    temperature: float | None = None
+    max_tokens: int | None = None
+    json_mode: bool = False
+    stream: bool | None = None
+    timeout_s: float | None = None
+    # None keeps the model's own default; True/False switch thinking where the provider can.
+    thinking: bool | None = None
+    # The whole call's time budget (every retry and fallback model), from when it starts: no
+    # request starts that cannot finish in time, and the last one's timeout is cut to what is left.
+    budget_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChatResult:
+    """What a model answered and what it cost."""
+
+    text: str
+    provider: str
+    model: str
+    reasoning: str = ""
+    finish_reason: str | None = None
+    usage: TokenUsage = field(default_factory=TokenUsage)
+    latency_s: float = 0.0
+    rate_limit_headers: Mapping[str, str] = field(default_factory=dict)
+    cache_hit: bool = False
+    # Every request made for this answer (failed ones first, then the one that answered); empty
+    # for a cache hit, which made none.
+    attempts: tuple[CallAttempt, ...] = ()
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallAttempt:
+    """One request inside a call: which model was tried and how it ended (for `llm_call` rows)."""
+
+    provider: str
+    model: str
+    outcome: str
+    error: str | None = None
+    latency_s: float = 0.0
+    status_code: int | None = None
+    rate_limit_headers: Mapping[str, str] = field(default_factory=dict)
+    usage: TokenUsage = field(default_factory=TokenUsage)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedFailure:
+    """A call that got no answer, as the response cache keeps it: `kind` names the error group.
+
+    A replay raises the same kind of error where the recorded run got none, so the agent holds
+    at the same cycles.
+    """
+
+    kind: str
+    message: str
+    provider: str
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaDelta:
+    """What some requests to one model on one quota day add to its `quota_usage` row."""
+
+    provider: str
+    model: str
+    day: date
+    at: datetime
+    calls: int = 0
+    successes: int = 0
+    failures: int = 0
+    rate_limited: int = 0
+    headers: Mapping[str, str] | None = None
+    last_status: str | None = None
+    last_error: str | None = None
+    exhausted_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExhaustedModel:
+    """A model found out of quota (or not served) earlier in its quota day: skipped until then."""
+
+    provider: str
+    model: str
+    not_served: bool
+    message: str
+
+
+def prompt_hash(messages: Sequence[ChatMessage]) -> str:
+    """Return the sha256 of the messages' canonical JSON (compact, `[{"role", "content"}, ...]`)."""
+    return pairs_hash(tuple((m.role, m.content) for m in messages))
+
+
+# The same prompt is hashed for the cache key of each model in a chain and again for its record.
+@functools.lru_cache(maxsize=32)
+def pairs_hash(pairs: tuple[tuple[str, str], ...]) -> str:
+    """Return `prompt_hash` of messages given as (role, content) pairs."""
+    canonical = json.dumps(
+        [{"role": role, "content": content} for role, content in pairs],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
 @dataclass(frozen=True, slots=True)
 class Bars:
     """A block of one coin's candles as arrays: open times (UTC epoch ns) and OHLC prices.
@@ -361,3 +582,27 @@ def datetime_to_ns(moment: datetime) -> int:
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
     delta = moment - epoch
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+
+
+def index_ns(frame: pd.DataFrame | pd.Series) -> npt.NDArray[np.int64]:
+    """Return a frame's DatetimeIndex as int64 nanoseconds since the epoch, whatever its unit."""
+    return np.asarray(pd.DatetimeIndex(frame.index).as_unit("ns").asi8)
+
+
+def empty_candles() -> pd.DataFrame:
+    """Return an empty candle frame: the usual columns and an empty UTC index."""
+    return pd.DataFrame(
+        {name: np.array([], dtype=float) for name in CANDLE_COLUMNS},
+        index=pd.DatetimeIndex([], tz="UTC", name=CANDLE_INDEX_NAME).as_unit("ns"),
+    )
+
+
+def candles_from_rows(times_ms: npt.ArrayLike, values: npt.ArrayLike) -> pd.DataFrame:
+    """Build a candle frame from open times in ms and rows of open, high, low, close, volume."""
+    times = np.asarray(times_ms, dtype=np.int64)
+    if len(times) == 0:
+        return empty_candles()
+    index = pd.DatetimeIndex(
+        pd.to_datetime(times, unit="ms", utc=True), name=CANDLE_INDEX_NAME
+    ).as_unit("ns")
+    return pd.DataFrame(np.asarray(values, dtype=float), index=index, columns=list(CANDLE_COLUMNS))

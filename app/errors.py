@@ -11,12 +11,9 @@ the entry points never see a ccxt, openai or SQLAlchemy exception.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from datetime import datetime
 
-if TYPE_CHECKING:
-    from datetime import datetime
-
-    from app.ports import CallAttempt
+from app.domain import CallAttempt
 
 
 class AppError(Exception):

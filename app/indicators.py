@@ -174,12 +174,6 @@ def _rsi_array(values: np.ndarray, period: int) -> np.ndarray:
     return out
 
 
-def true_range(high: pd.Series, low: pd.Series, close: pd.Series) -> pd.Series:
-    """Return the true range; NaN on the first bar, which has no previous close (as TA-Lib)."""
-    out = _true_range_array(_as_float_array(high), _as_float_array(low), _as_float_array(close))
-    return pd.Series(out, index=close.index, name="true_range")
-
-
 def _true_range_array(high_v: np.ndarray, low_v: np.ndarray, close_v: np.ndarray) -> np.ndarray:
     previous = np.full(close_v.shape[0], np.nan)
     previous[1:] = close_v[:-1]

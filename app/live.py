@@ -1,66 +1,16 @@
-"""`arena run`: the live arena, from settings to a running daemon (or one cycle with `--once`)."""
+"""`arena run`: the live arena (built by `app.wiring.build_live_arena`) and its cycle log lines."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 
-from app.config import AgentConfig, Settings
-from app.db.lock import DaemonLock, lock_path_for
-from app.db.models import LIVE_RUN_ID
-from app.domain import floor_time, timeframe_to_timedelta
-from app.errors import ConfigError
+from app.domain import floor_time
 from app.scheduler import Daemon, utc_now
-from app.trading.engine import AgentSlot, CycleEngine, CycleReport, EngineConfig
-from app.wiring import (
-    agent_identities,
-    build_strategies,
-    cycle_store,
-    engine_config,
-    interval_of,
-    live_market,
-    missing_keys,
-    open_database,
-    restore_slots,
-)
+from app.trading.engine import CycleEngine, CycleReport
 
 log = logging.getLogger(__name__)
-
-BASELINES_HINT = (
-    "or run the rule-based baselines, which need no key: "
-    "arena run --agent hodl=baseline:buy_and_hold --agent trend=baseline:ema_trend"
-)
-
-
-def runnable_agents(settings: Settings, agents: Sequence[AgentConfig]) -> list[AgentConfig]:
-    """Return the agents that can run; refuse to start when none can (no key, no baseline)."""
-    if not agents:
-        raise ConfigError(
-            "no agents configured: list them in arena.toml ([[agents]]) or pass "
-            "--agent NAME=PROVIDER:MODEL; " + BASELINES_HINT
-        )
-    missing = missing_keys(settings, agents)
-    lacking = {name for names in missing.values() for name in names}
-    ready = [agent for agent in agents if agent.name not in lacking]
-    parts = [
-        f"{key} (agent{'s' if len(names) > 1 else ''} {', '.join(names)})"
-        for key, names in missing.items()
-    ]
-    if not ready:
-        raise ConfigError(
-            f"no API key: set {'; '.join(parts)} in .env or the environment "
-            f"(cp .env.example .env, then fill in the key); {BASELINES_HINT}"
-        )
-    if missing:
-        log.warning(
-            "not starting %s: no API key (%s); the other agents run",
-            ", ".join(sorted(lacking)),
-            "; ".join(parts),
-        )
-    return ready
 
 
 def describe_report(report: CycleReport) -> str:
@@ -125,109 +75,8 @@ class LiveArena:
         finally:
             self.clock.pinned = None
 
-
-@asynccontextmanager
-async def open_arena(
-    settings: Settings,
-    agents: Sequence[AgentConfig],
-    *,
-    feed_clock: Callable[[], datetime] = utc_now,
-) -> AsyncIterator[LiveArena]:
-    """Build the live arena (lock, database, accounts restored, exchange) and tear it down.
-
-    `feed_clock` is the exchange's "now" (the real clock; a simulation passes its own).
-    """
-    agents = runnable_agents(settings, agents)
-    lock = DaemonLock(lock_path_for(settings.database.url))
-    lock.acquire()
-    try:
-        database = open_database(settings)
-        interval = interval_of(settings)
-        config = engine_config(
-            settings, coins=settings.symbols, interval=interval, exit_timeframe="1m"
-        )
-        store = cycle_store(database, run_id=LIVE_RUN_ID)
-        store.register_agents(
-            agent_identities(agents, cash_usd=settings.risk.starting_cash_usd), at=utc_now()
-        )
-        strategies, runtime = build_strategies(
-            agents, settings, database=database, llm_mode=settings.llm.cache_mode
-        )
-        slots = restore_slots(store, strategies, costs=config.costs, interval=interval)
-        settings, config = _keep_held_coins(settings, config, slots)
-        clock = ArenaClock()
-        market = live_market(settings, database, clock=feed_clock)
-        try:
-
-            async def fresh_prices() -> Mapping[str, float] | None:
-                # A replayed past cycle fills at its own prices, never at today's.
-                return None if clock.pinned is not None else await market.current_prices()
-
-            engine = CycleEngine(
-                market=market,
-                store=store,
-                agents=slots,
-                config=config,
-                clock=clock,
-                rules=await market.market_rules(),
-                fresh_prices=fresh_prices,
-            )
-            daemon = Daemon(
-                LoggingRunner(engine),
-                interval=interval,
-                monitor_interval=_monitor_interval(settings),
-            )
-            for slot in slots:
-                positions = ", ".join(slot.account.positions) or "no positions"
-                log.info(
-                    "agent %s: account restored (cash %.2f USD, %s, %d cycles so far)",
-                    slot.name,
-                    slot.account.cash_usd,
-                    positions,
-                    slot.invocations,
-                )
-            yield LiveArena(engine=engine, daemon=daemon, clock=clock)
-        finally:
-            await market.close()
-            if runtime is not None:
-                await runtime.aclose()
-    finally:
-        lock.release()
-
-
-async def run_arena(
-    settings: Settings,
-    agents: Sequence[AgentConfig],
-    *,
-    once: bool = False,
-    at: datetime | None = None,
-) -> int:
-    """Run the live arena until a signal (or one cycle with `once`); return the exit code."""
-    async with open_arena(settings, agents) as arena:
+    async def run(self, *, once: bool = False, at: datetime | None = None) -> int:
+        """Run until a signal (or one cycle with `once`); return the exit code."""
         if once:
-            return await arena.run_once(at)
-        return await arena.daemon.run_forever()
-
-
-def _keep_held_coins(
-    settings: Settings, config: EngineConfig, slots: Sequence[AgentSlot]
-) -> tuple[Settings, EngineConfig]:
-    """Keep coins removed from SYMBOLS in play while an agent still holds them.
-
-    Their positions need prices, exits and a way to be closed; once closed they drop out at the
-    next start.
-    """
-    held = {coin for slot in slots for coin in slot.account.positions}
-    extra = sorted(held - set(settings.symbols))
-    if not extra:
-        return settings, config
-    log.warning(
-        "%s no longer in SYMBOLS but still held: kept in play until those positions close",
-        ", ".join(extra),
-    )
-    coins = [*settings.symbols, *extra]
-    return settings.model_copy(update={"symbols": coins}), replace(config, coins=tuple(coins))
-
-
-def _monitor_interval(settings: Settings) -> timedelta:
-    return timeframe_to_timedelta(settings.schedule.monitor_interval)
+            return await self.run_once(at)
+        return await self.daemon.run_forever()

@@ -69,12 +69,6 @@ def periods_per_year(index: pd.DatetimeIndex) -> float | None:
     return _SECONDS_PER_YEAR / median_s
 
 
-def period_returns(equity: pd.Series) -> pd.Series:
-    """Return the simple per-period returns of an account-value series (first period dropped)."""
-    clean = _clean(equity)
-    return clean.pct_change().iloc[1:]
-
-
 def sharpe_ratio(equity: pd.Series) -> float | None:
     """Return the annualised Sharpe ratio of the series (risk-free rate 0), or None."""
     returns, per_year = _returns_and_periods(equity)
@@ -86,6 +80,48 @@ def sharpe_ratio(equity: pd.Series) -> float | None:
     if not spread > _NOISE * abs(mean):
         return None
     return _finite(mean / spread * math.sqrt(per_year))
+
+
+class RunningSharpe:
+    """`sharpe_ratio` of an evenly spaced account-value series, updated in O(1) per value.
+
+    The prompt shows each agent its Sharpe ratio every cycle; recomputing it from the whole series
+    would cost a long run more each cycle. The definition and the edge cases are `sharpe_ratio`'s
+    (a test checks them against each other on random series): simple returns, sample standard
+    deviation, annualised by the periods of `interval` in a year, risk-free rate 0; None with fewer
+    than two returns, without spread, or once a value was zero or negative.
+    """
+
+    def __init__(self, interval: timedelta) -> None:
+        self.periods_per_year = _SECONDS_PER_YEAR / interval.total_seconds()
+        self._last: float | None = None
+        self._count = 0
+        self._mean = 0.0
+        self._m2 = 0.0
+        self._broken = False
+
+    def add(self, equity_usd: float) -> None:
+        """Record the account value at the end of one more period (a non-finite one is skipped)."""
+        if not math.isfinite(equity_usd):
+            return
+        if equity_usd <= 0:
+            self._broken = True
+        if self._last is not None and not self._broken:
+            change = equity_usd / self._last - 1.0
+            self._count += 1
+            delta = change - self._mean
+            self._mean += delta / self._count
+            self._m2 += delta * (change - self._mean)
+        self._last = equity_usd
+
+    def value(self) -> float | None:
+        """Return the annualised Sharpe ratio so far, or None (see the class docstring)."""
+        if self._broken or self._count < 2:
+            return None
+        spread = math.sqrt(max(self._m2, 0.0) / (self._count - 1))
+        if not spread > _NOISE * abs(self._mean):
+            return None
+        return _finite(self._mean / spread * math.sqrt(self.periods_per_year))
 
 
 def sortino_ratio(equity: pd.Series) -> float | None:

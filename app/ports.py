@@ -5,35 +5,32 @@ Adapters in `app/market`, `app/llm` and `app/db` implement them; `app/wiring.py`
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Literal, Protocol, runtime_checkable
 
 import pandas as pd
 
 from app.decisions import DecisionProblem, TradeDecision
 from app.domain import (
+    AccountState,
     AccountView,
     Bars,
+    CallAttempt,
+    ChatMessage,
+    ChatOptions,
+    ChatResult,
     ClosedTrade,
+    ExhaustedModel,
     Fill,
     FundingPayment,
     MarketRules,
     MarketSnapshot,
+    QuotaDelta,
+    RecordedFailure,
     Settlements,
 )
-from app.trading.paper import AccountState
-
-Role = Literal["system", "user", "assistant"]
-
-
-@dataclass(frozen=True, slots=True)
-class ChatMessage:
-    """One message of a chat prompt."""
-
-    role: Role
-    content: str
 
 
 @runtime_checkable
@@ -87,51 +84,6 @@ class BarSource(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class TokenUsage:
-    """Token counts of one call, as the provider reported them (0 where it did not)."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    reasoning_tokens: int = 0
-    total_tokens: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class ChatOptions:
-    """Per-call options; the provider's traits decide which of them are actually sent."""
-
-    temperature: float | None = None
-    max_tokens: int | None = None
-    json_mode: bool = False
-    stream: bool | None = None
-    timeout_s: float | None = None
-    # None keeps the model's own default; True/False switch thinking where the provider can.
-    thinking: bool | None = None
-    # The whole call's time budget (every retry and fallback model), from when it starts: no
-    # request starts that cannot finish in time, and the last one's timeout is cut to what is left.
-    budget_s: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ChatResult:
-    """What a model answered and what it cost."""
-
-    text: str
-    provider: str
-    model: str
-    reasoning: str = ""
-    finish_reason: str | None = None
-    usage: TokenUsage = field(default_factory=TokenUsage)
-    latency_s: float = 0.0
-    rate_limit_headers: Mapping[str, str] = field(default_factory=dict)
-    cache_hit: bool = False
-    # Every request made for this answer (failed ones first, then the one that answered); empty
-    # for a cache hit, which made none.
-    attempts: tuple[CallAttempt, ...] = ()
-    request_id: str | None = None
-
-
 @runtime_checkable
 class ChatModel(Protocol):
     """A chat-completion model behind some provider."""
@@ -143,18 +95,58 @@ class ChatModel(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class CallAttempt:
-    """One request inside a call: which model was tried and how it ended (for `llm_call` rows)."""
+class AnswerCache(Protocol):
+    """Where answers (and failure markers) are kept by cache key, for cached and replay modes."""
 
-    provider: str
-    model: str
-    outcome: str
-    error: str | None = None
-    latency_s: float = 0.0
-    status_code: int | None = None
-    rate_limit_headers: Mapping[str, str] = field(default_factory=dict)
-    usage: TokenUsage = field(default_factory=TokenUsage)
+    def lookup(self, key: str) -> ChatResult | RecordedFailure | None:
+        """Return what is stored under `key` (an answer marked `cache_hit`, or a failure)."""
+        ...
+
+    def count_hit(self, key: str) -> None:
+        """Count one use of what is stored under `key`."""
+        ...
+
+    async def put(self, key: str, *, model: str, answer: ChatResult) -> None:
+        """Store `answer` (asked of `model`) under `key`; a failure to store is only logged."""
+        ...
+
+    async def put_failure(self, key: str, failure: RecordedFailure, *, latency_s: float) -> None:
+        """Store a failure marker under `key`; a failure to store is only logged."""
+        ...
+
+    def close(self) -> None:
+        """Write what is still held (hit counts)."""
+        ...
+
+
+class QuotaLedger(Protocol):
+    """Where requests per provider, model and UTC day are counted (raises `TemporaryError`)."""
+
+    def record(self, deltas: Sequence[QuotaDelta]) -> None:
+        """Add the deltas to their days' counts (blocking; callers run it in a thread)."""
+        ...
+
+    def exhausted_on(self, day: date) -> list[ExhaustedModel]:
+        """Return the models found exhausted (or not served) on `day`."""
+        ...
+
+
+class CandleStore(Protocol):
+    """Where the exchange feed keeps closed candles between requests and restarts."""
+
+    def load(
+        self, *, exchange: str, symbol: str, timeframe: str, start: datetime, end: datetime
+    ) -> pd.DataFrame:
+        """Return the stored candles with open time in [`start`, `end`), oldest first."""
+        ...
+
+    def save(self, *, exchange: str, symbol: str, timeframe: str, frame: pd.DataFrame) -> int:
+        """Store closed candles (replacing any with the same open time); return how many."""
+        ...
+
+    def count(self, *, exchange: str, symbol: str, timeframe: str) -> int:
+        """Return how many candles of this series are stored."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,10 +265,14 @@ class AccountEventsRecord:
 
 
 class CycleStore(Protocol):
-    """Where the engine records agent-cycles and monitor events (SQLite in practice)."""
+    """Where the engine's recorder writes agent-cycles and monitor events (the database)."""
 
     def cycle_done(self, agent: str, scheduled_at: datetime) -> bool:
         """Return True when this agent's cycle at `scheduled_at` is already recorded."""
+        ...
+
+    def done_cycles(self) -> Iterable[tuple[str, datetime]]:
+        """Return every recorded (agent, scheduled time) of the store's agents."""
         ...
 
     def record_cycle(self, record: AgentCycleRecord) -> bool:

@@ -16,8 +16,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from app.db import queries
+from app.db.llm_store import usage_by_agent
 from app.domain import ClosedTrade
-from app.llm.store import usage_by_agent
 from app.metrics import compute_metrics
 
 

@@ -1,48 +1,84 @@
-"""Composition root: the only place that picks concrete adapters for the entry points."""
+"""The composition root: the only place that picks and builds concrete adapters.
+
+Entry points (the CLI, the connectivity script, benchmarks) ask it for what they run:
+
+- `open_database(settings)`: the migrated database;
+- `build_live_arena(settings, agents)`: the daemon with its lock, accounts restored, exchange feed
+  and agents (`run_arena` runs it);
+- `build_backtest(settings, options, database=...)`: a planned backtest over loaded candles
+  (`run_backtest` runs it);
+- `build_llm_runtime` / `build_strategies` / `build_chat_model`: agents' models over one shared
+  set of SDK clients, quota tracker and answer cache;
+- `build_exchange_feed` / `download`: the ccxt feed with its candle cache;
+- `quota_targets`, `quota_tracker`: what `arena quota --probe` asks and records.
+
+Everything below these functions (`app.live`, `app.backtest`, the engine, the adapters) receives
+built objects and never reads the settings to pick an implementation.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
-
-from app.config import AgentConfig, LlmMode, Settings
+from app.backtest import (
+    Backtest,
+    BacktestOptions,
+    BacktestResult,
+    Progress,
+    SimulatedClock,
+    fill_prices_of,
+    new_run_id,
+    plan_backtest,
+)
+from app.config import AgentConfig, Settings
+from app.db import queries
+from app.db.answer_cache import ResponseCache
+from app.db.candles import CandleCache, load_cached_candles
+from app.db.lock import DaemonLock, lock_path_for
 from app.db.migrate import upgrade
+from app.db.models import LIVE_RUN_ID
+from app.db.quota_ledger import SqlQuotaLedger
 from app.db.repository import AgentIdentity, SqlCycleStore
-from app.db.session import make_engine, make_session_factory
-from app.domain import timeframe_to_timedelta
+from app.db.session import Database, make_engine, make_session_factory
+from app.domain import AccountState, LlmMode, PaperCosts, timeframe_to_timedelta
 from app.errors import ConfigError, InvariantError
+from app.live import ArenaClock, LiveArena, LoggingRunner
 from app.llm.baselines import build_baseline
+from app.llm.fallback import FallbackChain
+from app.llm.openai_compat import CallDefaults, ClientPool, OpenAIChatModel, Sleep
+from app.llm.providers import make_provider
+from app.llm.quota import Clock, QuotaTracker, utc_now
 from app.llm.runtime import LlmRuntime
-from app.market.candle_cache import CandleCache, load_cached_data_set
-from app.market.ccxt_feed import CcxtMarketData
+from app.llm.strategy import DEFAULT_OPTIONS, LLMStrategy
+from app.market.ccxt_feed import CcxtMarketData, DownloadResult
 from app.market.dataset import DataSet, load_data_set
-from app.market.historical import HistoricalMarketData
+from app.market.download import ProgressFactory, download_candles
+from app.metrics import RunningSharpe
 from app.ports import Strategy
-from app.trading.engine import AgentSlot, EngineConfig, RunningSharpe
-from app.trading.paper import AccountState, PaperAccount, PaperCosts
-from app.trading.risk import RiskLimits
+from app.providers import BASELINE, PROVIDERS
+from app.quota_report import ProbeTarget, configured_models
+from app.scheduler import Daemon
+from app.trading.engine import AgentSlot, CycleEngine, EngineConfig
+from app.trading.paper import PaperAccount
+from app.trading.recording import BatchRecorder, ImmediateRecorder
+from app.trading.risk import ENTRY_WINDOW, RiskLimits
 
-KEY_NAMES = {
-    "modelscope": "MODELSCOPE_API_KEY",
-    "deepseek": "DEEPSEEK_API_KEY",
-    "dashscope": "DASHSCOPE_API_KEY",
-    "openai": "OPENAI_API_KEY",
-}
+log = logging.getLogger(__name__)
+
+BASELINES_HINT = (
+    "or run the rule-based baselines, which need no key: "
+    "arena run --agent hodl=baseline:buy_and_hold --agent trend=baseline:ema_trend"
+)
+CACHE_PREFIX = "cache:"
 
 
-@dataclass(frozen=True, slots=True)
-class Database:
-    """A migrated database: its engine and a session factory."""
-
-    url: str
-    engine: Engine
-    sessions: sessionmaker[Session]
+# -- the database -------------------------------------------------------------------------------
 
 
 def open_database(settings: Settings) -> Database:
@@ -53,35 +89,65 @@ def open_database(settings: Settings) -> Database:
     return Database(url=url, engine=engine, sessions=make_session_factory(engine))
 
 
+# -- agents and their keys ----------------------------------------------------------------------
+
+
 def llm_agents(agents: Sequence[AgentConfig]) -> list[AgentConfig]:
     """Return the agents asked through a model provider (not the rule-based baselines)."""
-    return [agent for agent in agents if agent.provider != "baseline"]
+    return [agent for agent in agents if agent.provider != BASELINE]
 
 
 def missing_keys(settings: Settings, agents: Sequence[AgentConfig]) -> dict[str, list[str]]:
-    """Return, per missing key name, the agents that need it."""
+    """Return, per missing key setting, the agents that need it."""
     missing: dict[str, list[str]] = {}
     for agent in llm_agents(agents):
-        endpoint = settings.provider_settings(agent.provider)
-        has_key = endpoint.api_key is not None and bool(endpoint.api_key.get_secret_value())
+        traits = PROVIDERS[agent.provider]
+        key = settings.provider_settings(agent.provider).api_key
         # A local OpenAI-compatible server (Ollama, vLLM) usually needs no key.
-        if not has_key and not (agent.provider == "openai" and endpoint.base_url):
-            missing.setdefault(KEY_NAMES[agent.provider], []).append(agent.name)
+        if traits.key_required and (key is None or not key.get_secret_value()):
+            missing.setdefault(traits.key_env, []).append(agent.name)
     return missing
+
+
+def _describe_missing(missing: Mapping[str, list[str]]) -> str:
+    return "; ".join(
+        f"{key} (agent{'s' if len(names) > 1 else ''} {', '.join(names)})"
+        for key, names in missing.items()
+    )
 
 
 def require_keys(settings: Settings, agents: Sequence[AgentConfig], *, hint: str) -> None:
     """Raise `ConfigError` naming every missing API key and the agents that need it."""
     missing = missing_keys(settings, agents)
-    if not missing:
-        return
-    parts = [
-        f"{key} (agent{'s' if len(names) > 1 else ''} {', '.join(names)})"
-        for key, names in missing.items()
-    ]
-    raise ConfigError(
-        f"no API key: set {'; '.join(parts)} in .env or the environment (see .env.example); {hint}"
-    )
+    if missing:
+        raise ConfigError(
+            f"no API key: set {_describe_missing(missing)} in .env or the environment "
+            f"(see .env.example); {hint}"
+        )
+
+
+def runnable_agents(settings: Settings, agents: Sequence[AgentConfig]) -> list[AgentConfig]:
+    """Return the agents that can run; refuse to start when none can (no key, no baseline)."""
+    if not agents:
+        raise ConfigError(
+            "no agents configured: list them in arena.toml ([[agents]]) or pass "
+            "--agent NAME=PROVIDER:MODEL; " + BASELINES_HINT
+        )
+    missing = missing_keys(settings, agents)
+    lacking = {name for names in missing.values() for name in names}
+    ready = [agent for agent in agents if agent.name not in lacking]
+    if not ready:
+        raise ConfigError(
+            f"no API key: set {_describe_missing(missing)} in .env or the environment "
+            f"(cp .env.example .env, then fill in the key); {BASELINES_HINT}"
+        )
+    if missing:
+        log.warning(
+            "not starting %s: no API key (%s); the other agents run",
+            ", ".join(sorted(lacking)),
+            _describe_missing(missing),
+        )
+    return ready
 
 
 def agent_identities(agents: Sequence[AgentConfig], *, cash_usd: float) -> list[AgentIdentity]:
@@ -98,6 +164,101 @@ def agent_identities(agents: Sequence[AgentConfig], *, cash_usd: float) -> list[
     ]
 
 
+# -- models ------------------------------------------------------------------------------------
+
+
+def call_defaults(settings: Settings) -> CallDefaults:
+    """Return the per-call defaults of `settings.llm`."""
+    llm = settings.llm
+    return CallDefaults(
+        timeout_s=llm.timeout_s,
+        temperature=llm.temperature,
+        max_tokens=llm.max_tokens,
+        max_retries=llm.max_retries,
+        retry_backoff_s=llm.retry_backoff_s,
+    )
+
+
+def quota_tracker(database: Database | None, *, clock: Clock = utc_now) -> QuotaTracker:
+    """Return a quota tracker recording into the database (or in memory only, without one)."""
+    ledger = None if database is None else SqlQuotaLedger(database.sessions)
+    return QuotaTracker(ledger, clock=clock)
+
+
+def build_llm_runtime(
+    settings: Settings,
+    *,
+    database: Database | None,
+    mode: LlmMode | None = None,
+    clock: Clock = utc_now,
+) -> LlmRuntime:
+    """Return the SDK clients, quota tracker and answer cache every agent's calls share."""
+    mode = mode or settings.llm.cache_mode
+    if mode != "live" and database is None:
+        raise ConfigError(f"LLM cache mode {mode!r} needs the database (DATABASE_URL)")
+    cache = None if database is None else ResponseCache(database.sessions, clock=clock)
+    return LlmRuntime(
+        clients=ClientPool(), quota=quota_tracker(database, clock=clock), cache=cache, mode=mode
+    )
+
+
+def build_model(
+    provider: str,
+    model: str,
+    settings: Settings,
+    *,
+    clients: ClientPool,
+    require_key: bool = True,
+    sleep: Sleep | None = None,
+) -> OpenAIChatModel:
+    """Return the adapter for `model` on `provider`, with its key and base URL from settings."""
+    if provider == BASELINE:
+        raise ConfigError(
+            f"provider 'baseline' ({model}) is a rule-based agent, not a model provider"
+        )
+    endpoint = settings.provider_settings(provider)
+    return make_provider(
+        provider,
+        model=model,
+        api_key=endpoint.api_key,
+        base_url=endpoint.base_url,
+        defaults=call_defaults(settings),
+        clients=clients,
+        sleep=sleep,
+        require_key=require_key,
+    )
+
+
+def build_chat_model(
+    agent: AgentConfig, settings: Settings, runtime: LlmRuntime, *, sleep: Sleep | None = None
+) -> FallbackChain:
+    """Return `agent`'s fallback chain (its model, then its fallback models)."""
+    models = [
+        build_model(
+            agent.provider,
+            model,
+            settings,
+            clients=runtime.clients,
+            require_key=runtime.mode != "replay",
+            sleep=sleep,
+        )
+        for model in agent.models
+    ]
+    return FallbackChain(
+        models, agent=agent.name, quota=runtime.quota, cache=runtime.cache, mode=runtime.mode
+    )
+
+
+def build_llm_strategy(
+    agent: AgentConfig, settings: Settings, runtime: LlmRuntime, *, sleep: Sleep | None = None
+) -> LLMStrategy:
+    """Return `agent` as an `LLMStrategy` over its fallback chain."""
+    options = replace(DEFAULT_OPTIONS, thinking=agent.thinking)
+    return LLMStrategy(
+        agent.name, build_chat_model(agent, settings, runtime, sleep=sleep), options=options
+    )
+
+
 def build_strategies(
     agents: Sequence[AgentConfig],
     settings: Settings,
@@ -108,14 +269,10 @@ def build_strategies(
     """Return each agent's strategy (LLM or baseline) and the shared LLM runtime, if any."""
     runtime = None
     if llm_agents(agents):
-        runtime = LlmRuntime(
-            settings,
-            session_factory=None if database is None else database.sessions,
-            cache_mode=llm_mode,
-        )
+        runtime = build_llm_runtime(settings, database=database, mode=llm_mode)
     strategies: dict[str, Strategy] = {}
     for agent in agents:
-        if agent.provider == "baseline":
+        if agent.provider == BASELINE:
             strategies[agent.name] = build_baseline(
                 agent.name,
                 agent.model,
@@ -123,8 +280,24 @@ def build_strategies(
             )
         else:
             assert runtime is not None
-            strategies[agent.name] = runtime.strategy(agent)
+            strategies[agent.name] = build_llm_strategy(agent, settings, runtime)
     return strategies, runtime
+
+
+def quota_targets(settings: Settings, clients: ClientPool) -> list[ProbeTarget]:
+    """Return every configured model with its adapter (or why it has none) for `--probe`."""
+    targets = []
+    for provider, model, _agents, _primary in configured_models(settings.agents):
+        try:
+            adapter = build_model(provider, model, settings, clients=clients)
+        except ConfigError as error:
+            targets.append(ProbeTarget(provider, model, None, str(error)))
+            continue
+        targets.append(ProbeTarget(provider, model, adapter))
+    return targets
+
+
+# -- the engine --------------------------------------------------------------------------------
 
 
 def paper_costs(settings: Settings, *, fee_bps: float, slippage_bps: float) -> PaperCosts:
@@ -133,20 +306,6 @@ def paper_costs(settings: Settings, *, fee_bps: float, slippage_bps: float) -> P
         fee_rate=fee_bps / 10_000,
         slippage_rate=slippage_bps / 10_000,
         maintenance_margin_rate=settings.risk.maintenance_margin_rate,
-    )
-
-
-def risk_limits(settings: Settings, costs: PaperCosts) -> RiskLimits:
-    """Return the risk limits of the settings, with the costs the cash check must predict."""
-    risk = settings.risk
-    return RiskLimits(
-        max_leverage=risk.max_leverage,
-        max_position_margin_pct=risk.max_position_margin_pct,
-        max_open_positions=risk.max_open_positions,
-        max_entries_per_hour=risk.max_entries_per_hour,
-        fee_rate=costs.fee_rate,
-        slippage_rate=costs.slippage_rate,
-        maintenance_margin_rate=costs.maintenance_margin_rate,
     )
 
 
@@ -160,16 +319,22 @@ def engine_config(
     slippage_bps: float | None = None,
 ) -> EngineConfig:
     """Return the engine's configuration for these coins and this cadence."""
+    risk = settings.risk
     costs = paper_costs(
         settings,
-        fee_bps=settings.risk.fee_bps if fee_bps is None else fee_bps,
-        slippage_bps=settings.risk.slippage_bps if slippage_bps is None else slippage_bps,
+        fee_bps=risk.fee_bps if fee_bps is None else fee_bps,
+        slippage_bps=risk.slippage_bps if slippage_bps is None else slippage_bps,
     )
     return EngineConfig(
         coins=tuple(coins),
         interval=interval,
-        limits=risk_limits(settings, costs),
-        costs=costs,
+        limits=RiskLimits(
+            max_leverage=risk.max_leverage,
+            max_position_margin_pct=risk.max_position_margin_pct,
+            max_open_positions=risk.max_open_positions,
+            max_entries_per_hour=risk.max_entries_per_hour,
+            costs=costs,
+        ),
         # Each agent's own ceiling per cycle: the model call fits its retries and fallback models
         # inside it, and never runs into the next cycle.
         agent_timeout_s=interval.total_seconds() * 0.9,
@@ -177,21 +342,14 @@ def engine_config(
     )
 
 
-def interval_of(settings: Settings) -> timedelta:
-    """Return the decision cadence."""
-    return timeframe_to_timedelta(settings.schedule.interval)
-
-
 def restore_slots(
     store: SqlCycleStore,
-    strategies: dict[str, Strategy],
+    strategies: Mapping[str, Strategy],
     *,
     costs: PaperCosts,
     interval: timedelta,
 ) -> list[AgentSlot]:
     """Rebuild every agent's engine state from the database (accounts, counters, checkpoints)."""
-    from app.db import queries
-
     slots = []
     for name, strategy in strategies.items():
         restored = store.restore(name)
@@ -200,7 +358,7 @@ def restore_slots(
             sharpe.add(equity)
         recent: deque[datetime] = deque()
         if restored.last_cycle_at is not None:
-            recent.extend(store.recent_entries(name, restored.last_cycle_at - timedelta(hours=1)))
+            recent.extend(store.recent_entries(name, restored.last_cycle_at - ENTRY_WINDOW))
         _check_against_ledger(store, name, restored.agent_id, restored.books)
         slots.append(
             AgentSlot(
@@ -217,54 +375,10 @@ def restore_slots(
     return slots
 
 
-def cycle_store(database: Database, *, run_id: str) -> SqlCycleStore:
-    """Return the store of one run (the live arena or a backtest) in the database."""
-    return SqlCycleStore(database.engine, run_id=run_id)
-
-
-def live_market(
-    settings: Settings, database: Database, *, clock: Callable[[], datetime]
-) -> CcxtMarketData:
-    """Return the exchange feed of the settings, caching closed candles in the database."""
-    return CcxtMarketData.from_settings(settings, cache=CandleCache(database.engine), clock=clock)
-
-
-CACHE_PREFIX = "cache:"
-
-
-def load_market_data(
-    data: Sequence[Path], *, coins: Sequence[str] | None, database: Database | None
-) -> DataSet:
-    """Load `--data`: candle files and folders, or `cache:EXCHANGE` (the `candle` table)."""
-    cached = [str(path) for path in data if str(path).startswith(CACHE_PREFIX)]
-    if not cached:
-        return load_data_set(list(data), coins=list(coins) if coins else None)
-    if len(cached) != len(data) or len(cached) > 1:
-        raise ConfigError(
-            "--data cache:EXCHANGE replays the candle cache on its own: give it once, "
-            "without candle files"
-        )
-    exchange = cached[0].removeprefix(CACHE_PREFIX).strip()
-    if not exchange or database is None:
-        raise ConfigError("--data cache: needs an exchange id, e.g. --data cache:binanceusdm")
-    return load_cached_data_set(database.engine, exchange, coins=coins)
-
-
-def historical_market(
-    data: DataSet, *, intraday_timeframe: str, context_timeframe: str
-) -> HistoricalMarketData:
-    """Return the replayed market over loaded candles."""
-    return HistoricalMarketData.from_data_set(
-        data, intraday_timeframe=intraday_timeframe, context_timeframe=context_timeframe
-    )
-
-
 def _check_against_ledger(
     store: SqlCycleStore, name: str, agent_id: int, books: AccountState
 ) -> None:
     """Refuse to go on when the last snapshot disagrees with the fill and funding ledgers."""
-    from app.db import queries
-
     fills, payments = queries.ledger(store.engine, agent_id)
     derived = AccountState.from_ledger(
         books.starting_cash_usd,
@@ -281,3 +395,256 @@ def _check_against_ledger(
                 f"fills and funding ({expected:.6f}); the database was changed or damaged, "
                 "so the account is not resumed (restore a backup, or start a new DATABASE_URL)"
             )
+
+
+# -- market data -------------------------------------------------------------------------------
+
+
+def build_exchange_feed(
+    settings: Settings,
+    *,
+    database: Database | None,
+    clock: Callable[[], datetime] | None = None,
+    coins: Sequence[str] | None = None,
+    exchange_id: str | None = None,
+) -> CcxtMarketData:
+    """Return the exchange feed of the settings, caching closed candles in the database."""
+    exchange = settings.exchange
+    schedule = settings.schedule
+    return CcxtMarketData(
+        coins=list(coins or settings.symbols),
+        exchange_id=exchange_id or exchange.id,
+        api_url=exchange.api_url,
+        sandbox=exchange.sandbox,
+        quote=exchange.quote,
+        intraday_timeframe=schedule.intraday_timeframe,
+        context_timeframe=schedule.context_timeframe,
+        history_candles=schedule.history_candles,
+        timeout_s=exchange.timeout_s,
+        cache=None if database is None else CandleCache(database.engine),
+        clock=clock,
+    )
+
+
+def load_market_data(
+    data: Sequence[Path], *, coins: Sequence[str] | None, database: Database | None
+) -> DataSet:
+    """Load `--data`: candle files and folders, or `cache:EXCHANGE` (the `candle` table)."""
+    if not data:
+        raise ConfigError("give the candle files or folders to replay with --data PATH")
+    cached = [str(path) for path in data if str(path).startswith(CACHE_PREFIX)]
+    if not cached:
+        return load_data_set(list(data), coins=list(coins) if coins else None)
+    if len(cached) != len(data) or len(cached) > 1:
+        raise ConfigError(
+            "--data cache:EXCHANGE replays the candle cache on its own: give it once, "
+            "without candle files"
+        )
+    exchange = cached[0].removeprefix(CACHE_PREFIX).strip()
+    if not exchange or database is None:
+        raise ConfigError("--data cache: needs an exchange id, e.g. --data cache:binanceusdm")
+    candles, timeframe = load_cached_candles(database.engine, exchange, coins=coins)
+    return DataSet(candles=candles, timeframe=timeframe)
+
+
+async def download(
+    settings: Settings,
+    database: Database,
+    *,
+    coins: Sequence[str],
+    timeframe: str,
+    start: datetime,
+    end: datetime,
+    exchange_id: str | None = None,
+    progress: ProgressFactory | None = None,
+) -> list[DownloadResult]:
+    """Download closed candles into the database's candle cache (`arena data download`)."""
+    feed = build_exchange_feed(settings, database=database, coins=coins, exchange_id=exchange_id)
+    return await download_candles(
+        feed, coins=coins, timeframe=timeframe, start=start, end=end, progress=progress
+    )
+
+
+# -- the live arena ----------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def build_live_arena(
+    settings: Settings,
+    agents: Sequence[AgentConfig],
+    *,
+    feed_clock: Callable[[], datetime] = utc_now,
+) -> AsyncIterator[LiveArena]:
+    """Build the live arena (lock, database, accounts restored, exchange) and tear it down.
+
+    `feed_clock` is the exchange's "now" (the real clock; a simulation passes its own).
+    """
+    agents = runnable_agents(settings, agents)
+    lock = DaemonLock(lock_path_for(settings.database.url))
+    lock.acquire()
+    try:
+        database = open_database(settings)
+        interval = timeframe_to_timedelta(settings.schedule.interval)
+        config = engine_config(
+            settings, coins=settings.symbols, interval=interval, exit_timeframe="1m"
+        )
+        store = SqlCycleStore(database.engine, run_id=LIVE_RUN_ID)
+        store.register_agents(
+            agent_identities(agents, cash_usd=settings.risk.starting_cash_usd), at=utc_now()
+        )
+        strategies, runtime = build_strategies(
+            agents, settings, database=database, llm_mode=settings.llm.cache_mode
+        )
+        slots = restore_slots(store, strategies, costs=config.costs, interval=interval)
+        coins = _coins_in_play(settings.symbols, slots)
+        config = replace(config, coins=coins)
+        clock = ArenaClock()
+        market = build_exchange_feed(settings, database=database, clock=feed_clock, coins=coins)
+        try:
+
+            async def fresh_prices() -> Mapping[str, float] | None:
+                # A replayed past cycle fills at its own prices, never at today's.
+                return None if clock.pinned is not None else await market.current_prices()
+
+            engine = CycleEngine(
+                market=market,
+                recorder=ImmediateRecorder(store),
+                agents=slots,
+                config=config,
+                clock=clock,
+                rules=await market.market_rules(),
+                fresh_prices=fresh_prices,
+            )
+            daemon = Daemon(
+                LoggingRunner(engine),
+                interval=interval,
+                monitor_interval=timeframe_to_timedelta(settings.schedule.monitor_interval),
+            )
+            for slot in slots:
+                positions = ", ".join(slot.account.positions) or "no positions"
+                log.info(
+                    "agent %s: account restored (cash %.2f USD, %s, %d cycles so far)",
+                    slot.name,
+                    slot.account.cash_usd,
+                    positions,
+                    slot.invocations,
+                )
+            yield LiveArena(engine=engine, daemon=daemon, clock=clock)
+        finally:
+            await market.close()
+            if runtime is not None:
+                await runtime.aclose()
+    finally:
+        lock.release()
+
+
+async def run_arena(
+    settings: Settings,
+    agents: Sequence[AgentConfig],
+    *,
+    once: bool = False,
+    at: datetime | None = None,
+) -> int:
+    """Run the live arena until a signal (or one cycle with `once`); return the exit code."""
+    async with build_live_arena(settings, agents) as arena:
+        return await arena.run(once=once, at=at)
+
+
+def _coins_in_play(symbols: Sequence[str], slots: Sequence[AgentSlot]) -> tuple[str, ...]:
+    """Keep coins removed from SYMBOLS in play while an agent still holds them.
+
+    Their positions need prices, exits and a way to be closed; once closed they drop out at the
+    next start.
+    """
+    held = {coin for slot in slots for coin in slot.account.positions}
+    extra = sorted(held - set(symbols))
+    if extra:
+        log.warning(
+            "%s no longer in SYMBOLS but still held: kept in play until those positions close",
+            ", ".join(extra),
+        )
+    return (*symbols, *extra)
+
+
+# -- backtests ---------------------------------------------------------------------------------
+
+
+async def build_backtest(
+    settings: Settings,
+    options: BacktestOptions,
+    *,
+    database: Database,
+    run_id: str | None = None,
+) -> Backtest:
+    """Load the data, plan the cycles, register the run and build its engine."""
+    if not options.agents:
+        raise ConfigError(
+            "no agents: pass --agent NAME=PROVIDER:MODEL or list agents in arena.toml"
+        )
+    if options.llm_mode != "replay":
+        require_keys(
+            settings,
+            options.agents,
+            hint="or re-run with --llm-mode replay to use only answers stored by an earlier run",
+        )
+    data = load_market_data(options.data, coins=options.symbols, database=database)
+    plan = plan_backtest(settings, options, data)
+    run_id = run_id or new_run_id(datetime.now(UTC))
+    store = SqlCycleStore(database.engine, run_id=run_id)
+    first = plan.times[0]
+    store.register_agents(agent_identities(options.agents, cash_usd=options.cash_usd), at=first)
+    config = engine_config(
+        settings,
+        coins=plan.market.coins,
+        interval=plan.step,
+        exit_timeframe=plan.data.timeframe,
+        fee_bps=options.fee_bps,
+        slippage_bps=options.slippage_bps,
+    )
+    strategies, runtime = build_strategies(
+        options.agents, settings, database=database, llm_mode=options.llm_mode
+    )
+    slots = [
+        AgentSlot(
+            name=agent.name,
+            strategy=strategies[agent.name],
+            account=PaperAccount(agent.starting_cash_usd or options.cash_usd, costs=config.costs),
+            sharpe=RunningSharpe(plan.step),
+            checked_until=first,
+        )
+        for agent in options.agents
+    ]
+    clock = SimulatedClock(first)
+    engine = CycleEngine(
+        market=plan.market,
+        # A backtest's run is new and has one writer: its records go in large batches.
+        recorder=BatchRecorder(store),
+        agents=slots,
+        config=config,
+        clock=clock,
+        fill_prices=fill_prices_of(plan.market),
+        rules=await plan.market.market_rules(),
+    )
+    return Backtest(
+        run_id=run_id,
+        options=options,
+        plan=plan,
+        engine=engine,
+        slots=slots,
+        database=database,
+        clock=clock,
+        runtime=runtime,
+    )
+
+
+async def run_backtest(
+    settings: Settings,
+    options: BacktestOptions,
+    *,
+    database: Database,
+    progress: Progress | None = None,
+    run_id: str | None = None,
+) -> BacktestResult:
+    """Build the backtest and replay it; return the leaderboard."""
+    backtest = await build_backtest(settings, options, database=database, run_id=run_id)
+    return await backtest.run(progress)

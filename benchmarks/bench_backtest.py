@@ -25,9 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.backtest import BacktestOptions, run_backtest
+from app.backtest import BacktestOptions
 from app.config import AgentConfig, load_settings
-from app.wiring import open_database
+from app.wiring import open_database, run_backtest
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.traders import by_model, contrarian_trader, trend_trader
 

@@ -28,7 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.config import AgentConfig, load_settings
-from app.live import open_arena
+from app.wiring import build_live_arena
 from tests.fakes.exchange import FakeExchange, synthetic_candles
 from tests.fakes.openai_server import FakeOpenAIServer, Reply, answer
 from tests.fakes.traders import contrarian_trader, trend_trader
@@ -102,7 +102,7 @@ def main() -> None:
         ]
 
         async def operate() -> tuple[dict[str, int], dict[str, int]]:
-            async with open_arena(settings, agents, feed_clock=lambda: now[0]) as arena:
+            async with build_live_arena(settings, agents, feed_clock=lambda: now[0]) as arena:
                 now[0] = START + timedelta(seconds=5)
                 await arena.run_once(START)
                 before = table_sizes(database)

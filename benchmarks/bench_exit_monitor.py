@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
-from app.domain import ExitPlan, OrderIntent
-from app.trading.paper import Execution, PaperAccount, PaperCosts, find_first_exit
+from app.domain import ExitPlan, OrderIntent, PaperCosts
+from app.trading.paper import Execution, PaperAccount, find_first_exit
 
 CANDLES = 1_000_000
 RUNS = 7

@@ -4,8 +4,8 @@
 
 The fake OpenAI-compatible server runs in its own process (as a real provider would), so its
 work does not share this process's interpreter lock. Every call goes through the daemon's path:
-`LlmRuntime` -> `FallbackChain` -> `OpenAIChatModel` -> `AsyncOpenAI`, with quota rows written to
-a SQLite file. Prints medians.
+the chain `app.wiring` builds -> `FallbackChain` -> `OpenAIChatModel` -> `AsyncOpenAI`, with quota
+rows written to a SQLite file. Prints medians.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import AgentConfig, Settings
 from app.db.migrate import upgrade
 from app.db.session import make_engine, make_session_factory
-from app.llm import LlmRuntime
-from app.ports import ChatMessage
+from app.domain import ChatMessage
+from tests.fakes.runtime import LlmHarness
 
 ROOT = Path(__file__).resolve().parents[1]
 AGENTS = 6
@@ -87,7 +87,7 @@ async def lag_probe(stop: asyncio.Event, lags_s: list[float], step_s: float = 0.
 async def concurrent_rounds(
     settings: Settings, factory: sessionmaker[Session] | None, rounds: int
 ) -> tuple[list[float], float]:
-    runtime = LlmRuntime(settings, session_factory=factory)
+    runtime = LlmHarness(settings, session_factory=factory)
     chains = [runtime.chat_model(agent) for agent in settings.agents]
     walls: list[float] = []
     lags: list[float] = []
@@ -109,7 +109,7 @@ async def concurrent_rounds(
 async def sequential_calls(
     settings: Settings, factory: sessionmaker[Session] | None, calls: int
 ) -> list[float]:
-    runtime = LlmRuntime(settings, session_factory=factory)
+    runtime = LlmHarness(settings, session_factory=factory)
     chain = runtime.chat_model(settings.agents[0])
     times: list[float] = []
     try:
@@ -126,7 +126,7 @@ async def sequential_calls(
 
 async def cache_hits(settings: Settings, factory: sessionmaker[Session], calls: int) -> list[float]:
     agent = AgentConfig(name="replay", provider="modelscope", model="Qwen/M0")
-    live = LlmRuntime(settings, session_factory=factory, cache_mode="live")
+    live = LlmHarness(settings, session_factory=factory, cache_mode="live")
     prompts = [
         (MESSAGES[0], ChatMessage("user", f"{MESSAGES[1].content} cycle {i}")) for i in range(calls)
     ]
@@ -136,7 +136,7 @@ async def cache_hits(settings: Settings, factory: sessionmaker[Session], calls: 
             await chain.complete(prompt)
     finally:
         await live.aclose()
-    replay = LlmRuntime(settings, session_factory=factory, cache_mode="replay")
+    replay = LlmHarness(settings, session_factory=factory, cache_mode="replay")
     times: list[float] = []
     try:
         chain = replay.chat_model(agent)

@@ -26,7 +26,14 @@ import pandas as pd
 
 from app.config import DEFAULT_MODELSCOPE_MODEL, Settings, load_settings
 from app.decisions import parse_decisions
-from app.domain import AccountView, CoinSnapshot, MarketSnapshot
+from app.domain import (
+    AccountView,
+    ChatMessage,
+    ChatOptions,
+    ChatResult,
+    CoinSnapshot,
+    MarketSnapshot,
+)
 from app.errors import (
     ConfigError,
     DecisionError,
@@ -40,10 +47,10 @@ from app.errors import (
     TruncatedAnswerError,
 )
 from app.indicators import add_context_indicators, add_intraday_indicators
-from app.llm import CallDefaults, ClientPool, QwenProvider
+from app.llm import ClientPool, OpenAIChatModel
 from app.logs import mask_secrets
-from app.ports import ChatMessage, ChatOptions, ChatResult
 from app.prompts.builder import PROMPT_VERSION, build_messages
+from app.wiring import build_model
 
 RULE = "=" * 60
 SAMPLE_AT = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -144,7 +151,7 @@ def fail(cause: str, detail: str, secrets: list[str]) -> int:
     return 1
 
 
-async def ask(model: QwenProvider, messages: list[ChatMessage], stream: bool) -> ChatResult:
+async def ask(model: OpenAIChatModel, messages: list[ChatMessage], stream: bool) -> ChatResult:
     """Ask once through the daemon's adapter, with no retry."""
     options = ChatOptions(json_mode=True, stream=stream)
     return await model.send(model.prepare(messages, options), max_retries=0)
@@ -231,20 +238,15 @@ def main(argv: list[str] | None = None) -> int:
     secrets = [key]
     print(f"✓ API key configured: {masked(key)}")
     model_id = args.model or DEFAULT_MODELSCOPE_MODEL
-    base_url = args.base_url or settings.modelscope.base_url
-    defaults = CallDefaults(
-        timeout_s=settings.llm.timeout_s,
-        temperature=settings.llm.temperature,
-        max_tokens=settings.llm.max_tokens,
-        max_retries=0,
-    )
+    if args.base_url:
+        endpoint = settings.modelscope.model_copy(update={"base_url": args.base_url})
+        settings = settings.model_copy(update={"modelscope": endpoint})
 
     async def run() -> ChatResult:
         clients = ClientPool()
         try:
-            model = QwenProvider(
-                key, model_id, base_url=base_url, defaults=defaults, clients=clients
-            )
+            # Built by the composition root, exactly as the daemon builds its agents' models.
+            model = build_model("modelscope", model_id, settings, clients=clients)
             print("✓ QwenProvider ready")
             print(f"  base URL: {model.base_url}")
             streamed = args.stream or model.model_traits.stream_only

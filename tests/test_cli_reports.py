@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from app.db.candles import CandleCache
 from app.db.migrate import upgrade
 from app.db.session import make_engine
 from app.market import load_candles
-from app.market.candle_cache import CandleCache
 from app.market.sample import SAMPLE_LABEL, write_sample_data
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -215,3 +215,15 @@ def test_cli_config_masks_keys(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "canary" not in result.stdout + result.stderr
     assert '"api_key": "set"' in result.stdout
+
+
+def test_every_registered_provider_has_its_key_and_url_settings_in_env_example() -> None:
+    """The registry is the only list of providers: settings and .env.example follow it."""
+    from app.providers import PROVIDERS
+
+    entries = env_example_entries()
+    settings = Settings()
+    for name, traits in PROVIDERS.items():
+        assert traits.key_env in entries and traits.base_url_env in entries
+        assert entries[traits.base_url_env] == traits.default_base_url
+        assert settings.provider_settings(name).base_url == traits.default_base_url

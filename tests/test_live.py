@@ -20,7 +20,7 @@ from app.config import AgentConfig, load_settings
 from app.db import models
 from app.db.repository import SqlCycleStore
 from app.db.session import make_engine
-from app.live import open_arena
+from app.wiring import build_live_arena
 from tests.fakes.exchange import FakeExchange, synthetic_candles
 from tests.fakes.openai_server import FakeOpenAIServer, slow
 from tests.fakes.traders import by_model, contrarian_trader, trend_trader
@@ -129,7 +129,7 @@ def test_several_once_runs_give_the_accounts_of_one_longer_run(
     agents = [AgentConfig.from_spec(spec) for spec in AGENT_SPECS]
 
     async def longer_run() -> None:
-        async with open_arena(settings, agents) as live:
+        async with build_live_arena(settings, agents) as live:
             for moment in times:
                 await live.run_once(moment)
 

@@ -14,10 +14,13 @@ from app.db.migrate import upgrade
 from app.db.repository import AgentIdentity, SqlCycleStore
 from app.db.session import make_engine
 from app.decisions import TradeDecision
+from app.domain import ChatMessage, PaperCosts
 from app.market.historical import HistoricalMarketData
-from app.ports import ChatMessage, DecisionRequest
-from app.trading.engine import AgentSlot, CycleEngine, EngineConfig, RunningSharpe
-from app.trading.paper import PaperAccount, PaperCosts
+from app.metrics import RunningSharpe
+from app.ports import DecisionRequest
+from app.trading.engine import AgentSlot, CycleEngine, EngineConfig
+from app.trading.paper import PaperAccount
+from app.trading.recording import BatchRecorder
 from app.trading.risk import RiskLimits
 from tests.fakes.candles import six_coin_market
 from tests.fakes.strategies import ScriptedStrategy
@@ -71,7 +74,7 @@ def prompts_for(
     clock = [first]
     engine = CycleEngine(
         market=market,
-        store=store,
+        recorder=BatchRecorder(store),
         agents=[
             AgentSlot(
                 name="swing",
@@ -83,8 +86,7 @@ def prompts_for(
         config=EngineConfig(
             coins=COINS,
             interval=STEP,
-            limits=RiskLimits(fee_rate=COSTS.fee_rate, slippage_rate=COSTS.slippage_rate),
-            costs=COSTS,
+            limits=RiskLimits(costs=COSTS),
             exit_timeframe="5m",
         ),
         clock=lambda: clock[0],
@@ -92,7 +94,6 @@ def prompts_for(
             coin: market.next_open(coin, snapshot.at)[1]  # type: ignore[index]
             for coin in snapshot.coins
         },
-        batch_records=True,
     )
     times = [first + i * STEP for i in range(CYCLES)]
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from app.domain import ClosedTrade, Position
 from app.metrics import (
+    RunningSharpe,
     compute_metrics,
     exposure_pct,
     max_drawdown_pct,
@@ -212,3 +214,39 @@ def test_exposure_merges_overlapping_positions() -> None:
 def test_metrics_need_a_time_index() -> None:
     with pytest.raises(ValueError, match="DatetimeIndex"):
         compute_metrics(pd.Series([1.0, 2.0]), [])
+
+
+def running(values: list[float], step: timedelta = HOUR) -> float | None:
+    sharpe = RunningSharpe(step)
+    for value in values:
+        sharpe.add(value)
+    return sharpe.value()
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_running_sharpe_equals_sharpe_ratio_on_random_series(seed: int) -> None:
+    """The prompt's Sharpe (updated per cycle) and the leaderboard's (from the series) agree."""
+    rng = np.random.default_rng(seed)
+    length = int(rng.integers(3, 400))
+    values = list(10_000.0 * np.cumprod(1.0 + rng.normal(0.0001, 0.004, length)))
+    step = timedelta(minutes=int(rng.choice([1, 3, 5, 60])))
+    expected = sharpe_ratio(series(values, step))
+    assert expected is not None
+    assert running(values, step) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [],
+        [10_000.0],
+        [10_000.0, 10_100.0],
+        [10_000.0, 10_000.0, 10_000.0, 10_000.0],
+        [10_000.0, 10_100.0, 0.0, 10_200.0],
+        [10_000.0, -5.0, 10_100.0, 10_050.0],
+    ],
+    ids=["empty", "one value", "one return", "no spread", "zero value", "negative value"],
+)
+def test_the_running_sharpe_has_the_same_edge_cases_as_sharpe_ratio(values: list[float]) -> None:
+    assert sharpe_ratio(series(values)) is None
+    assert running(values) is None

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Literal
 
-from app.ports import CallAttempt, ChatMessage, ChatResult, TokenUsage
+from app.domain import CallAttempt, ChatMessage, ChatResult, TokenUsage, prompt_hash
 
 # Every `llm_call` column a row may leave out, with its value: rows written together in one
 # executemany must carry the same keys.
@@ -178,23 +178,6 @@ def decode_messages(blob: bytes | None, load_part: Callable[[str], str]) -> list
         ChatMessage(role=item["role"], content=decode_segments(item["content"], load_part))
         for item in json.loads(decompress_text(blob))
     ]
-
-
-def prompt_hash(messages: Sequence[ChatMessage]) -> str:
-    """Return the sha256 of the messages' canonical JSON (compact, `[{"role", "content"}, ...]`)."""
-    return pairs_hash(tuple((m.role, m.content) for m in messages))
-
-
-# The same prompt is hashed for the cache key of each model in a chain and again for its record.
-@functools.lru_cache(maxsize=32)
-def pairs_hash(pairs: tuple[tuple[str, str], ...]) -> str:
-    """Return `prompt_hash` of messages given as (role, content) pairs."""
-    canonical = json.dumps(
-        [{"role": role, "content": content} for role, content in pairs],
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def _usage_columns(usage: TokenUsage) -> dict[str, int]:

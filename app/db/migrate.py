@@ -6,7 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine
 
 from app.db.session import make_engine
 
@@ -40,8 +40,3 @@ def downgrade(url: str, revision: str = "base", *, engine: Engine | None = None)
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.downgrade(config, revision)
-
-
-def current_tables(engine: Engine) -> set[str]:
-    """Return the names of the tables the database holds."""
-    return set(inspect(engine).get_table_names())

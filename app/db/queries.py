@@ -14,8 +14,7 @@ from sqlalchemy.orm import Session
 from app.db import models
 from app.db.llm_rows import decode_messages, decode_segments, decompress_text
 from app.db.repository import position_from_row
-from app.domain import ClosedTrade, Fill, FundingPayment, Position
-from app.ports import ChatMessage
+from app.domain import ChatMessage, ClosedTrade, Fill, FundingPayment, Position
 
 
 @dataclass(frozen=True, slots=True)

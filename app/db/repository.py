@@ -20,14 +20,9 @@ from sqlalchemy.exc import IntegrityError
 from app.db import models
 from app.db.base import UTCDateTime
 from app.db.llm_rows import LLM_CALL_DEFAULTS, StoredPart, compress_text, llm_call_values
-from app.domain import ClosedTrade, ExitPlan, Fill, FundingPayment, Position
+from app.domain import AccountState, ClosedTrade, ExitPlan, Fill, FundingPayment, Position
 from app.errors import InvariantError
-from app.ports import (
-    AccountEventsRecord,
-    AgentCycleRecord,
-    DecisionRecord,
-)
-from app.trading.paper import AccountState
+from app.ports import AccountEventsRecord, AgentCycleRecord, DecisionRecord
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +144,6 @@ class SqlCycleStore:
         self.agent_ids: dict[str, int] = {}
         # Open position row per (agent id, coin): the store is the only writer of its run.
         self._open_positions: dict[tuple[int, str], int] = {}
-        self._done_cycles: dict[int, set[datetime]] | None = None
         # Shared prompt texts already in `prompt_part` (so each is written once).
         self._known_parts: set[str] = set()
 
@@ -293,8 +287,6 @@ class SqlCycleStore:
     def cycle_done(self, agent: str, scheduled_at: datetime) -> bool:
         """Return True when this agent-cycle is already recorded."""
         agent_id = self.agent_ids[agent]
-        if self._done_cycles is not None:
-            return scheduled_at in self._done_cycles.get(agent_id, set())
         with self.engine.connect() as connection:
             found = connection.execute(
                 select(models.Cycle.id).where(
@@ -303,18 +295,16 @@ class SqlCycleStore:
             ).first()
         return found is not None
 
-    def track_done_cycles_in_memory(self) -> None:
-        """Answer `cycle_done` from memory (a backtest is the only writer of its fresh run)."""
+    def done_cycles(self) -> list[tuple[str, datetime]]:
+        """Return every recorded (agent, scheduled time) of the registered agents."""
+        names = {agent_id: name for name, agent_id in self.agent_ids.items()}
         with self.engine.connect() as connection:
             rows = connection.execute(
                 select(models.Cycle.agent_id, models.Cycle.scheduled_at).where(
-                    models.Cycle.agent_id.in_(list(self.agent_ids.values()))
+                    models.Cycle.agent_id.in_(list(names))
                 )
             )
-            done: dict[int, set[datetime]] = {}
-            for row in rows:
-                done.setdefault(row.agent_id, set()).add(row.scheduled_at)
-        self._done_cycles = done
+            return [(names[row.agent_id], row.scheduled_at) for row in rows]
 
     def record_cycle(self, record: AgentCycleRecord) -> bool:
         """Write one agent-cycle in one transaction; False when it was already recorded."""
@@ -371,10 +361,6 @@ class SqlCycleStore:
         # The in-memory index follows the database only once the transaction has committed.
         changes.apply(self._open_positions)
         self._known_parts |= changes.new_parts
-        if self._done_cycles is not None:
-            for cycle in written:
-                agent_id = self.agent_ids[cycle.agent]
-                self._done_cycles.setdefault(agent_id, set()).add(cycle.scheduled_at)
         return len(written)
 
     def record_events(self, record: AccountEventsRecord) -> None:

@@ -1,11 +1,11 @@
-"""LLM adapters: OpenAI-compatible providers, baselines and the response cache.
+"""LLM adapters: OpenAI-compatible providers, fallback chains, quota tracking, baselines.
 
 `from app.llm import QwenProvider, DeepSeekProvider, QwQProvider, OpenAICompatibleProvider,
-LLMStrategy` gives the names users know; `LlmRuntime` builds every agent's chat model from the
-settings (shared clients, quota tracking, cache).
+LLMStrategy` gives the names users know; the composition root (`app.wiring`) builds every
+agent's chat model over one `LlmRuntime` (shared clients, quota tracker, answer cache).
 """
 
-from app.llm.cache import ResponseCache, cache_key
+from app.llm.cache import cache_key
 from app.llm.fallback import FallbackChain
 from app.llm.openai_compat import CallDefaults, ClientPool, OpenAIChatModel
 from app.llm.providers import (
@@ -16,7 +16,7 @@ from app.llm.providers import (
     make_provider,
 )
 from app.llm.quota import QuotaTracker
-from app.llm.runtime import LlmRuntime, build_chat_model, build_llm_strategy
+from app.llm.runtime import LlmRuntime
 from app.llm.strategy import LLMStrategy
 
 __all__ = [
@@ -31,9 +31,6 @@ __all__ = [
     "QuotaTracker",
     "QwQProvider",
     "QwenProvider",
-    "ResponseCache",
-    "build_chat_model",
-    "build_llm_strategy",
     "cache_key",
     "make_provider",
 ]

@@ -25,8 +25,16 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Final
 
-from app.config import LlmMode
-from app.db.llm_rows import prompt_hash
+from app.domain import (
+    CallAttempt,
+    ChatMessage,
+    ChatOptions,
+    ChatResult,
+    LlmMode,
+    RecordedFailure,
+    next_quota_day_at,
+    prompt_hash,
+)
 from app.errors import (
     EmptyAnswerError,
     ModelCallError,
@@ -40,12 +48,10 @@ from app.errors import (
     TemporaryError,
     TruncatedAnswerError,
 )
-from app.llm.cache import ResponseCache, cache_key
+from app.llm.cache import cache_key
 from app.llm.openai_compat import OpenAIChatModel, PreparedRequest, is_day_quota
 from app.llm.quota import QuotaTracker
-from app.llm.store import RecordedFailure
-from app.llm.traits import next_quota_day_at
-from app.ports import CallAttempt, ChatMessage, ChatOptions, ChatResult
+from app.ports import AnswerCache
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +105,7 @@ class FallbackChain:
         *,
         agent: str = "",
         quota: QuotaTracker | None = None,
-        cache: ResponseCache | None = None,
+        cache: AnswerCache | None = None,
         mode: LlmMode = "live",
     ) -> None:
         if not models:
@@ -111,7 +117,6 @@ class FallbackChain:
         self.quota = quota or QuotaTracker()
         self.cache = cache
         self.mode = mode
-        self._journal: list[CallAttempt] = []
 
     @property
     def provider(self) -> str:
@@ -122,11 +127,6 @@ class FallbackChain:
     def model(self) -> str:
         """Return the first model of the chain (the one the agent wants)."""
         return self.models[0].model
-
-    @property
-    def last_attempts(self) -> tuple[CallAttempt, ...]:
-        """Return the requests of the latest call started, so far (also once it was cancelled)."""
-        return tuple(self._journal)
 
     def __repr__(self) -> str:
         chain = " | ".join(f"{m.provider}:{m.model}" for m in self.models)
@@ -145,7 +145,6 @@ class FallbackChain:
         even if it cancels the call.
         """
         journal = [] if journal is None else journal
-        self._journal = journal
         budget_s = options.budget_s if options is not None else None
         deadline_at = None if budget_s is None else time.monotonic() + budget_s
         requests = [(model, model.prepare(messages, options)) for model in self.models]

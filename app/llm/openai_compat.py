@@ -30,6 +30,7 @@ from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
 from pydantic import SecretStr
 
+from app.domain import CallAttempt, ChatMessage, ChatOptions, ChatResult, TokenUsage
 from app.errors import (
     ConfigError,
     EmptyAnswerError,
@@ -43,9 +44,8 @@ from app.errors import (
     ModelUnavailableError,
     TruncatedAnswerError,
 )
-from app.llm.traits import ModelTraits, ProviderTraits
 from app.logs import mask_secrets
-from app.ports import CallAttempt, ChatMessage, ChatOptions, ChatResult, TokenUsage
+from app.providers import ModelTraits, ProviderTraits
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
-"""The providers by the names users know: thin classes over the one adapter, one per provider.
+"""The providers by the names users know: thin classes over the one adapter.
 
-Each only names its `ProviderTraits` and a default model; everything else is `OpenAIChatModel`,
-so `QwenProvider(api_key)` asks the default Qwen model on ModelScope.
+Each only names its registered `ProviderTraits` and a default model; everything else is
+`OpenAIChatModel`, so `QwenProvider(api_key)` asks the default Qwen model on ModelScope.
+`make_provider` builds the adapter of any registered provider by name.
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ from typing import Final
 from pydantic import SecretStr
 
 from app.config import DEFAULT_MODELSCOPE_MODEL
-from app.errors import ConfigError
 from app.llm.openai_compat import CallDefaults, ClientPool, OpenAIChatModel, Sleep
-from app.llm.traits import DASHSCOPE, DEEPSEEK, MODELSCOPE, OPENAI
+from app.providers import DASHSCOPE, DEEPSEEK, MODELSCOPE, OPENAI, provider_traits
 
 DEFAULT_DEEPSEEK_MODEL: Final = "deepseek-flash"
 DEFAULT_QWQ_MODEL: Final = "qwq-plus"
@@ -46,14 +46,6 @@ class OpenAICompatibleProvider(OpenAIChatModel):
     TRAITS = OPENAI
 
 
-PROVIDER_CLASSES: Final[dict[str, type[OpenAIChatModel]]] = {
-    "modelscope": QwenProvider,
-    "deepseek": DeepSeekProvider,
-    "dashscope": QwQProvider,
-    "openai": OpenAICompatibleProvider,
-}
-
-
 def make_provider(
     provider: str,
     *,
@@ -65,14 +57,11 @@ def make_provider(
     sleep: Sleep | None = None,
     require_key: bool = True,
 ) -> OpenAIChatModel:
-    """Return the adapter for `provider` (`modelscope`, `deepseek`, `dashscope`, `openai`)."""
-    cls = PROVIDER_CLASSES.get(provider)
-    if cls is None:
-        known = ", ".join(PROVIDER_CLASSES)
-        raise ConfigError(f"provider {provider!r} is not a model provider; use one of {known}")
-    return cls(
+    """Return the adapter for `model` on the registered `provider` (e.g. `modelscope`)."""
+    return OpenAIChatModel(
         api_key,
         model,
+        traits=provider_traits(provider),
         base_url=base_url,
         defaults=defaults,
         clients=clients,

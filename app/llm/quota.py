@@ -1,9 +1,9 @@
 """Quota accounting: calls per provider, model and UTC day, and which models to skip for now.
 
-Every request's outcome and rate-limit headers go to `quota_usage` in a short transaction of its
-own, run in a worker thread so a busy SQLite file never stalls the other agents' calls. Skips are
+Every request's outcome and rate-limit headers go to the `QuotaLedger` port (the `quota_usage`
+table), run in a worker thread so a busy database never stalls the other agents' calls. Skips are
 shared by every agent (ModelScope's quota is per account, not per agent) and survive a restart:
-a model exhausted for the day has `exhausted_at` set on its row.
+a model exhausted for the day is marked so in the ledger.
 """
 
 from __future__ import annotations
@@ -14,12 +14,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
-
-from app.llm.store import QuotaDelta, add_quota_usage, quota_rows
-from app.llm.traits import next_quota_day_at, quota_day
-from app.ports import CallAttempt
+from app.domain import CallAttempt, QuotaDelta, next_quota_day_at, quota_day
+from app.errors import TemporaryError
+from app.ports import QuotaLedger
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +40,8 @@ class Skip:
 class QuotaTracker:
     """Record requests per (provider, model, UTC day) and remember models to skip."""
 
-    def __init__(
-        self, session_factory: sessionmaker[Session] | None = None, *, clock: Clock = utc_now
-    ) -> None:
-        self.session_factory = session_factory
+    def __init__(self, ledger: QuotaLedger | None = None, *, clock: Clock = utc_now) -> None:
+        self.ledger = ledger
         self.clock = clock
         self._skips: dict[tuple[str, str], Skip] = {}
         self._loaded_day: date | None = None
@@ -71,18 +66,16 @@ class QuotaTracker:
     def _load_day(self, at: datetime) -> None:
         # After a restart, models marked exhausted earlier today stay skipped.
         day = quota_day(at)
-        if self.session_factory is None or self._loaded_day == day:
+        if self.ledger is None or self._loaded_day == day:
             return
         self._loaded_day = day
-        with self.session_factory() as session:
-            for row in quota_rows(session, day):
-                if row.exhausted_at is not None and (row.provider, row.model) not in self._skips:
-                    not_served = "not_served" in (row.last_status or "")
-                    self._skips[(row.provider, row.model)] = Skip(
-                        until=next_quota_day_at(at),
-                        reason="not_served" if not_served else "rate_limited",
-                        message=row.last_error or "quota exhausted earlier today",
-                    )
+        for found in self.ledger.exhausted_on(day):
+            if (found.provider, found.model) not in self._skips:
+                self._skips[(found.provider, found.model)] = Skip(
+                    until=next_quota_day_at(at),
+                    reason="not_served" if found.not_served else "rate_limited",
+                    message=found.message,
+                )
 
     async def record(
         self,
@@ -92,20 +85,14 @@ class QuotaTracker:
         exhausted_at: datetime | None = None,
     ) -> None:
         """Add `attempts` (requests to one model) to today's `quota_usage` row of each model."""
-        if self.session_factory is None or not attempts:
+        if self.ledger is None or not attempts:
             return
         deltas = quota_deltas(attempts, at=at, exhausted_at=exhausted_at)
         try:
-            await asyncio.to_thread(self._write, deltas)
-        except SQLAlchemyError as error:
+            await asyncio.to_thread(self.ledger.record, deltas)
+        except TemporaryError as error:
             # Bookkeeping must not cost the agent its answer: the call itself went through.
             log.warning("could not record LLM quota usage: %s", error)
-
-    def _write(self, deltas: Sequence[QuotaDelta]) -> None:
-        assert self.session_factory is not None
-        with self.session_factory.begin() as session:
-            for delta in deltas:
-                add_quota_usage(session, delta)
 
 
 def quota_deltas(

@@ -14,17 +14,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 from app.decisions import parse_decisions_report
+from app.domain import CallAttempt, ChatOptions, ChatResult
 from app.errors import DecisionError, InvariantError, ReplayMissError
 from app.llm.fallback import FallbackChain
 from app.llm.openai_compat import OpenAIChatModel
-from app.ports import (
-    CallAttempt,
-    ChatModel,
-    ChatOptions,
-    ChatResult,
-    DecisionRequest,
-    StrategyAnswer,
-)
+from app.ports import ChatModel, DecisionRequest, StrategyAnswer
 
 # The prompt asks for JSON; providers that can enforce it (DeepSeek) are told to.
 DEFAULT_OPTIONS = ChatOptions(json_mode=True)

@@ -5,9 +5,9 @@
 `app.market.candle_cache`, by the code that needs them.
 """
 
+from app.domain import CANDLE_COLUMNS
 from app.market.dataset import DataSet, expand_paths, load_data_set
 from app.market.files import (
-    CANDLE_COLUMNS,
     DataFileInfo,
     describe_data_file,
     find_gaps,

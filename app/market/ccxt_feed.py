@@ -10,7 +10,7 @@ ccxt's rate limiter is kept on, with a burst allowance so one snapshot's request
 serialised at `rateLimit` ms apart (see `DEFAULT_BURST_TOKENS`). Network errors, timeouts and
 rate limits are retried with exponential backoff; whatever still fails is translated into
 `app.errors` types (`raise ... from e`). Closed candles are kept in memory and, with a
-`CandleCache`, in the `candle` table, so a cycle fetches only the candles closed since the last
+`CandleStore` (the `candle` table), so a cycle fetches only the candles closed since the last
 one and a restart fetches nothing it already has.
 """
 
@@ -24,7 +24,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import Any, Final, Literal
 
 import ccxt.async_support as ccxt_async
 import numpy as np
@@ -35,7 +35,10 @@ from app.domain import (
     CoinSnapshot,
     MarketRules,
     MarketSnapshot,
+    candles_from_rows,
+    empty_candles,
     ensure_utc,
+    index_ns,
     timeframe_to_timedelta,
 )
 from app.errors import (
@@ -46,14 +49,10 @@ from app.errors import (
     TemporaryError,
 )
 from app.indicators import add_context_indicators, add_intraday_indicators
-from app.market.candle_cache import CandleCache, candles_from_rows, empty_candles
-from app.market.files import index_ns
 from app.market.resample import step_ns
 from app.market.symbols import default_quote, market_rules, resolve_symbols
 from app.market.throttle import TokenBucket
-
-if TYPE_CHECKING:
-    from app.config import Settings
+from app.ports import CandleStore
 
 log = logging.getLogger(__name__)
 
@@ -312,7 +311,7 @@ class CcxtMarketData:
         max_retries: int = 2,
         retry_backoff_s: float = 0.5,
         burst_tokens: float | None = DEFAULT_BURST_TOKENS,
-        cache: CandleCache | None = None,
+        cache: CandleStore | None = None,
         open_interest_history: bool = True,
         exchange_config: Mapping[str, Any] | None = None,
         clock: Callable[[], datetime] | None = None,
@@ -352,25 +351,6 @@ class CcxtMarketData:
         self._rules: dict[str, MarketRules] = {}
         self._markets_lock = asyncio.Lock()
         self._windows: dict[tuple[str, str], pd.DataFrame] = {}
-
-    @classmethod
-    def from_settings(
-        cls, settings: Settings, *, cache: CandleCache | None = None, **options: Any
-    ) -> CcxtMarketData:
-        """Build from the `exchange`, `symbols` and `schedule` settings."""
-        return cls(
-            coins=settings.symbols,
-            exchange_id=settings.exchange.id,
-            api_url=settings.exchange.api_url,
-            sandbox=settings.exchange.sandbox,
-            quote=settings.exchange.quote,
-            intraday_timeframe=settings.schedule.intraday_timeframe,
-            context_timeframe=settings.schedule.context_timeframe,
-            history_candles=settings.schedule.history_candles,
-            timeout_s=settings.exchange.timeout_s,
-            cache=cache,
-            **options,
-        )
 
     # Plumbing: retries, error translation, markets.
 
@@ -799,10 +779,6 @@ class CcxtMarketData:
             index=index,
             dtype=float,
         )
-
-    async def funding_rates(self, coin: str, start: datetime, end: datetime) -> pd.Series:
-        """Return the funding rates settled in (`start`, `end`], by settlement time."""
-        return (await self.funding(coin, start, end))["funding_rate"]
 
     async def market_rules(self) -> Mapping[str, MarketRules]:
         """Return precision and minimums per coin from the loaded markets."""

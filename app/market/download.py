@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from app.config import Settings
 from app.domain import ensure_utc
 from app.errors import ConfigError
-from app.market.candle_cache import CandleCache
 from app.market.ccxt_feed import CcxtMarketData, DownloadResult
 from app.market.resample import step_ns
 
@@ -39,32 +36,21 @@ def expected_candles(start: datetime, end: datetime, timeframe: str) -> int:
 
 
 async def download_candles(
-    settings: Settings,
+    feed: CcxtMarketData,
     *,
     coins: Sequence[str],
     timeframe: str,
     start: datetime,
     end: datetime,
-    exchange_id: str | None = None,
     progress: ProgressFactory | None = None,
 ) -> list[DownloadResult]:
-    """Download closed candles of `coins` in [`start`, `end`) into the database's candle cache."""
+    """Download closed candles of `coins` in [`start`, `end`) into the feed's candle store.
+
+    The feed (built with its candle store by the composition root) is closed at the end.
+    """
     if end <= start:
         raise ConfigError(f"--until ({end}) must be after --since ({start})")
     step_ns(timeframe)
-    exchange = settings.exchange
-    if exchange_id:
-        exchange = exchange.model_copy(update={"id": exchange_id})
-    cache = CandleCache.from_url(settings.database.url)
-    feed = CcxtMarketData(
-        coins=list(coins),
-        exchange_id=exchange.id,
-        api_url=exchange.api_url,
-        sandbox=exchange.sandbox,
-        quote=exchange.quote,
-        timeout_s=exchange.timeout_s,
-        cache=cache,
-    )
     results: list[DownloadResult] = []
     try:
         await feed.load_markets()
@@ -73,5 +59,4 @@ async def download_candles(
             results.append(await feed.download(coin, timeframe, start, end, progress=callback))
     finally:
         await feed.close()
-        await asyncio.to_thread(cache.engine.dispose)
     return results

@@ -22,14 +22,17 @@ from typing import Any, Final, Literal
 import numpy as np
 import pandas as pd
 
-from app.domain import timeframe_to_timedelta
+from app.domain import (
+    CANDLE_COLUMNS,
+    CANDLE_INDEX_NAME,
+    index_ns,
+    timeframe_to_timedelta,
+)
 from app.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-CANDLE_COLUMNS: Final[tuple[str, ...]] = ("open", "high", "low", "close", "volume")
 MARK_COLUMNS: Final[tuple[str, ...]] = ("open", "high", "low", "close")
-INDEX_NAME: Final = "open_time"
 FUNDING_INDEX_NAME: Final = "settled_at"
 
 DataKind = Literal["candles", "funding", "mark", "trades"]
@@ -268,7 +271,7 @@ def _load_ohlc(
         raise _bad(path, "has no rows")
     index = _time_index(raw, path)
     values = _numeric_columns(raw, path, columns, optional)
-    frame = pd.DataFrame(values, index=pd.DatetimeIndex(index, name=INDEX_NAME))
+    frame = pd.DataFrame(values, index=pd.DatetimeIndex(index, name=CANDLE_INDEX_NAME))
     prices = frame[list(MARK_COLUMNS)]
     empty = prices.isna().any(axis=1)
     if empty.any():
@@ -341,11 +344,6 @@ def load_funding(path: Path | str) -> pd.Series:
         log.warning("%s: dropped %d duplicate settlement(s)", path, int(duplicated.sum()))
         series = series[~duplicated]
     return series
-
-
-def index_ns(frame: pd.DataFrame | pd.Series) -> np.ndarray:
-    """Return a frame's DatetimeIndex as int64 nanoseconds since the epoch, whatever its unit."""
-    return np.asarray(pd.DatetimeIndex(frame.index).as_unit("ns").asi8)
 
 
 def infer_timeframe(frame: pd.DataFrame | pd.Series) -> str | None:

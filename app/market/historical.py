@@ -16,13 +16,13 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Final
 
 import numpy as np
 import pandas as pd
 
 from app.domain import (
+    CANDLE_COLUMNS,
     Bars,
     CoinSnapshot,
     MarketRules,
@@ -30,6 +30,7 @@ from app.domain import (
     Settlements,
     datetime_to_ns,
     ensure_utc,
+    index_ns,
     ns_to_datetime,
 )
 from app.errors import ConfigError, DataUnavailableError
@@ -39,8 +40,8 @@ from app.indicators import (
     add_context_indicators,
     add_intraday_indicators,
 )
-from app.market.dataset import DataSet, load_data_set
-from app.market.files import CANDLE_COLUMNS, FUNDING_INDEX_NAME, index_ns, infer_timeframe
+from app.market.dataset import DataSet
+from app.market.files import FUNDING_INDEX_NAME, infer_timeframe
 from app.market.resample import check_multiple, resample_candles, step_ns
 
 log = logging.getLogger(__name__)
@@ -300,13 +301,6 @@ class HistoricalMarketData:
             **options,  # type: ignore[arg-type]
         )
 
-    @classmethod
-    def from_paths(
-        cls, paths: Sequence[Path | str], *, coins: Sequence[str] | None = None, **options: object
-    ) -> HistoricalMarketData:
-        """Load files and folders (see `load_data_set`) and build from them."""
-        return cls.from_data_set(load_data_set(paths, coins=coins), **options)
-
     @property
     def coins(self) -> tuple[str, ...]:
         """Return the coins, in the order they were given."""
@@ -458,11 +452,6 @@ class HistoricalMarketData:
         if timeframe == self.base_timeframe:
             return base
         return resample_candles(base, timeframe, self.base_timeframe)
-
-    async def funding_rates(self, coin: str, start: datetime, end: datetime) -> pd.Series:
-        """Return the funding rates settled in (`start`, `end`]."""
-        frame = self.funding_between(coin, start, end)
-        return frame["funding_rate"]
 
     async def funding(self, coin: str, start: datetime, end: datetime) -> pd.DataFrame:
         """Return the settlements in (`start`, `end`] with `funding_rate` and `mark_price`."""

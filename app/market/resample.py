@@ -7,8 +7,9 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 
+from app.domain import CANDLE_COLUMNS, CANDLE_INDEX_NAME, index_ns
 from app.errors import ConfigError
-from app.market.files import CANDLE_COLUMNS, INDEX_NAME, index_ns, step_of
+from app.market.files import step_of
 
 
 def step_ns(timeframe: str) -> int:
@@ -60,7 +61,7 @@ def resample_candles(frame: pd.DataFrame, timeframe: str, base_timeframe: str) -
             "close": values["close"][ends],
             "volume": np.add.reduceat(values["volume"], starts),
         },
-        index=pd.DatetimeIndex(pd.to_datetime(buckets[starts], utc=True), name=INDEX_NAME),
+        index=pd.DatetimeIndex(pd.to_datetime(buckets[starts], utc=True), name=CANDLE_INDEX_NAME),
     )
     keep = np.ones(len(out), dtype=bool)
     if times[starts[0]] != buckets[starts[0]]:

@@ -22,6 +22,7 @@ import pandas as pd
 
 from app.domain import (
     AccountView,
+    ChatMessage,
     CoinSnapshot,
     MarketSnapshot,
     Position,
@@ -29,7 +30,6 @@ from app.domain import (
     ensure_utc,
     timeframe_to_timedelta,
 )
-from app.ports import ChatMessage
 from app.prompts.formatting import (
     INDICATOR_DIGITS,
     NOT_AVAILABLE,

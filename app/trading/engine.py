@@ -8,9 +8,10 @@ A cycle at time `t`:
    agent), then all agents asked concurrently, each with its own timeout;
 4. each answer parsed (by the strategy), checked by the risk rules and filled on a copy of the
    agent's paper account;
-5. each agent-cycle handed to the store, which writes it in one transaction; only then does the
-   copy become the agent's account. An agent-cycle already recorded (same agent, same scheduled
-   time) is skipped: running a scheduled cycle twice never trades twice.
+5. each agent-cycle handed to the recorder (`app.trading.recording`: written at once, or queued
+   for a batch); only once it is accepted does the copy become the agent's account. An
+   agent-cycle already recorded (same agent, same scheduled time) is skipped: running a
+   scheduled cycle twice never trades twice.
 A failed agent (timeout, quota, unusable answer) is recorded with the reason and holds; the
 others trade. Time is an input: the engine reads no clock but the one it is given.
 """
@@ -24,18 +25,21 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Final, Literal
+from typing import Literal
 
 import numpy as np
 
 from app.decisions import TradeDecision
 from app.domain import (
     Bars,
+    CallAttempt,
+    ChatMessage,
     ClosedTrade,
     Fill,
     FundingPayment,
     MarketRules,
     MarketSnapshot,
+    PaperCosts,
     Position,
     Rejection,
     Settlements,
@@ -53,13 +57,11 @@ from app.errors import (
     ModelCallError,
     ReplayMissError,
 )
+from app.metrics import RunningSharpe
 from app.ports import (
     AccountEventsRecord,
     AgentCycleRecord,
     BarSource,
-    CallAttempt,
-    ChatMessage,
-    CycleStore,
     DecisionRecord,
     DecisionRequest,
     MarketData,
@@ -74,52 +76,14 @@ from app.prompts import (
     render_market_section,
 )
 from app.trading import risk
-from app.trading.paper import PaperAccount, PaperCosts
+from app.trading.paper import PaperAccount
+from app.trading.recording import Recorder
 
 log = logging.getLogger(__name__)
-
-_YEAR: Final = timedelta(days=365)
-_ENTRY_WINDOW: Final = timedelta(hours=1)
-# Agent-cycles a backtest writes per transaction (each one whole, whatever the batch size).
-_BATCH_RECORDS: Final = 600
 
 FillPrices = Callable[[MarketSnapshot], Mapping[str, float | None]]
 FreshPrices = Callable[[], Awaitable[Mapping[str, float] | None]]
 Clock = Callable[[], datetime]
-
-
-class RunningSharpe:
-    """The Sharpe ratio of a per-cycle account-value series, updated in O(1) per cycle.
-
-    Same definition as `app.metrics.sharpe_ratio` on an evenly spaced series: simple returns,
-    sample standard deviation, annualised by the number of cycles in a year, risk-free rate 0.
-    """
-
-    def __init__(self, interval: timedelta) -> None:
-        self.periods_per_year = _YEAR / interval
-        self._last: float | None = None
-        self._count = 0
-        self._mean = 0.0
-        self._m2 = 0.0
-
-    def add(self, equity_usd: float) -> None:
-        """Record the account value at the end of one more cycle."""
-        if self._last is not None and self._last > 0 and math.isfinite(equity_usd):
-            change = equity_usd / self._last - 1.0
-            self._count += 1
-            delta = change - self._mean
-            self._mean += delta / self._count
-            self._m2 += delta * (change - self._mean)
-        self._last = equity_usd
-
-    def value(self) -> float | None:
-        """Return the annualised Sharpe ratio, or None with fewer than two returns or no spread."""
-        if self._count < 2:
-            return None
-        variance = self._m2 / (self._count - 1)
-        if not variance > 0:
-            return None
-        return self._mean / math.sqrt(variance) * math.sqrt(self.periods_per_year)
 
 
 @dataclass
@@ -146,9 +110,13 @@ class EngineConfig:
     coins: tuple[str, ...]
     interval: timedelta
     limits: risk.RiskLimits
-    costs: PaperCosts
     agent_timeout_s: float = 120.0
     exit_timeframe: str = "1m"
+
+    @property
+    def costs(self) -> PaperCosts:
+        """Return the paper exchange's costs (the ones the risk checks predict fills with)."""
+        return self.limits.costs
 
     @property
     def fee_bps(self) -> float:
@@ -196,29 +164,27 @@ class _Answer:
 
 
 class CycleEngine:
-    """Runs cycles and the exit monitor for a set of agents over one market and one store."""
+    """Runs cycles and the exit monitor for a set of agents over one market and one recorder."""
 
     def __init__(
         self,
         *,
         market: MarketData,
-        store: CycleStore,
         agents: Sequence[AgentSlot],
         config: EngineConfig,
         clock: Clock,
+        recorder: Recorder,
         fill_prices: FillPrices | None = None,
         rules: Mapping[str, MarketRules] | None = None,
-        batch_records: bool = False,
         fresh_prices: FreshPrices | None = None,
     ) -> None:
         self.market = market
-        self.store = store
+        self.recorder = recorder
         self.slots = list(agents)
         self.config = config
         self.clock = clock
         self.fill_prices = fill_prices or (lambda snapshot: snapshot.prices())
         self.rules: Mapping[str, MarketRules] = rules or {}
-        self._batch_records = batch_records
         # Live: prices fetched when an answer is ready to fill (the model may have taken minutes).
         self.fresh_prices = fresh_prices
         self._in_flight: set[tuple[str, datetime]] = set()
@@ -231,9 +197,6 @@ class CycleEngine:
             if isinstance(market, BarSource) and market.base_timeframe == config.exit_timeframe
             else None
         )
-        # Batched writes (backtests), in the order things happened: an exit may close a
-        # position whose entry is still waiting here.
-        self._pending: list[AgentCycleRecord | AccountEventsRecord] = []
 
     # -- the monitor ------------------------------------------------------------------------
 
@@ -279,7 +242,7 @@ class CycleEngine:
             position = slot.account.positions[coin]
             if settlements is None and not _may_exit(position, block):
                 continue
-            # Work on a copy: the account changes only once the store has the events.
+            # Work on a copy: the account changes only once the recorder has the events.
             trial = trial or PaperAccount.restore(slot.account.state(), costs=slot.account.costs)
             result = trial.apply_bars(coin, block, settlements)
             funding.extend(result.funding)
@@ -299,10 +262,8 @@ class CycleEngine:
                 closed_trades=tuple(closed),
                 funding=tuple(funding),
             )
-            if self._batch_records:
-                self._hold(events)
-            else:
-                self.store.record_events(events)
+            # The account moves on only once the recorder has the events.
+            self.recorder.accept_events(events)
             slot.account = trial
         slot.checked_until = horizon
         return len(fills)
@@ -333,7 +294,7 @@ class CycleEngine:
             for slot in self.slots
             if slot.disabled_reason is None
             and (slot.name, at) not in self._in_flight
-            and not self.store.cycle_done(slot.name, at)
+            and not self.recorder.cycle_done(slot.name, at)
         ]
         if not pending:
             return CycleReport(scheduled_at=at)
@@ -370,27 +331,13 @@ class CycleEngine:
                 log.warning("agent %s: no prompt this cycle: %s", slot.name, error)
                 skipped.append(_skipped(slot, f"no prompt: {error}"))
         fill_prices = self.fill_prices(snapshot)
-        if self._batch_records:
-            # Backtest: settle in agent order once all have answered (deterministic records).
-            answers = await asyncio.gather(*(self._ask(slot, req) for slot, req in asking))
-            settled = []
-            for answer in answers:
-                async with answer.slot.lock:
-                    trial, record, summary = self._settle(answer, snapshot, fill_prices)
-                    self._commit([(answer.slot, trial, record)])
-                settled.append(summary)
-            summaries = tuple(settled)
-        else:
-            # Live: each agent's cycle is recorded as soon as its answer is in, so a slow model
-            # delays nobody's fills and a crash keeps the agent-cycles already finished.
-            summaries = tuple(
-                await asyncio.gather(
-                    *(
-                        self._ask_and_record(slot, req, snapshot, fill_prices)
-                        for slot, req in asking
-                    )
-                )
+        # Each agent's cycle is settled and recorded as soon as its answer is in, so a slow model
+        # delays nobody's fills and a crash keeps the agent-cycles already finished.
+        summaries = tuple(
+            await asyncio.gather(
+                *(self._ask_and_record(slot, req, snapshot, fill_prices) for slot, req in asking)
             )
+        )
         return CycleReport(
             scheduled_at=at, agents=summaries + tuple(skipped), exit_fills=exit_fills
         )
@@ -407,38 +354,22 @@ class CycleEngine:
             fill_prices = {**fill_prices, **await self._fresh_prices()}
         async with slot.lock:
             trial, record, summary = self._settle(answer, snapshot, fill_prices)
-            self._commit([(slot, trial, record)])
+            self._commit(slot, trial, record)
         return summary
 
     def flush(self) -> None:
-        """Write the cycles and monitor events held back by batching (a backtest's last step)."""
-        if not self._pending:
-            return
-        self.store.record_cycles(self._pending)
-        self._pending.clear()
+        """Write what the recorder still holds back (a backtest's last step)."""
+        self.recorder.flush()
 
-    def _hold(self, record: AgentCycleRecord | AccountEventsRecord) -> None:
-        self._pending.append(record)
-        if len(self._pending) >= _BATCH_RECORDS:
-            self.flush()
-
-    def _commit(self, records: list[tuple[AgentSlot, PaperAccount, AgentCycleRecord]]) -> None:
-        if self._batch_records:
-            # A backtest is the only writer of its fresh run: accounts move on at once and the
-            # records land in larger transactions (each agent-cycle still whole).
-            for slot, trial, record in records:
-                self._advance(slot, trial, record)
-                self._hold(record)
+    def _commit(self, slot: AgentSlot, trial: PaperAccount, record: AgentCycleRecord) -> None:
+        if self.recorder.accept(record):
+            self._advance(slot, trial, record)
             return
-        for slot, trial, record in records:
-            if self.store.record_cycle(record):
-                self._advance(slot, trial, record)
-            else:
-                log.warning(
-                    "agent %s: cycle %s was already recorded elsewhere; its account is unchanged",
-                    slot.name,
-                    record.scheduled_at.isoformat(),
-                )
+        log.warning(
+            "agent %s: cycle %s was already recorded elsewhere; its account is unchanged",
+            slot.name,
+            record.scheduled_at.isoformat(),
+        )
 
     async def _fresh_prices(self) -> Mapping[str, float]:
         assert self.fresh_prices is not None
@@ -455,12 +386,10 @@ class CycleEngine:
         if slot.started_at is None:
             slot.started_at = record.scheduled_at
         slot.sharpe.add(record.view.equity_usd)
-        for fill in record.fills:
-            if fill.reason == "entry":
-                slot.recent_entries_at.append(fill.filled_at)
-        horizon = record.scheduled_at - _ENTRY_WINDOW
-        while slot.recent_entries_at and slot.recent_entries_at[0] < horizon:
-            slot.recent_entries_at.popleft()
+        slot.recent_entries_at.extend(
+            fill.filled_at for fill in record.fills if fill.reason == "entry"
+        )
+        risk.forget_old_entries(slot.recent_entries_at, record.scheduled_at)
 
     def _request(
         self,
@@ -621,8 +550,6 @@ class CycleEngine:
         entries_at: Sequence[datetime],
     ) -> tuple[list[DecisionRecord], list[Fill], list[ClosedTrade]]:
         now = snapshot.at
-        window_start = now - _ENTRY_WINDOW
-        recent = [moment for moment in entries_at if moment >= window_start]
         outcome = risk.check(
             decisions,
             account=request.account,
@@ -630,7 +557,7 @@ class CycleEngine:
             rules=self.rules,
             limits=self.config.limits,
             now=now,
-            recent_entries_at=recent,
+            recent_entries_at=entries_at,
         )
         records: list[DecisionRecord] = []
         fills: list[Fill] = []

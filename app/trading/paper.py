@@ -17,8 +17,8 @@ scan (`find_first_exit`); docs/simulation.md gives every rule with worked number
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
 from types import MappingProxyType
 from typing import Final
@@ -28,6 +28,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from app.domain import (
+    AccountState,
     AccountView,
     Bars,
     ClosedTrade,
@@ -35,6 +36,7 @@ from app.domain import (
     FillReason,
     FundingPayment,
     OrderIntent,
+    PaperCosts,
     Position,
     PositionSide,
     Rejection,
@@ -42,69 +44,13 @@ from app.domain import (
     Signal,
     datetime_to_ns,
     ensure_utc,
+    liquidation_price,
     ns_to_datetime,
 )
 from app.errors import DataUnavailableError, InvariantError
 
 # Float money: every identity is checked to this relative tolerance (see docs/simulation.md).
 BOOKS_TOLERANCE: Final = 1e-9
-
-
-@dataclass(frozen=True, slots=True)
-class PaperCosts:
-    """What trading costs on the simulated exchange (fractions: 0.00045 = 4.5 bps)."""
-
-    fee_rate: float = 0.00045
-    slippage_rate: float = 0.0001
-    maintenance_margin_rate: float = 0.005
-
-    def __post_init__(self) -> None:
-        if min(self.fee_rate, self.slippage_rate, self.maintenance_margin_rate) < 0:
-            raise ValueError("fee, slippage and maintenance margin rates must be >= 0")
-        if self.slippage_rate >= 1 or self.maintenance_margin_rate >= 1:
-            raise ValueError("slippage and maintenance margin rates are fractions below 1")
-
-
-@dataclass(frozen=True, slots=True)
-class AccountState:
-    """Everything needed to rebuild a `PaperAccount` exactly (what the repository persists)."""
-
-    starting_cash_usd: float
-    cash_usd: float
-    realized_pnl_usd: float = 0.0
-    fees_paid_usd: float = 0.0
-    funding_paid_usd: float = 0.0
-    positions: Mapping[str, Position] = field(default_factory=dict)
-
-    @classmethod
-    def from_ledger(
-        cls,
-        starting_cash_usd: float,
-        *,
-        fills: Iterable[Fill],
-        funding_payments: Iterable[FundingPayment],
-        open_positions: Iterable[Position],
-    ) -> AccountState:
-        """Derive the state from the fill and funding ledgers plus the open positions.
-
-        Cash is never stored here: it follows from the identity in the module docstring, so a
-        state rebuilt this way always balances (up to float summation order).
-        """
-        positions = {p.coin: p for p in open_positions}
-        realized = fees = 0.0
-        for fill in fills:
-            realized += fill.realized_pnl_usd
-            fees += fill.fee_usd
-        funding = sum(payment.amount_usd for payment in funding_payments)
-        margin = sum(p.margin_usd for p in positions.values())
-        return cls(
-            starting_cash_usd=starting_cash_usd,
-            cash_usd=starting_cash_usd + realized - fees - funding - margin,
-            realized_pnl_usd=realized,
-            fees_paid_usd=fees,
-            funding_paid_usd=funding,
-            positions=positions,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,15 +82,6 @@ class MonitorResult:
 
     funding: tuple[FundingPayment, ...] = ()
     exit: Execution | None = None
-
-
-def liquidation_price(
-    *, side: PositionSide, entry_price: float, leverage: int, maintenance_margin_rate: float
-) -> float:
-    """Return the isolated-margin liquidation price of DESIGN.md §4."""
-    if side == "long":
-        return entry_price * (1.0 - 1.0 / leverage + maintenance_margin_rate)
-    return entry_price * (1.0 + 1.0 / leverage - maintenance_margin_rate)
 
 
 def find_first_exit(

@@ -25,6 +25,7 @@ from the next cycle, so the limits hold whatever order the engine fills the inte
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -32,40 +33,46 @@ from decimal import Decimal
 from typing import Final, Literal
 
 from app.decisions import TradeDecision
-from app.domain import AccountView, ExitPlan, MarketRules, OrderIntent, PositionSide, Rejection
+from app.domain import (
+    AccountView,
+    ExitPlan,
+    MarketRules,
+    OrderIntent,
+    PaperCosts,
+    PositionSide,
+    Rejection,
+    liquidation_price,
+)
 
 OutcomeStatus = Literal["accepted", "rejected", "hold"]
 
-_ENTRY_WINDOW: Final = timedelta(hours=1)
+# `max_entries_per_hour` counts the entries filled in (now - ENTRY_WINDOW, now].
+ENTRY_WINDOW: Final = timedelta(hours=1)
 # Quantities like 0.3 / 0.1 come out as 2.9999999999999996; this slack keeps them at 3 steps.
 _STEP_SLACK: Final = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
 class RiskLimits:
-    """The limits and costs every entry is checked against (mapped from the `risk` settings).
+    """The limits every entry is checked against (mapped from the `risk` settings).
 
-    `max_position_margin_pct` is in percent of the account value (50.0 = half). `fee_rate` and
-    `slippage_rate` are fractions (0.00045 = 4.5 bps) and must match the paper exchange's, so the
-    cash check predicts the fill. `maintenance_margin_rate` refuses leverage so high that the
-    liquidation price would sit at or beyond the entry.
+    `max_position_margin_pct` is in percent of the account value (50.0 = half). `costs` are the
+    paper exchange's own (the same object the accounts use), so the cash check predicts the fill
+    exactly; its maintenance margin rate refuses leverage so high that the liquidation price would
+    sit at or beyond the entry.
     """
 
     max_leverage: int = 20
     max_position_margin_pct: float = 50.0
     max_open_positions: int | None = None
     max_entries_per_hour: int | None = None
-    fee_rate: float = 0.00045
-    slippage_rate: float = 0.0001
-    maintenance_margin_rate: float = 0.0
+    costs: PaperCosts = field(default_factory=PaperCosts)
 
     def __post_init__(self) -> None:
         if self.max_leverage < 1:
             raise ValueError("max_leverage must be at least 1")
         if not 0 < self.max_position_margin_pct <= 100:
             raise ValueError("max_position_margin_pct is a percent in (0, 100]")
-        if min(self.fee_rate, self.slippage_rate, self.maintenance_margin_rate) < 0:
-            raise ValueError("fee_rate, slippage_rate and maintenance_margin_rate must be >= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,14 +122,25 @@ class _Budget:
     coins_seen: set[str] = field(default_factory=set)
 
 
+def in_entry_window(entry_at: datetime, now: datetime) -> bool:
+    """Return True when an entry filled at `entry_at` counts against the hourly cap at `now`."""
+    return now - ENTRY_WINDOW < entry_at <= now
+
+
+def forget_old_entries(entries_at: deque[datetime], now: datetime) -> None:
+    """Drop, from the left of a time-ordered deque, the entries that no longer count at `now`."""
+    while entries_at and entries_at[0] <= now - ENTRY_WINDOW:
+        entries_at.popleft()
+
+
 def entry_cost_usd(
     *, quantity: float, price: float, leverage: int, side: PositionSide, limits: RiskLimits
 ) -> tuple[float, float]:
     """Return the (margin, entry fee) an entry would take at `price`, slippage included."""
     direction = 1.0 if side == "long" else -1.0
-    fill_price = price * (1.0 + direction * limits.slippage_rate)
+    fill_price = price * (1.0 + direction * limits.costs.slippage_rate)
     notional_usd = quantity * fill_price
-    return notional_usd / leverage, notional_usd * limits.fee_rate
+    return notional_usd / leverage, notional_usd * limits.costs.fee_rate
 
 
 def round_quantity_down(quantity: float, rules: MarketRules | None) -> float:
@@ -166,12 +184,11 @@ def check(
 
     Returns one outcome per decision, in input order.
     """
-    window_start = now - _ENTRY_WINDOW
     budget = _Budget(
         cash_usd=account.cash_usd,
         equity_usd=account.equity_usd,
         open_positions=len(account.positions),
-        entries_last_hour=sum(1 for at in recent_entries_at if window_start < at <= now),
+        entries_last_hour=sum(1 for at in recent_entries_at if in_entry_window(at, now)),
     )
     outcomes = [
         _check_one(d, account=account, prices=prices, rules=rules, limits=limits, budget=budget)
@@ -334,10 +351,10 @@ def _entry_shape_problem(
         return "an entry needs a leverage (an integer from 1 to the limit)"
     if not 1 <= leverage <= limits.max_leverage:
         return f"leverage {leverage} is outside [1, {limits.max_leverage}]"
-    if 1.0 / leverage <= limits.maintenance_margin_rate:
+    if 1.0 / leverage <= limits.costs.maintenance_margin_rate:
         return (
             f"leverage {leverage} would put the liquidation price at or beyond the entry "
-            f"(maintenance margin rate {limits.maintenance_margin_rate:g})"
+            f"(maintenance margin rate {limits.costs.maintenance_margin_rate:g})"
         )
     stop, target = decision.stop_loss, decision.profit_target
     if stop is None or target is None:
@@ -388,12 +405,13 @@ def _liquidation_note(
     stop, leverage = decision.stop_loss, decision.leverage
     if stop is None or leverage is None:
         return []
-    if side == "long":
-        liquidation = price * (1.0 - 1.0 / leverage + limits.maintenance_margin_rate)
-        beyond = stop <= liquidation
-    else:
-        liquidation = price * (1.0 + 1.0 / leverage - limits.maintenance_margin_rate)
-        beyond = stop >= liquidation
+    liquidation = liquidation_price(
+        side=side,
+        entry_price=price,
+        leverage=leverage,
+        maintenance_margin_rate=limits.costs.maintenance_margin_rate,
+    )
+    beyond = stop <= liquidation if side == "long" else stop >= liquidation
     if not beyond:
         return []
     return [f"stop {stop:g} lies beyond the liquidation price ~{liquidation:g}"]

@@ -12,16 +12,9 @@ from app.db.migrate import upgrade
 from app.db.repository import AgentIdentity, SqlCycleStore
 from app.db.session import make_engine
 from app.decisions import TradeDecision
-from app.domain import ExitPlan, Fill, OrderIntent
-from app.ports import (
-    AccountEventsRecord,
-    AgentCycleRecord,
-    ChatMessage,
-    ChatResult,
-    DecisionRecord,
-    StrategyAnswer,
-)
-from app.trading.paper import Execution, PaperAccount, PaperCosts
+from app.domain import ChatMessage, ChatResult, ExitPlan, Fill, OrderIntent, PaperCosts
+from app.ports import AccountEventsRecord, AgentCycleRecord, DecisionRecord, StrategyAnswer
+from app.trading.paper import Execution, PaperAccount
 
 AT = datetime(2025, 10, 18, 0, 0, tzinfo=UTC)
 COSTS = PaperCosts(fee_rate=0.0005, slippage_rate=0.001, maintenance_margin_rate=0.005)

@@ -7,7 +7,8 @@ import json
 from collections.abc import Callable
 
 from app.decisions import DecisionProblem, TradeDecision
-from app.ports import ChatResult, DecisionRequest, StrategyAnswer
+from app.domain import ChatResult
+from app.ports import DecisionRequest, StrategyAnswer
 
 Script = Callable[[DecisionRequest], list[TradeDecision]]
 

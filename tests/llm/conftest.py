@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.migrate import upgrade
-from app.db.session import make_engine, make_session_factory
-from app.ports import ChatMessage
+from app.db.session import Database, make_engine, make_session_factory
+from app.domain import ChatMessage
 from tests.fakes.openai_server import FakeOpenAIServer
 
 MESSAGES = (
@@ -36,11 +36,17 @@ def fake_server() -> Iterator[Callable[..., FakeOpenAIServer]]:
 
 
 @pytest.fixture
-def session_factory(db_url: str) -> sessionmaker[Session]:
-    """Return a session factory on a freshly migrated SQLite file."""
+def database(db_url: str) -> Database:
+    """Return a freshly migrated SQLite file."""
     engine = make_engine(db_url)
     upgrade(db_url, engine=engine)
-    return make_session_factory(engine)
+    return Database(url=db_url, engine=engine, sessions=make_session_factory(engine))
+
+
+@pytest.fixture
+def session_factory(database: Database) -> sessionmaker[Session]:
+    """Return a session factory on a freshly migrated SQLite file."""
+    return database.sessions
 
 
 class FrozenClock:

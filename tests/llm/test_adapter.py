@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from app.domain import ChatMessage, ChatOptions, ChatResult
 from app.errors import (
     ConfigError,
     EmptyAnswerError,
@@ -32,7 +33,7 @@ from app.llm import (
     QwenProvider,
     QwQProvider,
 )
-from app.ports import ChatMessage, ChatModel, ChatOptions, ChatResult
+from app.ports import ChatModel
 from tests.fakes.openai_server import (
     FakeOpenAIServer,
     answer,

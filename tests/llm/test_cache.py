@@ -10,8 +10,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.config import AgentConfig, LlmMode, Settings
+from app.config import AgentConfig, Settings
 from app.db import models
+from app.domain import CallAttempt, ChatMessage, ChatResult, LlmMode
 from app.errors import (
     ConfigError,
     ModelTimeoutError,
@@ -20,9 +21,9 @@ from app.errors import (
     ReplayMissError,
     TemporaryError,
 )
-from app.llm import LlmRuntime, QwenProvider, cache_key
-from app.ports import CallAttempt, ChatMessage, ChatResult
+from app.llm import QwenProvider, cache_key
 from tests.fakes.openai_server import FakeOpenAIServer, answer, rate_limited, server_error, slow
+from tests.fakes.runtime import LlmHarness
 from tests.llm.conftest import MESSAGES, no_sleep
 
 Server = Callable[..., FakeOpenAIServer]
@@ -53,7 +54,7 @@ def ask_agent(
     )
 
     async def run() -> list[ChatResult]:
-        runtime = LlmRuntime(
+        runtime = LlmHarness(
             settings, session_factory=session_factory, cache_mode=mode, sleep=no_sleep
         )
         try:
@@ -163,7 +164,7 @@ def test_cache_key_changes_with_what_changes_the_answer_only() -> None:
 
 def test_cache_and_replay_modes_need_a_database() -> None:
     with pytest.raises(ConfigError, match="DATABASE_URL"):
-        LlmRuntime(settings_for(None), cache_mode="replay")
+        LlmHarness(settings_for(None), cache_mode="replay")
 
 
 # -- failure markers ------------------------------------------------------------------------------
@@ -187,7 +188,7 @@ def ask_prompts(
     agent = AgentConfig(name="qwen", provider="modelscope", model=A)
 
     async def run() -> list[ChatResult | BaseException]:
-        runtime = LlmRuntime(
+        runtime = LlmHarness(
             settings, session_factory=session_factory, cache_mode=mode, sleep=no_sleep
         )
         chain = runtime.chat_model(agent)
@@ -277,17 +278,18 @@ def test_a_cancelled_call_counts_its_requests_in_quota_and_replays_as_a_timeout(
     agent = AgentConfig(name="qwen", provider="modelscope", model=A)
 
     async def cancelled() -> tuple[CallAttempt, ...]:
-        runtime = LlmRuntime(
+        runtime = LlmHarness(
             settings_for(server),
             session_factory=session_factory,
             cache_mode="cached",
             sleep=no_sleep,
         )
         chain = runtime.chat_model(agent)
+        journal: list[CallAttempt] = []
         try:
             with pytest.raises(TimeoutError):
-                await asyncio.wait_for(chain.complete(MESSAGES), timeout=2.0)
-            return chain.last_attempts
+                await asyncio.wait_for(chain.complete(MESSAGES, journal=journal), timeout=2.0)
+            return tuple(journal)
         finally:
             await runtime.aclose()
 

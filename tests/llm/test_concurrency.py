@@ -8,9 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 from app.config import AgentConfig, Settings
-from app.llm import LlmRuntime
-from app.ports import ChatResult
+from app.domain import ChatResult
 from tests.fakes.openai_server import FakeOpenAIServer
+from tests.fakes.runtime import LlmHarness
 from tests.llm.conftest import MESSAGES
 
 Server = Callable[..., FakeOpenAIServer]
@@ -36,7 +36,7 @@ def test_six_agents_share_one_client_and_are_all_in_flight_together(fake_server:
     ]
 
     async def run() -> tuple[list[ChatResult], int]:
-        runtime = LlmRuntime(settings)
+        runtime = LlmHarness(settings)
         try:
             chains = [runtime.chat_model(agent) for agent in agents]
             results = await asyncio.gather(*(chain.complete(MESSAGES) for chain in chains))

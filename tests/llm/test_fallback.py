@@ -12,6 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import models
+from app.db.quota_ledger import SqlQuotaLedger
+from app.domain import ChatOptions, ChatResult
 from app.errors import (
     ConfigError,
     ModelAuthError,
@@ -23,7 +25,6 @@ from app.errors import (
     TemporaryError,
 )
 from app.llm import CallDefaults, ClientPool, FallbackChain, QuotaTracker, make_provider
-from app.ports import ChatOptions, ChatResult
 from tests.fakes.openai_server import (
     FakeOpenAIServer,
     answer,
@@ -90,7 +91,7 @@ def test_three_model_chain_429_then_not_served_then_answer_skips_the_first_two_a
     server.script(A, rate_limited())
     server.script(B, not_served())
     server.script(C, answer(HOLD), answer(HOLD), answer(HOLD))
-    quota = QuotaTracker(session_factory, clock=clock)
+    quota = QuotaTracker(SqlQuotaLedger(session_factory), clock=clock)
 
     result = ask_chain(server, [A, B, C], quota)
 
@@ -131,9 +132,9 @@ def test_a_restart_keeps_skipping_models_exhausted_earlier_that_day(
 ) -> None:
     server = fake_server("modelscope")
     server.script(A, rate_limited())
-    ask_chain(server, [A, C], QuotaTracker(session_factory, clock=clock))
+    ask_chain(server, [A, C], QuotaTracker(SqlQuotaLedger(session_factory), clock=clock))
 
-    restarted = QuotaTracker(session_factory, clock=clock)
+    restarted = QuotaTracker(SqlQuotaLedger(session_factory), clock=clock)
     result = ask_chain(server, [A, C], restarted)
 
     assert result.model == C

@@ -12,9 +12,10 @@ from typer.testing import CliRunner
 
 from app import cli
 from app.cli import app
+from app.db.llm_store import add_quota_usage
 from app.db.migrate import upgrade
 from app.db.session import make_engine, make_session_factory
-from app.llm.store import QuotaDelta, add_quota_usage
+from app.domain import QuotaDelta
 from app.logs import configure_logging
 from tests.fakes.openai_server import FakeOpenAIServer, rate_limited
 

@@ -10,16 +10,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import AgentConfig, Settings
-from app.db.session import sqlite_path
+from app.db.session import Database, sqlite_path
+from app.domain import ChatResult
 from app.errors import AppError
-from app.llm import LlmRuntime
-from app.llm.store import add_llm_calls
 from app.logs import configure_logging
-from app.ports import ChatResult
+from app.wiring import build_chat_model, build_llm_runtime
 from tests.fakes.openai_server import FakeOpenAIServer, error
+from tests.fakes.records import record_call
 from tests.llm.conftest import MESSAGES, no_sleep
 
 Server = Callable[..., FakeOpenAIServer]
@@ -30,7 +29,7 @@ AT = datetime(2026, 3, 14, 10, 0, tzinfo=UTC)
 
 def test_the_key_is_in_no_log_no_row_and_no_error_text(
     fake_server: Server,
-    session_factory: sessionmaker[Session],
+    database: Database,
     db_url: str,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
@@ -59,10 +58,13 @@ def test_the_key_is_in_no_log_no_row_and_no_error_text(
     ]
 
     async def run() -> list[ChatResult | BaseException]:
-        runtime = LlmRuntime(settings, session_factory=session_factory, sleep=no_sleep)
+        runtime = build_llm_runtime(settings, database=database, mode="live")
         try:
             return await asyncio.gather(
-                *(runtime.chat_model(agent).complete(MESSAGES) for agent in chains),
+                *(
+                    build_chat_model(agent, settings, runtime, sleep=no_sleep).complete(MESSAGES)
+                    for agent in chains
+                ),
                 return_exceptions=True,
             )
         finally:
@@ -75,12 +77,18 @@ def test_the_key_is_in_no_log_no_row_and_no_error_text(
 
     assert isinstance(ok, ChatResult) and ok.model == "Qwen/D"
     assert isinstance(gateway, AppError) and isinstance(auth, AppError)
-    with session_factory.begin() as session:
-        add_llm_calls(session, messages=MESSAGES, answer=ok, created_at=AT)
-        for failure in (gateway, auth):
-            add_llm_calls(
-                session, messages=MESSAGES, answer=None, attempts=failure.attempts, created_at=AT
-            )
+    # Recorded through the repository, as the engine records every agent-cycle.
+    record_call(database.engine, "quota", messages=MESSAGES, answer=ok, at=AT)
+    for name, failure in (("gateway", gateway), ("auth", auth)):
+        record_call(
+            database.engine,
+            name,
+            messages=MESSAGES,
+            answer=None,
+            attempts=failure.attempts,
+            error=str(failure),
+            at=AT,
+        )
 
     texts = [str(gateway), repr(gateway), str(auth), repr(auth)]
     texts += [a.error or "" for a in (*ok.attempts, *gateway.attempts, *auth.attempts)]

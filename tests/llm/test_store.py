@@ -4,31 +4,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import models
-from app.db.llm_rows import decompress_text, prompt_hash
-from app.llm.store import (
-    QuotaDelta,
-    add_llm_calls,
-    add_quota_usage,
-    quota_rows,
-    usage_by_agent,
-)
-from app.ports import CallAttempt, ChatResult, TokenUsage
+from app.db.llm_rows import decompress_text
+from app.db.llm_store import add_quota_usage, quota_rows, usage_by_agent
+from app.domain import CallAttempt, ChatResult, QuotaDelta, TokenUsage, prompt_hash
+from tests.fakes.records import record_call
 from tests.llm.conftest import MESSAGES
 
 AT = datetime(2026, 3, 14, 10, 0, tzinfo=UTC)
-
-
-def make_agent(session: Session, name: str) -> int:
-    agent = models.Agent(
-        name=name, provider="modelscope", model="Qwen/A", starting_cash_usd=1.0, created_at=AT
-    )
-    session.add(agent)
-    session.flush()
-    return agent.id
 
 
 def answer(model: str, *, latency_s: float, tokens: tuple[int, int, int]) -> ChatResult:
@@ -53,37 +39,33 @@ def answer(model: str, *, latency_s: float, tokens: tuple[int, int, int]) -> Cha
     )
 
 
-def test_llm_calls_are_added_per_request_with_compressed_prompt_and_no_commit(
+def test_a_call_is_recorded_per_request_with_its_compressed_prompt(
     session_factory: sessionmaker[Session],
 ) -> None:
+    """A 50 ms 429 on Qwen/A, then Qwen/B answers in 1.25 s: two rows, the prompt on the answer."""
+    engine = session_factory.kw["bind"]
+    record_call(
+        engine,
+        "qwen",
+        messages=MESSAGES,
+        answer=answer("Qwen/B", latency_s=1.25, tokens=(100, 40, 10)),
+        at=AT,
+    )
     with session_factory() as session:
-        agent_id = make_agent(session, "qwen")
-        session.commit()
-        add_llm_calls(
-            session,
-            messages=MESSAGES,
-            answer=answer("Qwen/B", latency_s=1.25, tokens=(100, 40, 10)),
-            created_at=AT,
-            agent_id=agent_id,
-            prompt_version="v1",
-        )
-        session.flush()
         failed, used = session.scalars(select(models.LlmCall).order_by(models.LlmCall.id))
 
-        assert (failed.model_requested, failed.model, failed.outcome) == (
-            "Qwen/A",
-            None,
-            "rate_limited",
-        )
-        assert failed.messages_z is None and failed.latency_ms == 50
-        assert (used.model_requested, used.model, used.outcome) == ("Qwen/A", "Qwen/B", "ok")
-        assert used.prompt_hash == prompt_hash(MESSAGES)
-        assert MESSAGES[1].content in decompress_text(used.messages_z)
-        assert decompress_text(used.reasoning_z) == "flat market"
-        assert (used.latency_ms, used.prompt_tokens, used.attempt) == (1250, 100, 2)
-        # The caller owns the transaction: nothing is kept without its commit.
-        session.rollback()
-        assert session.scalar(select(func.count()).select_from(models.LlmCall)) == 0
+    assert (failed.model_requested, failed.model, failed.outcome) == (
+        "Qwen/A",
+        None,
+        "rate_limited",
+    )
+    assert failed.messages_z is None and failed.latency_ms == 50
+    assert (used.model_requested, used.model, used.outcome) == ("Qwen/A", "Qwen/B", "ok")
+    assert used.prompt_hash == prompt_hash(MESSAGES)
+    assert used.cycle_id is not None and used.cycle_id == failed.cycle_id
+    assert MESSAGES[1].content in decompress_text(used.messages_z)
+    assert decompress_text(used.reasoning_z) == "flat market"
+    assert (used.latency_ms, used.prompt_tokens, used.attempt) == (1250, 100, 2)
 
 
 def test_usage_by_agent_sums_tokens_latency_and_calls(
@@ -94,22 +76,23 @@ def test_usage_by_agent_sums_tokens_latency_and_calls(
     Requests of agent one: 4 (2 failed), latency 50 + 1000 + 50 + 500 = 1600 ms;
     tokens 100 + 200 prompt, 40 + 60 completion.
     """
-    with session_factory.begin() as session:
-        one, two = make_agent(session, "one"), make_agent(session, "two")
-        for latency_s, tokens in ((1.0, (100, 40, 0)), (0.5, (200, 60, 5))):
-            add_llm_calls(
-                session,
-                messages=MESSAGES,
-                answer=answer("Qwen/B", latency_s=latency_s, tokens=tokens),
-                created_at=AT,
-                agent_id=one,
-            )
-        hit = ChatResult(text="{}", provider="modelscope", model="Qwen/A", cache_hit=True)
-        add_llm_calls(session, messages=MESSAGES, answer=hit, created_at=AT, agent_id=two)
-
+    engine = session_factory.kw["bind"]
+    for minutes, latency_s, tokens in ((0, 1.0, (100, 40, 0)), (3, 0.5, (200, 60, 5))):
+        record_call(
+            engine,
+            "one",
+            messages=MESSAGES,
+            answer=answer("Qwen/B", latency_s=latency_s, tokens=tokens),
+            at=AT + timedelta(minutes=minutes),
+        )
+    hit = ChatResult(text="{}", provider="modelscope", model="Qwen/A", cache_hit=True)
+    record_call(engine, "two", messages=MESSAGES, answer=hit, at=AT)
     with session_factory() as session:
+        rows = session.execute(select(models.Agent.name, models.Agent.id))
+        ids = {name: agent_id for name, agent_id in rows}
+        one, two = ids["one"], ids["two"]
         usage = usage_by_agent(session)
-        later = usage_by_agent(session, since=AT + timedelta(seconds=1))
+        later = usage_by_agent(session, since=AT + timedelta(minutes=4))
 
     assert (usage[one].calls, usage[one].requests, usage[one].failures) == (4, 4, 2)
     assert (usage[one].prompt_tokens, usage[one].completion_tokens) == (300, 100)

@@ -15,17 +15,10 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import AgentConfig, Settings
-from app.domain import AccountView, CoinSnapshot, MarketSnapshot
+from app.domain import AccountView, CallAttempt, ChatMessage, CoinSnapshot, MarketSnapshot
 from app.errors import ConfigError, ModelAuthError, ModelTimeoutError, ReplayMissError
-from app.llm import LlmRuntime, LLMStrategy
-from app.ports import (
-    CallAttempt,
-    ChatMessage,
-    DecisionRequest,
-    ReportsAttempts,
-    Strategy,
-    StrategyAnswer,
-)
+from app.llm import LLMStrategy
+from app.ports import DecisionRequest, ReportsAttempts, Strategy, StrategyAnswer
 from tests.fakes.openai_server import (
     FakeOpenAIServer,
     answer,
@@ -34,6 +27,7 @@ from tests.fakes.openai_server import (
     slow,
     unauthorized,
 )
+from tests.fakes.runtime import LlmHarness
 from tests.llm.conftest import no_sleep
 
 Server = Callable[..., FakeOpenAIServer]
@@ -81,7 +75,7 @@ def decide(
     """Ask every agent concurrently through one runtime; failures are returned, not raised."""
 
     async def run() -> list[StrategyAnswer | BaseException]:
-        runtime = LlmRuntime(
+        runtime = LlmHarness(
             settings,
             session_factory=session_factory,
             cache_mode=mode,  # type: ignore[arg-type]
@@ -220,7 +214,7 @@ def test_the_runtime_builds_chains_from_settings_and_refuses_baselines() -> None
             "hodl=baseline:buy_and_hold",
         ],
     )
-    runtime = LlmRuntime(settings)
+    runtime = LlmHarness(settings)
     qwen, ds, hodl = settings.agents
 
     chain = runtime.chat_model(qwen)
@@ -244,7 +238,7 @@ def test_a_decide_cancelled_by_the_engine_still_reports_the_requests_it_made(
     request = request_for({"BTC": 100_000.0})
 
     async def run() -> tuple[LLMStrategy, tuple[CallAttempt, ...], tuple[CallAttempt, ...]]:
-        runtime = LlmRuntime(settings_for(server), sleep=no_sleep)
+        runtime = LlmHarness(settings_for(server), sleep=no_sleep)
         strategy = runtime.strategy(agent)
         try:
             with pytest.raises(TimeoutError):

@@ -7,8 +7,10 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
+from app.db.candles import CandleCache
 from app.db.migrate import upgrade
-from app.market.candle_cache import CandleCache, candles_from_rows
+from app.db.session import make_engine
+from app.domain import candles_from_rows
 
 
 def frame(start_ms: int, count: int, close: float = 1.0) -> pd.DataFrame:
@@ -19,7 +21,7 @@ def frame(start_ms: int, count: int, close: float = 1.0) -> pd.DataFrame:
 
 def test_saved_candles_come_back_identical_and_only_inside_the_window(db_url: str) -> None:
     upgrade(db_url)
-    cache = CandleCache.from_url(db_url)
+    cache = CandleCache(make_engine(db_url))
     candles = frame(1_700_000_000_000, 10)
     assert (
         cache.save(exchange="binanceusdm", symbol="BTC/USDT:USDT", timeframe="1m", frame=candles)
@@ -45,7 +47,7 @@ def test_saved_candles_come_back_identical_and_only_inside_the_window(db_url: st
 
 def test_saving_a_candle_again_replaces_it(db_url: str) -> None:
     upgrade(db_url)
-    cache = CandleCache.from_url(db_url)
+    cache = CandleCache(make_engine(db_url))
     cache.save(
         exchange="x", symbol="S", timeframe="1m", frame=frame(1_700_000_000_000, 3, close=1.0)
     )

@@ -12,9 +12,10 @@ from typing import Any, TypeVar
 import pandas as pd
 import pytest
 
+from app.db.candles import CandleCache
 from app.db.migrate import upgrade
+from app.db.session import make_engine
 from app.errors import ConfigError, RateLimitedError, TemporaryError
-from app.market.candle_cache import CandleCache
 from app.market.ccxt_feed import CcxtMarketData, build_exchange, replace_api_host
 from app.ports import MarketData
 from app.prompts.builder import render_market_section
@@ -260,7 +261,7 @@ def test_the_candle_cache_spares_a_restarted_feed_every_candle_request(
     fake: FakeExchange, db_url: str
 ) -> None:
     upgrade(db_url)
-    cache = CandleCache.from_url(db_url)
+    cache = CandleCache(make_engine(db_url))
     feed = make_feed(fake, cache=cache)
     run(snapshot_once(feed))
     # Candles from a replaced API host are kept under that host, never as the real exchange's.
@@ -268,7 +269,7 @@ def test_the_candle_cache_spares_a_restarted_feed_every_candle_request(
     assert cache.count(exchange="binanceusdm", symbol="BTC/USDT:USDT", timeframe="3m") == 0
     assert cache.count(exchange=feed.cache_source, symbol="BTC/USDT:USDT", timeframe="3m") == 200
     fake.reset()
-    restarted = run(snapshot_once(make_feed(fake, cache=CandleCache.from_url(db_url))))
+    restarted = run(snapshot_once(make_feed(fake, cache=CandleCache(make_engine(db_url)))))
     assert fake.requests_to("/fapi/v1/klines") == []
     assert restarted.coins["ETH"].intraday.index[-1] == pd.Timestamp("2026-01-15 12:03", tz="UTC")
 
@@ -279,7 +280,7 @@ def test_a_candle_closed_moments_ago_is_shown_but_not_cached_in_case_clocks_diff
     """At 12:06:05 the 12:03 candle closed 5 s ago, within the 10 s grace: if the exchange's
     clock were behind ours it could still be forming, so it is refetched until it settles."""
     upgrade(db_url)
-    cache = CandleCache.from_url(db_url)
+    cache = CandleCache(make_engine(db_url))
     at = datetime(2026, 1, 15, 12, 6, 5, tzinfo=UTC)
     fake.now = at
     feed = make_feed(fake, cache=cache)

@@ -12,7 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from app.cli import app
-from app.market.candle_cache import CandleCache
+from app.db.candles import CandleCache
+from app.db.session import make_engine
 from tests.fakes.exchange import FakeExchange, synthetic_candles
 
 NOW = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
@@ -60,7 +61,7 @@ def test_download_pages_a_day_of_minutes_into_the_cache_and_a_rerun_fetches_noth
         ("ETH/USDT:USDT", 1440, 1440),
     ]
     assert len(fake.requests_to("/fapi/v1/klines")) == 6
-    cache = CandleCache.from_url(env)
+    cache = CandleCache(make_engine(env))
     source = f"binanceusdm@{fake.url.split('://')[1]}"
     assert cache.count(exchange=source, symbol="BTC/USDT:USDT", timeframe="1m") == 1440
 

@@ -224,8 +224,8 @@ def test_funding_between_lists_settlements_with_the_mark_open_then(
     ]
     marks = season_data["marks"]["BTC"]  # type: ignore[index]
     assert frame["mark_price"].iloc[0] == marks.loc["2025-10-28 08:00", "open"]
-    rates = asyncio.run(season.funding_rates("BTC", start, start + timedelta(hours=16)))
-    assert rates.tolist() == frame["funding_rate"].tolist()
+    served = asyncio.run(season.funding("BTC", start, start + timedelta(hours=16)))
+    assert served["funding_rate"].tolist() == frame["funding_rate"].tolist()
 
 
 def test_funding_without_mark_data_leaves_the_mark_price_nan(

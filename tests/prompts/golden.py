@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from app.domain import AccountView, CoinSnapshot, ExitPlan, MarketSnapshot, Position
-from app.ports import ChatMessage
+from app.domain import AccountView, ChatMessage, CoinSnapshot, ExitPlan, MarketSnapshot, Position
 from app.prompts import PROMPT_VERSION, build_messages
 
 EXPECTED_DIR = Path(__file__).resolve().parent / "expected"

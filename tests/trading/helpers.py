@@ -7,8 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
-from app.domain import ExitPlan, OrderIntent, PositionSide
-from app.trading.paper import PaperCosts
+from app.domain import ExitPlan, OrderIntent, PaperCosts, PositionSide
 
 T0 = datetime(2025, 10, 18, 0, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)

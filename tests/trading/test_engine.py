@@ -17,11 +17,14 @@ from app.db.queries import call_messages
 from app.db.repository import AgentIdentity, SqlCycleStore
 from app.db.session import make_engine
 from app.decisions import DecisionProblem, TradeDecision
+from app.domain import CallAttempt, ChatMessage, PaperCosts
 from app.errors import InvariantError
 from app.market.historical import HistoricalMarketData
-from app.ports import CallAttempt, ChatMessage, DecisionRequest
-from app.trading.engine import AgentSlot, CycleEngine, EngineConfig, RunningSharpe
-from app.trading.paper import PaperAccount, PaperCosts
+from app.metrics import RunningSharpe
+from app.ports import DecisionRequest
+from app.trading.engine import AgentSlot, CycleEngine, EngineConfig
+from app.trading.paper import PaperAccount
+from app.trading.recording import BatchRecorder, ImmediateRecorder
 from app.trading.risk import RiskLimits
 from app.wiring import restore_slots
 from tests.fakes.candles import six_coin_market
@@ -75,6 +78,7 @@ def build_engine(
     timeout_s: float = 5.0,
     restore: bool = False,
     run_id: str = "test",
+    batch: bool = False,
 ) -> tuple[CycleEngine, SqlCycleStore, list[datetime]]:
     store = SqlCycleStore(database, run_id=run_id)
     first = market.first_ready_at()
@@ -101,14 +105,14 @@ def build_engine(
     config = EngineConfig(
         coins=COINS,
         interval=STEP,
-        limits=RiskLimits(fee_rate=COSTS.fee_rate, slippage_rate=COSTS.slippage_rate),
-        costs=COSTS,
+        limits=RiskLimits(costs=COSTS),
         agent_timeout_s=timeout_s,
         exit_timeframe="5m",
     )
     engine = CycleEngine(
         market=market,
-        store=store,
+        # As the daemon records (each agent-cycle at once) or as a backtest does (batches).
+        recorder=BatchRecorder(store) if batch else ImmediateRecorder(store),
         agents=slots,
         config=config,
         clock=lambda: clock[0],
@@ -282,8 +286,7 @@ def test_batched_records_keep_positions_and_trades_consistent_with_the_books(
         return enter_long_btc_once(request, band=0.003)
 
     strategy = ScriptedStrategy("trader", tight)
-    engine, _, clock = build_engine(market, database, [strategy])
-    engine._batch_records = True  # as the backtest runs it
+    engine, _, clock = build_engine(market, database, [strategy], batch=True)
     for i in range(40):
         clock[0] = market.first_ready_at() + i * STEP
         asyncio.run(engine.run_cycle(clock[0]))
@@ -329,9 +332,6 @@ class SlowMarket:
     async def funding(self, coin, start, end):  # type: ignore[no-untyped-def]
         await asyncio.sleep(0.01)
         return await self.inner.funding(coin, start, end)
-
-    async def funding_rates(self, coin, start, end):  # type: ignore[no-untyped-def]
-        return await self.inner.funding_rates(coin, start, end)
 
     async def market_rules(self):  # type: ignore[no-untyped-def]
         return await self.inner.market_rules()
@@ -404,8 +404,8 @@ def test_a_slow_model_is_cut_at_the_agents_budget_and_its_request_recorded(
     (which spent quota) is an `llm_call` row with the prompt."""
     from app.config import AgentConfig, load_settings
     from app.db.session import make_session_factory
-    from app.llm.runtime import LlmRuntime
     from tests.fakes.openai_server import FakeOpenAIServer, slow
+    from tests.fakes.runtime import LlmHarness
 
     model = "Qwen/Qwen3-235B-A22B-Instruct-2507"
     with FakeOpenAIServer("modelscope") as llm:
@@ -415,7 +415,7 @@ def test_a_slow_model_is_cut_at_the_agents_budget_and_its_request_recorded(
         settings = load_settings(env_file=None)
 
         async def run() -> None:
-            runtime = LlmRuntime(settings, session_factory=make_session_factory(database))
+            runtime = LlmHarness(settings, session_factory=make_session_factory(database))
             strategy = runtime.strategy(AgentConfig.from_spec(f"qwen=modelscope:{model}"))
             engine, _, clock = build_engine(market, database, [strategy], timeout_s=0.5)  # type: ignore[list-item]
             try:

@@ -16,15 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app.domain import FillReason, PositionSide, Rejection
+from app.domain import AccountState, FillReason, PositionSide, Rejection, liquidation_price
 from app.errors import DataUnavailableError, InvariantError
-from app.trading.paper import (
-    AccountState,
-    Execution,
-    PaperAccount,
-    find_first_exit,
-    liquidation_price,
-)
+from app.trading.paper import Execution, PaperAccount, find_first_exit
 from tests.trading.helpers import COSTS, MINUTE, T0, candles, close_intent, open_intent
 
 START_USD = 10_000.0

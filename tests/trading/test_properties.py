@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from app.decisions import TradeDecision
-from app.domain import SIGNALS, MarketRules, Position
-from app.trading.paper import Execution, MonitorResult, PaperAccount, PaperCosts
+from app.domain import SIGNALS, MarketRules, PaperCosts, Position
+from app.trading.paper import Execution, MonitorResult, PaperAccount
 from app.trading.risk import RiskLimits, check
 from tests.trading.helpers import MINUTE, T0
 
@@ -67,9 +67,12 @@ limits_strategy = st.builds(
     max_position_margin_pct=st.sampled_from([10.0, 50.0, 100.0]),
     max_open_positions=st.sampled_from([None, 1, 2]),
     max_entries_per_hour=st.sampled_from([None, 1, 3]),
-    fee_rate=st.sampled_from([0.0, 0.00045, 0.002]),
-    slippage_rate=st.sampled_from([0.0, 0.0001, 0.003]),
-    maintenance_margin_rate=st.sampled_from([0.0, 0.005, 0.02]),
+    costs=st.builds(
+        PaperCosts,
+        fee_rate=st.sampled_from([0.0, 0.00045, 0.002]),
+        slippage_rate=st.sampled_from([0.0, 0.0001, 0.003]),
+        maintenance_margin_rate=st.sampled_from([0.0, 0.005, 0.02]),
+    ),
 )
 
 
@@ -203,12 +206,8 @@ def run_market(
 def test_books_balance_and_limits_hold_over_random_cycles(
     data: st.DataObject, limits: RiskLimits
 ) -> None:
-    costs = PaperCosts(
-        fee_rate=limits.fee_rate,
-        slippage_rate=limits.slippage_rate,
-        maintenance_margin_rate=limits.maintenance_margin_rate,
-    )
-    account = PaperAccount(START_USD, costs=costs)
+    # The account and the risk checks share one set of costs, as the engine builds them.
+    account = PaperAccount(START_USD, costs=limits.costs)
     ledger = Ledger()
     prices = dict(START_PRICES)
     now = T0
@@ -236,7 +235,7 @@ def test_books_balance_and_limits_hold_over_random_cycles(
             START_USD + ledger.realized_usd - ledger.fees_usd - ledger.funding_usd + upnl,
         )
         # A restart rebuilds exactly the same account.
-        assert PaperAccount.restore(account.state(), costs=costs).state() == account.state()
+        assert PaperAccount.restore(account.state(), costs=limits.costs).state() == account.state()
 
 
 @pytest.mark.parametrize("side", ["long", "short"])
@@ -256,7 +255,7 @@ def test_property_helpers_detect_a_broken_ledger(side: str) -> None:
         account=account.view(START_PRICES, T0),
         prices=START_PRICES,
         rules={},
-        limits=RiskLimits(fee_rate=0.001, slippage_rate=0.0),
+        limits=RiskLimits(costs=PaperCosts(fee_rate=0.001, slippage_rate=0.0)),
         now=T0,
     )
     result = account.execute(outcome.intents[0], reference_price=2000.0, at=T0)

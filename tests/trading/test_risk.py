@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from app.decisions import TradeDecision
-from app.domain import AccountView, MarketRules
+from app.domain import AccountView, MarketRules, PaperCosts
 from app.trading.paper import Execution, PaperAccount
 from app.trading.risk import RiskLimits, check, round_quantity_down
 from tests.trading.helpers import COSTS, T0, open_intent
@@ -27,9 +27,7 @@ RULES = {
 LIMITS = RiskLimits(
     max_leverage=20,
     max_position_margin_pct=50.0,
-    fee_rate=COSTS.fee_rate,
-    slippage_rate=COSTS.slippage_rate,
-    maintenance_margin_rate=COSTS.maintenance_margin_rate,
+    costs=COSTS,
 )
 
 
@@ -134,7 +132,7 @@ def test_check_rejects_with_a_reason(made: TradeDecision, reason: str) -> None:
 
 def test_check_refuses_leverage_that_puts_liquidation_at_the_entry() -> None:
     """With a 6% maintenance margin, 20x (1/20 = 5%) would be liquidated on entry."""
-    limits = RiskLimits(max_leverage=20, maintenance_margin_rate=0.06)
+    limits = RiskLimits(max_leverage=20, costs=PaperCosts(maintenance_margin_rate=0.06))
 
     outcome = run([decision("BTC", "buy_to_enter", leverage=20)], limits=limits).outcomes[0]
 
@@ -230,7 +228,9 @@ def test_check_counts_cash_used_by_earlier_entries_in_the_cycle() -> None:
 
 
 def test_check_caps_open_positions_including_this_cycles_entries() -> None:
-    limits = RiskLimits(max_open_positions=2, fee_rate=0.0005, slippage_rate=0.001)
+    limits = RiskLimits(
+        max_open_positions=2, costs=PaperCosts(fee_rate=0.0005, slippage_rate=0.001)
+    )
 
     outcome = run(
         [decision("BTC", "buy_to_enter"), decision("SOL", "buy_to_enter", quantity=1.0)],

@@ -16,15 +16,18 @@ from rich.table import Table
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import AgentConfig, Settings
-from app.domain import timeframe_to_timedelta
-from app.errors import ConfigError, ModelCallError
-from app.llm.openai_compat import ClientPool
-from app.llm.providers import make_provider
+from app.db.llm_store import latest_quota_rows, quota_rows, rate_limit_values
+from app.domain import (
+    ChatMessage,
+    ChatOptions,
+    next_quota_day_at,
+    quota_day,
+    timeframe_to_timedelta,
+)
+from app.errors import ModelCallError
+from app.llm.openai_compat import OpenAIChatModel
 from app.llm.quota import QuotaTracker
-from app.llm.runtime import call_defaults
-from app.llm.store import latest_quota_rows, quota_rows, rate_limit_values
-from app.llm.traits import next_quota_day_at, quota_day
-from app.ports import ChatMessage, ChatOptions
+from app.providers import BASELINE
 
 PROBE_MESSAGES = (ChatMessage("user", "Reply with the single word OK."),)
 PROBE_MAX_TOKENS = 16
@@ -68,7 +71,7 @@ def configured_models(agents: Sequence[AgentConfig]) -> list[tuple[str, str, lis
     """Return (provider, model, agent names, agents asking it first) for each model in a chain."""
     found: dict[tuple[str, str], tuple[list[str], int]] = {}
     for agent in agents:
-        if agent.provider == "baseline":
+        if agent.provider == BASELINE:
             continue
         for position, model in enumerate(agent.models):
             names, primary = found.get((agent.provider, model), ([], 0))
@@ -176,59 +179,50 @@ class ProbeResult:
     headers: dict[str, int | None]
 
 
-async def probe_models(
-    settings: Settings,
-    session_factory: sessionmaker[Session] | None,
-    *,
-    now: datetime,
-) -> list[ProbeResult]:
-    """Spend one minimal request per configured model to read fresh limits; record each.
+@dataclass(frozen=True, slots=True)
+class ProbeTarget:
+    """A configured model to probe: its adapter, or why it cannot be asked (e.g. no key)."""
 
-    Models whose provider has no key are reported as `no_key` without a request.
+    provider: str
+    model: str
+    adapter: OpenAIChatModel | None
+    problem: str = ""
+
+
+async def probe_models(
+    targets: Sequence[ProbeTarget], tracker: QuotaTracker, *, now: datetime
+) -> list[ProbeResult]:
+    """Spend one minimal request per model to read fresh limits; record each in the tracker.
+
+    A target without an adapter is reported as `no_key` without a request.
     """
-    clients = ClientPool()
-    tracker = QuotaTracker(session_factory)
-    defaults = call_defaults(settings)
     results = []
-    try:
-        for provider, model, _agents, _primary in configured_models(settings.agents):
-            endpoint = settings.provider_settings(provider)
-            try:
-                adapter = make_provider(
-                    provider,
-                    model=model,
-                    api_key=endpoint.api_key,
-                    base_url=endpoint.base_url,
-                    defaults=defaults,
-                    clients=clients,
-                )
-            except ConfigError as error:
-                results.append(ProbeResult(provider, model, "no_key", str(error), {}))
-                continue
-            request = adapter.prepare(
-                PROBE_MESSAGES, ChatOptions(max_tokens=PROBE_MAX_TOKENS, thinking=False)
+    for target in targets:
+        if target.adapter is None:
+            results.append(ProbeResult(target.provider, target.model, "no_key", target.problem, {}))
+            continue
+        request = target.adapter.prepare(
+            PROBE_MESSAGES, ChatOptions(max_tokens=PROBE_MAX_TOKENS, thinking=False)
+        )
+        try:
+            answer = await target.adapter.send(request, max_retries=0)
+        except ModelCallError as error:
+            attempts = error.attempts
+            detail = str(error)
+        else:
+            attempts = answer.attempts
+            detail = "answered"
+        await tracker.record(attempts, at=now)
+        last = attempts[-1] if attempts else None
+        results.append(
+            ProbeResult(
+                target.provider,
+                target.model,
+                last.outcome if last is not None else "error",
+                detail,
+                rate_limit_values(last.rate_limit_headers if last is not None else {}),
             )
-            try:
-                answer = await adapter.send(request, max_retries=0)
-            except ModelCallError as error:
-                attempts = error.attempts
-                detail = str(error)
-            else:
-                attempts = answer.attempts
-                detail = "answered"
-            await tracker.record(attempts, at=now)
-            last = attempts[-1] if attempts else None
-            results.append(
-                ProbeResult(
-                    provider,
-                    model,
-                    last.outcome if last is not None else "error",
-                    detail,
-                    rate_limit_values(last.rate_limit_headers if last is not None else {}),
-                )
-            )
-    finally:
-        await clients.aclose()
+        )
     return results
 
 

@@ -2,6 +2,8 @@
 
 Only closed candles are stored (a forming candle would change), keyed by exchange id, unified
 symbol, timeframe and open time in integer milliseconds. Saving the same candle again replaces it.
+`CandleCache` is the `CandleStore` port the exchange feed is handed; `load_cached_candles` reads a
+whole source back for `arena backtest --data cache:EXCHANGE`.
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.expression import Executable
 
 from app.db.models import Candle
-from app.db.session import make_engine
-from app.domain import ensure_utc
+from app.domain import (
+    CANDLE_COLUMNS,
+    candles_from_rows,
+    empty_candles,
+    ensure_utc,
+    index_ns,
+    timeframe_to_timedelta,
+)
 from app.errors import ConfigError, TemporaryError
-from app.market.dataset import DataSet
-from app.market.files import CANDLE_COLUMNS, INDEX_NAME, index_ns
-from app.market.resample import step_ns
 
 _BATCH_ROWS = 2000
 
@@ -31,34 +36,11 @@ def _ms(moment: datetime) -> int:
     return int(ensure_utc(moment).timestamp() * 1000)
 
 
-def empty_candles() -> pd.DataFrame:
-    """Return an empty OHLCV frame with the usual columns and a UTC index."""
-    return pd.DataFrame(
-        {name: np.array([], dtype=float) for name in CANDLE_COLUMNS},
-        index=pd.DatetimeIndex([], tz="UTC", name=INDEX_NAME).as_unit("ns"),
-    )
-
-
-def candles_from_rows(times_ms: np.ndarray, values: np.ndarray) -> pd.DataFrame:
-    """Build an OHLCV frame from open times in ms and rows of open, high, low, close, volume."""
-    if len(times_ms) == 0:
-        return empty_candles()
-    index = pd.DatetimeIndex(
-        pd.to_datetime(np.asarray(times_ms, dtype=np.int64), unit="ms", utc=True), name=INDEX_NAME
-    ).as_unit("ns")
-    return pd.DataFrame(np.asarray(values, dtype=float), index=index, columns=list(CANDLE_COLUMNS))
-
-
 class CandleCache:
     """Read and write closed candles in the `candle` table of a migrated database."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-
-    @classmethod
-    def from_url(cls, url: str) -> CandleCache:
-        """Open the cache in the database at `url` (migrate it first: `arena db upgrade`)."""
-        return cls(make_engine(url))
 
     def load(
         self, *, exchange: str, symbol: str, timeframe: str, start: datetime, end: datetime
@@ -158,10 +140,10 @@ def coin_of(symbol: str) -> str:
     return symbol.split("/")[0].split(":")[0].upper()
 
 
-def load_cached_data_set(
+def load_cached_candles(
     engine: Engine, exchange: str, *, coins: Sequence[str] | None = None
-) -> DataSet:
-    """Return the candles cached for `exchange` as a `DataSet` (finest timeframe per coin).
+) -> tuple[dict[str, pd.DataFrame], str]:
+    """Return the candles cached for `exchange` per coin, and their timeframe (the finest held).
 
     Raise `ConfigError` naming what is cached when nothing usable is: the fix is a download.
     """
@@ -178,7 +160,10 @@ def load_cached_data_set(
         coin = coin_of(symbol)
         if wanted is not None and coin not in wanted:
             continue
-        if coin not in finest or step_ns(timeframe) < step_ns(finest[coin][1]):
+        finer = coin in finest and timeframe_to_timedelta(timeframe) < timeframe_to_timedelta(
+            finest[coin][1]
+        )
+        if coin not in finest or finer:
             finest[coin] = (symbol, timeframe)
     hint = (
         f"download some first: arena data download --exchange {exchange} "
@@ -209,4 +194,4 @@ def load_cached_data_set(
         )
         for coin, (symbol, timeframe) in sorted(finest.items())
     }
-    return DataSet(candles=candles, timeframe=timeframe)
+    return candles, timeframe

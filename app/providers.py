@@ -1,8 +1,12 @@
-"""Per-provider traits as data: what each OpenAI-compatible provider accepts and how it fails.
+"""The provider registry: every model provider the arena knows, as data, in one place.
 
-The one adapter (`openai_compat.OpenAIChatModel`) reads these instead of branching on provider
-names. A provider is its defaults plus rules matched against the model id; the facts behind each
-value are in docs/providers.md (and the wire-format notes it cites).
+Each `ProviderTraits` says what a provider is called, which settings hold its key and endpoint
+(`MODELSCOPE_API_KEY`, `MODELSCOPE_BASE_URL`...), its default base URL, and what its models accept
+and how they fail. The settings, the `--agent` help, the key checks and `.env.example` (kept in
+step by a test) derive from `PROVIDERS`; the one adapter (`app.llm.openai_compat`) reads the
+traits instead of branching on provider names. Facts behind each value: docs/providers.md.
+
+Adding a provider is one `ProviderTraits` value added to `PROVIDERS` (see docs/providers.md).
 """
 
 from __future__ import annotations
@@ -10,8 +14,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
+
+from app.errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +60,7 @@ class ProviderTraits:
 
     name: str
     label: str
-    default_base_url: str | None
-    key_env: str
+    default_base_url: str
     key_help: str
     defaults: ModelTraits = field(default_factory=ModelTraits)
     rules: tuple[ModelRule, ...] = ()
@@ -82,6 +86,16 @@ class ProviderTraits:
         "free allocated quota",
     )
     billing_markers: tuple[str, ...] = ("insufficient balance", "arrearage")
+
+    @property
+    def key_env(self) -> str:
+        """Return the setting that holds this provider's API key (e.g. `MODELSCOPE_API_KEY`)."""
+        return f"{self.name.upper()}_API_KEY"
+
+    @property
+    def base_url_env(self) -> str:
+        """Return the setting that holds this provider's base URL (e.g. `MODELSCOPE_BASE_URL`)."""
+        return f"{self.name.upper()}_BASE_URL"
 
     def model_traits(self, model: str) -> ModelTraits:
         """Return the traits of `model`: the defaults with every matching rule applied in order."""
@@ -113,7 +127,6 @@ MODELSCOPE: Final = ProviderTraits(
     name="modelscope",
     label="ModelScope",
     default_base_url="https://api-inference.modelscope.cn/v1",
-    key_env="MODELSCOPE_API_KEY",
     key_help="create an access token at https://modelscope.cn/my/myaccesstoken",
     rules=(
         _HYBRID_QWEN3,
@@ -128,7 +141,6 @@ DASHSCOPE: Final = ProviderTraits(
     name="dashscope",
     label="DashScope",
     default_base_url="https://dashscope.aliyuncs.com/compatible-mode/v1",
-    key_env="DASHSCOPE_API_KEY",
     key_help="create a key in the Model Studio console (https://bailian.console.aliyun.com)",
     rules=(
         _HYBRID_QWEN3,
@@ -143,7 +155,6 @@ DEEPSEEK: Final = ProviderTraits(
     name="deepseek",
     label="DeepSeek",
     default_base_url="https://api.deepseek.com",
-    key_env="DEEPSEEK_API_KEY",
     key_help="create a key at https://platform.deepseek.com/api_keys",
     # Thinking is on by default on the current models and is switched in the request body;
     # JSON mode works on both (the prompt must say "json").
@@ -160,23 +171,24 @@ OPENAI: Final = ProviderTraits(
     name="openai",
     label="OpenAI-compatible server",
     default_base_url="https://api.openai.com/v1",
-    key_env="OPENAI_API_KEY",
     key_help="set the key your server expects (local servers such as Ollama accept any text)",
     key_required=False,
     rate_limit_cooldown_s=60.0,
 )
 
-PROVIDER_TRAITS: Final[Mapping[str, ProviderTraits]] = {
-    traits.name: traits for traits in (MODELSCOPE, DASHSCOPE, DEEPSEEK, OPENAI)
+# Every model provider, in the order settings and help list them.
+PROVIDERS: Final[Mapping[str, ProviderTraits]] = {
+    traits.name: traits for traits in (MODELSCOPE, DEEPSEEK, DASHSCOPE, OPENAI)
 }
+# Rule-based agents (`hodl=baseline:buy_and_hold`) answer without a model provider.
+BASELINE: Final = "baseline"
+# What an agent spec's PROVIDER may be.
+AGENT_PROVIDERS: Final[tuple[str, ...]] = (*PROVIDERS, BASELINE)
 
 
-def quota_day(at: datetime) -> date:
-    """Return the quota day `at` falls in (quotas are counted per UTC day)."""
-    return at.astimezone(UTC).date()
-
-
-def next_quota_day_at(at: datetime) -> datetime:
-    """Return when the quota day after the one holding `at` begins."""
-    day = quota_day(at)
-    return datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
+def provider_traits(name: str) -> ProviderTraits:
+    """Return the registered provider `name`; `ConfigError` naming the known ones otherwise."""
+    found = PROVIDERS.get(name)
+    if found is None:
+        raise ConfigError(f"{name!r} is not a model provider; use one of {', '.join(PROVIDERS)}")
+    return found

@@ -1,7 +1,7 @@
-"""SQLAlchemy persistence of the LLM side: `llm_call`, `quota_usage` and `llm_cache` rows.
+"""SQL of the LLM side: usage from `llm_call`, and the `quota_usage` and `llm_cache` rows.
 
-Every function takes a `Session` and never commits: the caller owns the transaction (the engine's
-one-per-agent-cycle transaction for `llm_call`, a short one of its own for quota and cache).
+Every function takes a `Session` and never commits: the caller owns the transaction (a short one
+of its own for quota and cache; `llm_call` rows are written by the repository with their cycle).
 
 An `llm_cache` row is an answer, or a failure marker: a call that got no answer (timeout, 5xx,
 cut stream, every model skipped...) so a replay fails the same way. A marker has
@@ -11,7 +11,7 @@ cut stream, every model skipped...) so a replay fails the same way. A marker has
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Final
@@ -21,12 +21,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.db import models
-from app.db.llm_rows import (
-    compress_text,
-    decompress_text,
-    llm_call_values,
+from app.db.llm_rows import compress_text, decompress_text
+from app.domain import (
+    ChatResult,
+    ExhaustedModel,
+    QuotaDelta,
+    RecordedFailure,
+    TokenUsage,
 )
-from app.ports import CallAttempt, ChatMessage, ChatResult, TokenUsage
 
 RATE_LIMIT_COLUMNS: Final[Mapping[str, str]] = {
     "modelscope-ratelimit-requests-limit": "requests_limit",
@@ -49,36 +51,6 @@ def rate_limit_values(headers: Mapping[str, str]) -> dict[str, int | None]:
 
 
 # -- llm_call ----------------------------------------------------------------------------------
-
-
-def add_llm_calls(
-    session: Session,
-    *,
-    messages: Sequence[ChatMessage],
-    answer: ChatResult | None,
-    attempts: Sequence[CallAttempt] = (),
-    created_at: datetime,
-    agent_id: int | None = None,
-    cycle_id: int | None = None,
-    prompt_version: str | None = None,
-    parse_error: str | None = None,
-) -> list[models.LlmCall]:
-    """Add the `llm_call` rows of one call (see `llm_call_values`); nothing is committed."""
-    rows = [
-        models.LlmCall(**values)
-        for values in llm_call_values(
-            messages=messages,
-            answer=answer,
-            attempts=attempts,
-            created_at=created_at,
-            agent_id=agent_id,
-            cycle_id=cycle_id,
-            prompt_version=prompt_version,
-            parse_error=parse_error,
-        )
-    ]
-    session.add_all(rows)
-    return rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,24 +121,6 @@ def usage_by_agent(
 # -- quota_usage -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class QuotaDelta:
-    """What some requests to one model on one quota day add to its `quota_usage` row."""
-
-    provider: str
-    model: str
-    day: date
-    at: datetime
-    calls: int = 0
-    successes: int = 0
-    failures: int = 0
-    rate_limited: int = 0
-    headers: Mapping[str, str] | None = None
-    last_status: str | None = None
-    last_error: str | None = None
-    exhausted_at: datetime | None = None
-
-
 def add_quota_usage(session: Session, delta: QuotaDelta) -> None:
     """Add `delta` to its (provider, model, day) row, keeping the last-seen limits."""
     limits = rate_limit_values(delta.headers or {})
@@ -228,6 +182,20 @@ def _add_quota_usage_portably(
     row.updated_at = values["updated_at"]
 
 
+def exhausted_models(session: Session, day: date) -> list[ExhaustedModel]:
+    """Return the models marked out of quota (or not served) on `day`."""
+    return [
+        ExhaustedModel(
+            provider=row.provider,
+            model=row.model,
+            not_served="not_served" in (row.last_status or ""),
+            message=row.last_error or "quota exhausted earlier today",
+        )
+        for row in quota_rows(session, day)
+        if row.exhausted_at is not None
+    ]
+
+
 def quota_rows(session: Session, day: date) -> list[models.QuotaUsage]:
     """Return the `quota_usage` rows of `day`."""
     return list(
@@ -264,16 +232,6 @@ def latest_quota_rows(session: Session) -> dict[tuple[str, str], models.QuotaUsa
 # -- llm_cache ---------------------------------------------------------------------------------
 
 FAILURE_PREFIX: Final = "error:"
-
-
-@dataclass(frozen=True, slots=True)
-class RecordedFailure:
-    """A call that got no answer, as an `llm_cache` marker: `kind` names the error group."""
-
-    kind: str
-    message: str
-    provider: str
-    model: str
 
 
 def is_failure_marker(finish_reason: str | None) -> bool:
