@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
@@ -30,7 +31,23 @@ from app.errors import ConfigError
 
 Provider = Literal["modelscope", "deepseek", "dashscope", "openai", "baseline"]
 PROVIDERS: Final[tuple[str, ...]] = ("modelscope", "deepseek", "dashscope", "openai", "baseline")
-LlmMode = Literal["live", "cached", "replay"]
+
+
+class LlmMode(StrEnum):
+    """How models are asked; each member equals its string, so `mode == "replay"` holds.
+
+    `live` always calls; `cached` takes the stored answer to a prompt asked before and calls
+    otherwise; `replay` takes stored answers only and never calls a model.
+    """
+
+    LIVE = "live"
+    CACHED = "cached"
+    REPLAY = "replay"
+
+    def __repr__(self) -> str:
+        # Messages quote the mode with !r: they keep saying 'replay', as the plain string did.
+        return repr(self.value)
+
 
 DEFAULT_MODELSCOPE_MODEL: Final = "Qwen/Qwen3-235B-A22B-Instruct-2507"
 DEFAULT_CONFIG_FILE: Final = "arena.toml"
@@ -142,7 +159,7 @@ class LlmSettings(BaseModel):
     retry_backoff_s: float = Field(default=1.0, ge=0)
     temperature: float = Field(default=0.7, ge=0, le=2)
     max_tokens: int = Field(default=4096, ge=64)
-    cache_mode: LlmMode = "live"
+    cache_mode: LlmMode = LlmMode.LIVE
 
 
 class ProviderSettings(BaseModel):

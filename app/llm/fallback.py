@@ -100,7 +100,7 @@ class FallbackChain:
         agent: str = "",
         quota: QuotaTracker | None = None,
         cache: ResponseCache | None = None,
-        mode: LlmMode = "live",
+        mode: LlmMode = LlmMode.LIVE,
     ) -> None:
         if not models:
             raise ValueError("a fallback chain needs at least one model")
