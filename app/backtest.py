@@ -56,7 +56,7 @@ class BacktestOptions:
     start: datetime | None = None
     end: datetime | None = None
     interval: str | None = None
-    llm_mode: LlmMode = "cached"
+    llm_mode: LlmMode = LlmMode.CACHED
     cash_usd: float = 10_000.0
     fee_bps: float | None = None
     slippage_bps: float | None = None

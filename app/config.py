@@ -158,7 +158,7 @@ class LlmSettings(BaseModel):
     retry_backoff_s: float = Field(default=1.0, ge=0)
     temperature: float = Field(default=0.7, ge=0, le=2)
     max_tokens: int = Field(default=4096, ge=64)
-    cache_mode: LlmMode = "live"
+    cache_mode: LlmMode = LlmMode.LIVE
 
 
 class ProviderSettings(BaseModel):

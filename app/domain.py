@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
 from typing import Final, Literal
 
 import numpy as np
@@ -375,9 +376,22 @@ class AccountState:
 # -- model calls ------------------------------------------------------------------------------
 
 Role = Literal["system", "user", "assistant"]
-# How answers are had: `live` always asks the model, `cached` asks only when no answer to the same
-# request is stored, `replay` never asks (a request without a stored answer is an error).
-LlmMode = Literal["live", "cached", "replay"]
+
+
+class LlmMode(StrEnum):
+    """How models are asked; each member equals its string, so `mode == "replay"` holds.
+
+    `live` always calls; `cached` takes the stored answer to a prompt asked before and calls
+    otherwise; `replay` takes stored answers only and never calls a model.
+    """
+
+    LIVE = "live"
+    CACHED = "cached"
+    REPLAY = "replay"
+
+    def __repr__(self) -> str:
+        # Messages quote the mode with !r: they keep saying 'replay', as the plain string did.
+        return repr(self.value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@
 - `DecisionError`: the model's answer cannot be used; record it with the reason, trade nothing.
 - `ConfigError`: refuse to start; the message says what to change.
 - `InvariantError`: the books do not add up; stop before doing more damage.
+- `DatabaseError`: the database cannot be used; the entry point stops with the reason.
 
 Adapters translate library exceptions into these at the edge (`raise ... from e`), so the core and
 the entry points never see a ccxt, openai or SQLAlchemy exception.
@@ -42,6 +43,14 @@ class ConfigError(AppError):
 
 class InvariantError(AppError):
     """An accounting or state invariant does not hold: stop."""
+
+
+class DatabaseError(AppError):
+    """The database could not be used (unreachable, unwritable, locked); the message says why."""
+
+
+class DatabaseLockedError(DatabaseError, TemporaryError):
+    """Another connection held the database's write lock for longer than the busy timeout."""
 
 
 class ModelCallError(AppError):

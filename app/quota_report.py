@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from rich.table import Table
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import AgentConfig, Settings
@@ -224,68 +223,3 @@ async def probe_models(
             )
         )
     return results
-
-
-def report_json(
-    settings: Settings, report: Sequence[ModelQuota], probes: Sequence[ProbeResult] = ()
-) -> dict[str, Any]:
-    """Return `arena quota --json`'s document."""
-    return {
-        "interval": settings.schedule.interval,
-        "models": [item.as_json() for item in report],
-        "probes": [asdict(probe) for probe in probes],
-    }
-
-
-def probe_lines(probes: Sequence[ProbeResult]) -> list[str]:
-    """Return one rich-markup line per probe outcome."""
-    lines = []
-    for probe in probes:
-        if probe.outcome == "ok":
-            lines.append(f"probe {probe.provider}:{probe.model}: [green]ok[/]")
-        else:
-            lines.append(
-                f"probe {probe.provider}:{probe.model}: [red]{probe.outcome}[/] ({probe.detail})"
-            )
-    return lines
-
-
-def _fraction(left: int | None, limit: int | None) -> str:
-    if left is None and limit is None:
-        return "?"
-    return f"{'?' if left is None else left}/{limit or '?'}"
-
-
-def _verdict(item: ModelQuota) -> str:
-    if item.exhausted:
-        return "[red]exhausted today[/]"
-    if item.enough_for_today is None:
-        return "unknown"
-    left = f"{item.calls_left}{' (est.)' if item.calls_left_estimated else ''} left"
-    if item.enough_for_today:
-        return f"[green]enough[/]: {left}"
-    return f"[yellow]runs out ~{item.runs_out_at}[/]: {left}"
-
-
-def report_table(settings: Settings, report: Sequence[ModelQuota]) -> Table | str:
-    """Return the report as a rich table (or a sentence when no agent uses a model)."""
-    if not report:
-        return "No LLM agents configured (only baselines): no quota is used."
-    interval = settings.schedule.interval
-    table = Table(
-        title=f"LLM quota, today (UTC), one decision every {interval}",
-        caption="model/account left: last-seen remainder/limit; unknown: run arena quota --probe",
-    )
-    for column in ("model", "calls today", "model left", "account left", "needed", "verdict"):
-        table.add_column(column, overflow="fold")
-    for item in report:
-        table.add_row(
-            f"{item.provider}:{item.model}",
-            f"{item.calls_today}"
-            + (f" ({item.failures_today} failed)" if item.failures_today else ""),
-            _fraction(item.model_requests_remaining, item.model_requests_limit),
-            _fraction(item.requests_remaining, item.requests_limit),
-            str(item.calls_needed_today),
-            _verdict(item),
-        )
-    return table

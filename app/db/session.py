@@ -1,4 +1,8 @@
-"""Engine and sessions: SQLite with WAL, foreign keys and a busy timeout."""
+"""Engine and sessions: SQLite with WAL, foreign keys and a busy timeout.
+
+Every engine raises `app.errors.DatabaseError` in place of SQLAlchemy's `OperationalError`
+(see `app.db.errors`), so no entry point needs to know SQLAlchemy's exceptions.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.db.errors import translate_operational_error
 from app.errors import ConfigError
 
 BUSY_TIMEOUT_MS = 10_000
@@ -62,7 +67,8 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     try:
         engine = create_engine(url, echo=echo, future=True)
     except (ArgumentError, ImportError) as error:
-        raise ConfigError(f"DATABASE_URL {url!r} cannot be opened: {error}") from error
+        raise ConfigError(f"DATABASE_URL {safe_url(url)!r} cannot be opened: {error}") from error
+    event.listen(engine, "handle_error", translate_operational_error)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _set_sqlite_pragmas)
     return engine
@@ -75,6 +81,15 @@ class Database:
     url: str
     engine: Engine
     sessions: sessionmaker[Session]
+
+
+def safe_url(url: str) -> str:
+    """Return `url` fit for a message: its password, if any, masked."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return url
+    return url if parsed.password is None else parsed.render_as_string(hide_password=True)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -106,7 +106,7 @@ class FallbackChain:
         agent: str = "",
         quota: QuotaTracker | None = None,
         cache: AnswerCache | None = None,
-        mode: LlmMode = "live",
+        mode: LlmMode = LlmMode.LIVE,
     ) -> None:
         if not models:
             raise ValueError("a fallback chain needs at least one model")

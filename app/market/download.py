@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from app.domain import ensure_utc
 from app.errors import ConfigError
 from app.market.ccxt_feed import CcxtMarketData, DownloadResult
 from app.market.resample import step_ns
@@ -13,18 +12,6 @@ from app.market.resample import step_ns
 # Called once per coin with (coin, expected candle count); returns the callback that receives
 # how many more candles were found (cached or fetched).
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
-
-
-def parse_time(text: str, *, option: str) -> datetime:
-    """Parse an ISO 8601 date or time (UTC unless it names a zone); `ConfigError` if it is not."""
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ConfigError(
-            f"{option} {text!r} is not an ISO 8601 date or time; use e.g. 2025-10-17 or "
-            "2025-10-17T12:00:00Z"
-        ) from None
-    return ensure_utc(moment)
 
 
 def expected_candles(start: datetime, end: datetime, timeframe: str) -> int:
