@@ -1,4 +1,4 @@
-"""Reading and validating the models' JSON trade decisions (DESIGN.md §3.4).
+"""Reading and validating the models' JSON trade decisions (nof1's schema, docs/prompt.md).
 
 How an answer is read (docs/prompt.md has the examples):
 1. The text outside `<think>...</think>` first (the answer follows the reasoning; a missing

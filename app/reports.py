@@ -23,7 +23,7 @@ from app.metrics import compute_metrics
 
 @dataclass(frozen=True, slots=True)
 class LeaderboardRow:
-    """One agent's standing: DESIGN.md §3.5's fields plus a few for the tables."""
+    """One agent's standing: the `arena backtest --json` fields plus a few for the tables."""
 
     name: str
     provider: str
@@ -48,7 +48,7 @@ class LeaderboardRow:
     mean_latency_ms: float = 0.0
 
     def as_contract(self) -> dict[str, Any]:
-        """Return the agent object of `arena backtest --json` (DESIGN.md §3.5), exactly."""
+        """Return the agent object of `arena backtest --json`, exactly (README, Backtests)."""
         return {
             "name": self.name,
             "final_equity": _round(self.final_equity),
@@ -127,7 +127,7 @@ def backtest_summary(
     buy_and_hold_return_pct: float,
     rows: Sequence[LeaderboardRow],
 ) -> dict[str, Any]:
-    """Return exactly the object `arena backtest --json` prints (DESIGN.md §3.5)."""
+    """Return exactly the object `arena backtest --json` prints (README, Backtests)."""
     return {
         "start": start.isoformat(),
         "end": end.isoformat(),

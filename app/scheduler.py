@@ -162,7 +162,7 @@ class Daemon:
             _describe(self.monitor_interval),
         )
         try:
-            # The first cycle runs at start (for the latest boundary), as DESIGN.md §3.1 says.
+            # The first cycle runs at start (for the latest boundary), as the README promises.
             first = asyncio.create_task(self.cycle_job())
             await self._stop.wait()
             self.scheduler.pause()

@@ -1,4 +1,4 @@
-"""Tables (DESIGN.md §3.6): typed SQLAlchemy 2.0 models. Times are UTC, money in the quote currency.
+"""Tables: typed SQLAlchemy 2.0 models. Times are UTC, money in the quote currency.
 
 Schema changes go through a new Alembic revision in `migrations/versions/`; a test checks that the
 models and the migrations agree.

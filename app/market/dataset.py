@@ -1,4 +1,4 @@
-"""Read `--data` files and folders into candles, funding and marks per coin (DESIGN.md §3.1)."""
+"""Read `--data` files and folders into candles, funding and marks per coin."""
 
 from __future__ import annotations
 

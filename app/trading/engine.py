@@ -1,4 +1,4 @@
-"""One decision cycle, shared by the daemon and the backtests (DESIGN.md §2).
+"""One decision cycle, shared by the daemon and the backtests.
 
 A cycle at time `t`:
 1. the market snapshot at `t` (closed candles only);

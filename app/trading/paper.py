@@ -1,4 +1,4 @@
-"""The simulated isolated-margin perpetuals account (DESIGN.md §4), one per agent.
+"""The simulated isolated-margin perpetuals account, one per agent (docs/simulation.md).
 
 Books, in the quote currency (floats; the identities below hold to 1e-9 relative):
 
