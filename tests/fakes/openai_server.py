@@ -767,7 +767,8 @@ class FakeOpenAIServer:
             reply.status == 200
             and self.flavor == "deepseek"
             and (body.get("response_format") or {}).get("type") == "json_object"
-            and "json" not in json.dumps(body.get("messages", [])).lower()
+            # The text only: base64 image data could spell "json" by chance.
+            and "json" not in text_of(body.get("messages")).lower()
         ):
             message = "Prompt must contain the word 'json' in some form to use 'response_format'"
             reply = error(400, {"error": {"message": message, "type": "invalid_request_error"}})
