@@ -161,6 +161,25 @@ class LlmSettings(BaseModel):
     cache_mode: LlmMode = LlmMode.LIVE
 
 
+class VisionSettings(BaseModel):
+    """Charts for vision agents: size limits per image and request, extra models taking images."""
+
+    max_image_width_px: int = Field(default=1024, ge=256, le=4096)
+    max_image_height_px: int = Field(default=1024, ge=256, le=4096)
+    max_image_bytes: int = Field(default=1_000_000, ge=10_000, le=10_000_000)
+    max_images_per_request: int = Field(default=4, ge=1, le=16)
+    # Model ids that take images besides the Qwen-VL family, e.g. a local vision model.
+    models: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _parse_models(cls, value: Any) -> Any:
+        value = _split_list(value)
+        if isinstance(value, list):
+            return [str(item).strip() for item in value if str(item).strip()]
+        return value
+
+
 class ProviderSettings(BaseModel):
     """Credentials and endpoint of one OpenAI-compatible provider."""
 
@@ -239,6 +258,7 @@ class Settings(_WithProviders):
     risk: RiskSettings = Field(default_factory=RiskSettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     llm: LlmSettings = Field(default_factory=LlmSettings)
+    vision: VisionSettings = Field(default_factory=VisionSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 

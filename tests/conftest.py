@@ -20,6 +20,7 @@ _SETTING_PREFIXES = (
     "RISK_",
     "SCHEDULE_",
     "LLM_",
+    "VISION_",
     "MODELSCOPE_",
     "DEEPSEEK_",
     "DASHSCOPE_",
