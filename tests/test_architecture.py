@@ -19,6 +19,9 @@ CORE_FILES = [
     "trading/risk.py",
     "trading/paper.py",
     "trading/engine.py",
+    "evaluation/windows.py",
+    "evaluation/stats.py",
+    "evaluation/results.py",
 ]
 CORE_PACKAGES = ["prompts"]
 
