@@ -21,6 +21,7 @@ from app.domain import ensure_utc
 from app.errors import AppError, ConfigError
 from app.logs import configure_logging, mask_secrets
 from app.reports import LeaderboardRow
+from app.web.command import serve_command_for
 
 app = typer.Typer(
     name="arena",
@@ -72,6 +73,9 @@ def get_settings(**overrides: Any) -> Settings:
     settings = load_settings(env_file=state.env_file, config_file=state.config_file, **overrides)
     configure_logging(settings.log.level, secrets=settings.secret_values(), file=settings.log.file)
     return settings
+
+
+app.command("serve")(serve_command_for(get_settings))
 
 
 def migrate_database(settings: Settings) -> None:
@@ -322,6 +326,9 @@ def run_command(
         typer.Option("--at", help="With --once: the scheduled time to run (ISO, UTC)."),
     ] = None,
     agent: AgentOption = None,
+    no_serve: Annotated[
+        bool, typer.Option("--no-serve", help="Do not serve the dashboard (SERVE_HOST/PORT).")
+    ] = False,
 ) -> None:
     """Run the live arena: a decision cycle every interval, exits checked in between."""
     import asyncio
@@ -337,7 +344,8 @@ def run_command(
             f"--at {at} is in the future: --once --at replays a past cycle; "
             "use --once alone for the current one"
         )
-    code = asyncio.run(run_arena(settings, _agents_from(agent, settings), once=once, at=replay_at))
+    agents = _agents_from(agent, settings)
+    code = asyncio.run(run_arena(settings, agents, once=once, at=replay_at, serve=not no_serve))
     raise typer.Exit(code)
 
 
@@ -358,7 +366,7 @@ def start_command(
     agents = list(settings.agents)
     lacking = {name for names in missing_keys(settings, agents).values() for name in names}
     if any(agent.name not in lacking for agent in llm_agents(agents)):
-        raise typer.Exit(asyncio.run(run_arena(settings, agents)))
+        raise typer.Exit(asyncio.run(run_arena(settings, agents, serve=True)))
     _first_look(settings, data)
 
 
@@ -410,7 +418,9 @@ def _first_look(settings: Settings, data: list[Path] | None) -> None:
         "     OpenAI-compatible server work too, see README)\n"
         "  2. .venv/bin/python scripts/test_modelscope.py   checks the key with one call\n"
         "  3. bash scripts/run.sh   starts the live arena (arena run)\n"
-        "Backtest models on history: arena backtest --data PATH --agent NAME=PROVIDER:MODEL",
+        "Backtest models on history: arena backtest --data PATH --agent NAME=PROVIDER:MODEL\n"
+        f"See this run in the dashboard: arena serve --run {result.run_id}  "
+        f"(then open http://{settings.serve.host}:{settings.serve.port}/?run={result.run_id})",
         highlight=False,
     )
 

@@ -201,12 +201,22 @@ async def run_arena(
     *,
     once: bool = False,
     at: datetime | None = None,
+    serve: bool = False,
 ) -> int:
-    """Run the live arena until a signal (or one cycle with `once`); return the exit code."""
+    """Run the live arena until a signal (or one cycle with `once`); return the exit code.
+
+    With `serve`, the daemon also serves the dashboard from its event loop (started once the
+    lock is held, stopped with the daemon); a single `once` cycle serves nothing.
+    """
     async with open_arena(settings, agents) as arena:
         if once:
             return await arena.run_once(at)
-        return await arena.daemon.run_forever()
+        if not serve:
+            return await arena.daemon.run_forever()
+        from app.web.command import serving
+
+        async with serving(settings):
+            return await arena.daemon.run_forever()
 
 
 def _keep_held_coins(

@@ -26,6 +26,7 @@ _SETTING_PREFIXES = (
     "OPENAI_",
     "DATABASE_",
     "LOG_",
+    "SERVE_",
 )
 
 

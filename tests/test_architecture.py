@@ -34,6 +34,10 @@ FORBIDDEN_ROOTS = {
     "requests",
     "urllib3",
     "websockets",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "jinja2",
 }
 FORBIDDEN_MODULES = {"urllib.request", "http.client", "socket"}
 # Inside the project, the core may only lean on other core modules.
@@ -138,3 +142,49 @@ def test_the_import_walk_catches_forbidden_imports(source: str) -> None:
 )
 def test_the_import_walk_allows_pure_imports(source: str) -> None:
     assert violations(source) == []
+
+
+# -- the dashboard stays at the edge ------------------------------------------------------------
+
+WEB = APP / "web"
+# What the dashboard may lean on: the records, the reports over them, settings and the core types.
+WEB_ALLOWED_PREFIXES = (
+    "app.web",
+    "app.db",
+    "app.reports",
+    "app.config",
+    "app.metrics",
+    "app.domain",
+    "app.errors",
+)
+# Only entry points may import the dashboard: the command line and the daemon that serves it.
+WEB_IMPORTERS = {"cli.py", "live.py"}
+
+
+def _all_imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("path", sorted(WEB.rglob("*.py")), ids=lambda p: p.name)
+def test_web_imports_only_records_reports_settings_and_core_types(path: Path) -> None:
+    own = {name for name in _all_imports(path) if name == "app" or name.startswith("app.")}
+    bad = sorted(
+        name for name in own if name != "app" and not name.startswith(WEB_ALLOWED_PREFIXES)
+    )
+    assert not bad, f"{path.relative_to(APP.parent)} imports {bad}: the dashboard only reads"
+
+
+def test_nothing_but_entry_points_imports_the_dashboard() -> None:
+    importers = sorted(
+        str(path.relative_to(APP))
+        for path in APP.rglob("*.py")
+        if WEB not in path.parents
+        and any(name.startswith("app.web") for name in _all_imports(path))
+    )
+    assert set(importers) <= WEB_IMPORTERS, importers
