@@ -29,6 +29,8 @@ from app.web.readmodel import (
 
 SKILL: Final = "swing_trading"
 _HOUR_MS: Final = 3_600_000
+# Below this many returns a Sharpe ratio says more about the sample than the agent: nof1 showed 0.
+MIN_RETURNS_FOR_SHARPE: Final = 30
 _MINUTE_MS: Final = 60_000
 
 
@@ -219,7 +221,7 @@ def since_inception(agents: Sequence[AgentInfo], *, now: datetime) -> dict[str, 
 
 
 def _running_sharpe(times_ms: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Sharpe ratio of the series up to each point (0 before two returns or without spread)."""
+    """Sharpe ratio of the series up to each point (0 on a short sample or without spread)."""
     result = np.zeros(len(values))
     if len(values) < 3 or (values <= 0).any():
         return result
@@ -232,7 +234,7 @@ def _running_sharpe(times_ms: np.ndarray, values: np.ndarray) -> np.ndarray:
         spacing_s = float(np.median(np.diff(times_ms))) / 1000.0
         per_year = 365.0 * 86_400.0 / spacing_s if spacing_s > 0 else 0.0
         ratio = mean / np.sqrt(variance) * math.sqrt(per_year)
-    ratio[(count < 2) | ~np.isfinite(ratio) | (variance <= 1e-18)] = 0.0
+    ratio[(count < MIN_RETURNS_FOR_SHARPE) | ~np.isfinite(ratio) | (variance <= 1e-18)] = 0.0
     result[1:] = ratio
     return result
 

@@ -715,12 +715,13 @@ class ReadModel:
         grid: np.ndarray | None = None
         for coin in coins:
             times, closes = self._candle_closes(coin, start_ms, end_ms)
-            if len(times) < 2 or times[0] > start_ms + 86_400_000:
+            inside = (times >= start_ms) & (times <= end_ms)
+            if inside.sum() < 2 or times[inside][0] > start_ms + 86_400_000:
                 return None
             if grid is None:
-                grid = times
-            positions = np.clip(np.searchsorted(times, grid, side="right") - 1, 0, len(times) - 1)
-            ratios.append(closes[positions] / closes[0])
+                grid = times[inside]
+            at = np.clip(np.searchsorted(times, grid, side="right") - 1, 0, len(times) - 1)
+            ratios.append(closes[at] / closes[at[0]])
         assert grid is not None
         cash = agents[0].starting_cash_usd
         values = cash * np.mean(np.vstack(ratios), axis=0)
@@ -730,7 +731,7 @@ class ReadModel:
         picked_t, picked_v = downsample(grid, values, max_points)
         return Line(
             key="buy_and_hold",
-            label="buy & hold (equal weight, no fees)",
+            label="buy & hold",
             kind="benchmark",
             times_ms=picked_t,
             values=picked_v,
@@ -1042,6 +1043,7 @@ class ReadModel:
         cards = []
         for row in rows:
             reasoning = decompress_text(row.reasoning_z)
+            found = decisions.get(row.cycle_id, ()) if row.model is not None else ()
             cards.append(
                 CallCard(
                     call_id=row.id,
@@ -1057,8 +1059,8 @@ class ReadModel:
                     completion_tokens=int(row.completion_tokens or 0),
                     invocation=row.invocation,
                     scheduled_at=_aware(row.scheduled_at),
-                    summary=queries.summarize_reasoning(reasoning or (row.response_text or "")),
-                    decisions=decisions.get(row.cycle_id, ()) if row.model is not None else (),
+                    summary=_summary(reasoning, found, row.response_text),
+                    decisions=found,
                     has_prompt=bool(row.has_prompt),
                 )
             )
@@ -1268,6 +1270,24 @@ class ReadModel:
             ).scalar()
         user = "\n\n".join(m.content for m in messages if m.role == "user")
         return user, decompress_text(reasoning)
+
+
+def _summary(reasoning: str, decisions: Sequence[DecisionView], answer: str | None) -> str:
+    """Return the gist of a call: its reasoning, or (a model that gave none) what it decided."""
+    if reasoning.strip():
+        return queries.summarize_reasoning(reasoning)
+    if not decisions:
+        return queries.summarize_reasoning(answer or "")
+    acted = [d for d in decisions if d.signal != "hold"]
+    held = [d.coin for d in decisions if d.signal == "hold"]
+    parts = [
+        f"{d.signal.replace('_', ' ')} {d.coin}"
+        + (f" (filled at {d.fill_price:.6g})" if d.fill_price is not None else f" ({d.outcome})")
+        for d in acted
+    ]
+    if held:
+        parts.append(f"hold {', '.join(held)}")
+    return "No reasoning given. Decided: " + "; ".join(parts) + "."
 
 
 def _aware(moment: datetime | None) -> datetime | None:

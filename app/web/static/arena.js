@@ -64,12 +64,19 @@ function drawChart(svg, lines, format, markers) {
     xAxis.appendChild(el("text", { x: sx(value), y: height - 6, "text-anchor": i === 0 ? "start" : i === 3 ? "end" : "middle" }, utc(value)));
   }
   svg.appendChild(xAxis);
+  const labels = [];
   shown.forEach((line, index) => {
     const points = line.xs.map((x, i) => sx(x).toFixed(1) + "," + sy(line.ys[i]).toFixed(1)).join(" ");
-    const color = line.kind === "benchmark" ? "#222" : PALETTE[index % PALETTE.length];
+    const color = line.key === "buy_and_hold" ? "#222" : PALETTE[index % PALETTE.length];
     svg.appendChild(el("polyline", { points, class: "line " + line.kind, "data-key": line.key, stroke: color }));
     const last = line.ys[line.ys.length - 1];
-    svg.appendChild(el("text", { x: width - m.right + 6, y: sy(last) + 4, class: "end-label", fill: color }, line.label + " " + format(last)));
+    labels.push({ y: sy(last) + 4, color, text: line.label + " " + format(last) });
+  });
+  // End labels, pushed apart so that close lines stay readable.
+  labels.sort((a, b) => a.y - b.y);
+  labels.forEach((label, i) => {
+    if (i > 0 && label.y - labels[i - 1].y < 12) label.y = labels[i - 1].y + 12;
+    svg.appendChild(el("text", { x: width - m.right + 6, y: label.y, class: "end-label", fill: label.color }, label.text));
   });
   for (const marker of markers || []) {
     const shape = marker.kind === "exit" ? el("circle", { cx: sx(marker.x), cy: sy(marker.y), r: 4 }) : el("text", { x: sx(marker.x), y: sy(marker.y) + 5, "text-anchor": "middle" }, marker.kind === "long" ? "▲" : "▼");
@@ -91,7 +98,10 @@ function equityChart(svg) {
       ys: pct ? line.values.map((v) => (v / line.starting_cash_usd - 1) * 100) : line.values,
     }));
     drawChart(svg, lines, pct ? percent : money);
-    if (legend) legend.textContent = state.lines.length ? state.lines.map((l) => l.label).join(" · ") : "";
+    if (legend) {
+      const hodl = state.lines.some((l) => l.key === "buy_and_hold");
+      legend.textContent = state.lines.map((l) => l.label).join(" · ") + (hodl ? " (buy & hold: equal weight in every coin from the first cycle, no fees)" : "");
+    }
   }
   async function load() {
     const chart = await getJson(`/api/v1/runs/${encodeURIComponent(run)}/chart?range=${state.range}`);
