@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
+from pydantic import BaseModel
 
 from app.web import nof1
 from app.web.readmodel import (
@@ -42,6 +43,27 @@ RangeQuery = Annotated[
     Literal["all", "72h", "24h"],
     Query(description="The whole run, or its last 72 or 24 hours."),
 ]
+
+
+class Problem(BaseModel):
+    """One invalid parameter: where it is and what is wrong with it."""
+
+    loc: list[str]
+    msg: str
+
+
+class ErrorBody(BaseModel):
+    """Every error is JSON: what went wrong, and for bad parameters which ones."""
+
+    error: str
+    detail: list[Problem] | None = None
+
+
+ERRORS: Final[dict[int | str, dict[str, Any]]] = {
+    401: {"model": ErrorBody, "description": "A token is required (SERVE_TOKEN)."},
+    404: {"model": ErrorBody, "description": "No such run, agent, coin or call."},
+    422: {"model": ErrorBody, "description": "Invalid query or path parameters."},
+}
 
 
 def read_model(request: Request) -> ReadModel:
@@ -80,7 +102,7 @@ def require_agent(model: ReadModel, run_id: str, name: str | None) -> AgentInfo 
 
 # -- nof1's read API ---------------------------------------------------------------------------
 
-nof1_router = APIRouter(prefix="/api", tags=["nof1-compatible"])
+nof1_router = APIRouter(prefix="/api", tags=["nof1-compatible"], responses=ERRORS)
 
 
 def _run(request: Request, run: str | None) -> tuple[ReadModel, str]:
@@ -198,7 +220,7 @@ def conversations(
 
 # -- our own API --------------------------------------------------------------------------------
 
-v1_router = APIRouter(prefix="/api/v1", tags=["arena"])
+v1_router = APIRouter(prefix="/api/v1", tags=["arena"], responses=ERRORS)
 
 RunPath = Annotated[str, Path(max_length=64, description="`live` or a backtest's run id.")]
 
