@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
-from pydantic import BaseModel
+from fastapi.responses import Response
+from pydantic import BaseModel, TypeAdapter
 
 from app.web import nof1
 from app.web.readmodel import (
@@ -100,6 +104,33 @@ def require_agent(model: ReadModel, run_id: str, name: str | None) -> AgentInfo 
     return agent
 
 
+@cache
+def _adapter(shape: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(shape)
+
+
+def cached_json(
+    model: ReadModel,
+    key: Hashable,
+    build: Callable[[], Any],
+    *,
+    shape: Any = None,
+    background: bool = False,
+) -> Response:
+    """Answer with JSON encoded once per data version (big answers cost a lookup, not an
+    encoding); `shape` is the response model, None for nof1's plain documents."""
+
+    def encode() -> bytes:
+        payload = build()
+        if shape is None:
+            return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+        encoded: bytes = _adapter(shape).dump_json(payload)
+        return encoded
+
+    body = model.cached(("json", key), encode, background=background)
+    return Response(content=body, media_type="application/json")
+
+
 # -- nof1's read API ---------------------------------------------------------------------------
 
 nof1_router = APIRouter(prefix="/api", tags=["nof1-compatible"], responses=ERRORS)
@@ -119,25 +150,36 @@ def crypto_prices(request: Request, run: RunQuery | None = None) -> dict[str, An
     return nof1.crypto_prices(model.prices(run_id), now=model.clock())
 
 
-@nof1_router.get("/positions", summary="Open positions per model, with exit plans")
+JsonObject = dict[str, Any]
+
+
+@nof1_router.get("/positions", response_model=JsonObject, summary="Open positions per model")
 def positions(
     request: Request,
     run: RunQuery | None = None,
     limit: Annotated[int, Query(ge=1, le=100_000, description="Most positions.")] = 1000,
-) -> dict[str, Any]:
-    """nof1's `/api/positions?limit=`."""
+) -> Response:
+    """nof1's `/api/positions?limit=`: each model's open positions, with exit plans."""
     model, run_id = _run(request, run)
-    return nof1.positions(model.agents(run_id), model.positions(run_id), limit=limit)
+    return cached_json(
+        model,
+        ("positions", run_id, limit),
+        lambda: nof1.positions(model.agents(run_id), model.positions(run_id), limit=limit),
+    )
 
 
-@nof1_router.get("/trades", summary="Completed trades, newest first")
-def trades(request: Request, run: RunQuery | None = None) -> dict[str, Any]:
+@nof1_router.get("/trades", response_model=JsonObject, summary="Completed trades, newest first")
+def trades(request: Request, run: RunQuery | None = None) -> Response:
     """nof1's `/api/trades`."""
     model, run_id = _run(request, run)
-    return nof1.trades(model.trades(run_id, limit=None), now=model.clock())
+    return cached_json(
+        model,
+        ("trades", run_id),
+        lambda: nof1.trades(model.trades(run_id, limit=None), now=model.clock()),
+    )
 
 
-@nof1_router.get("/account-totals", summary="Hourly account values per model")
+@nof1_router.get("/account-totals", response_model=JsonObject, summary="Hourly account values")
 def account_totals(
     request: Request,
     run: RunQuery | None = None,
@@ -150,72 +192,90 @@ def account_totals(
             description="Only the hours after this one (hours since the model's start).",
         ),
     ] = None,
-) -> dict[str, Any]:
-    """nof1's `/api/account-totals?lastHourlyMarker=`."""
+) -> Response:
+    """nof1's `/api/account-totals?lastHourlyMarker=`: per model, the last account value of each
+    hour; the newest entry carries the open positions."""
     model, run_id = _run(request, run)
-    return nof1.account_totals(
-        model.agents(run_id),
-        model.account_points(run_id),
-        model.positions(run_id),
-        last_hourly_marker=last_hourly_marker,
-        now=model.clock(),
+    return cached_json(
+        model,
+        ("account-totals", run_id, last_hourly_marker),
+        lambda: nof1.account_totals(
+            model.agents(run_id),
+            model.account_points(run_id),
+            model.positions(run_id),
+            last_hourly_marker=last_hourly_marker,
+            now=model.clock(),
+        ),
+        background=True,
     )
 
 
-@nof1_router.get("/since-inception-values", summary="Each model's start")
-def since_inception_values(request: Request, run: RunQuery | None = None) -> dict[str, Any]:
+@nof1_router.get("/since-inception-values", response_model=JsonObject, summary="Model starts")
+def since_inception_values(request: Request, run: RunQuery | None = None) -> JsonObject:
     """nof1's `/api/since-inception-values`."""
     model, run_id = _run(request, run)
     return nof1.since_inception(model.agents(run_id), now=model.clock())
 
 
-@nof1_router.get("/leaderboard", summary="Models ranked by account value")
-def leaderboard(request: Request, run: RunQuery | None = None) -> dict[str, Any]:
+@nof1_router.get("/leaderboard", response_model=JsonObject, summary="Ranked by account value")
+def leaderboard(request: Request, run: RunQuery | None = None) -> Response:
     """nof1's `/api/leaderboard`."""
     model, run_id = _run(request, run)
-    return nof1.leaderboard(model.leaderboard(run_id))
-
-
-@nof1_router.get("/analytics", summary="Advanced analytics of every model")
-def analytics(request: Request, run: RunQuery | None = None) -> dict[str, Any]:
-    """nof1's `/api/analytics`."""
-    model, run_id = _run(request, run)
-    return model.cached(
-        ("nof1-analytics", run_id),
-        lambda: nof1.analytics(model.facts(run_id), now=model.clock()),
+    return cached_json(
+        model,
+        ("leaderboard", run_id),
+        lambda: nof1.leaderboard(model.leaderboard(run_id)),
+        background=True,
     )
 
 
-@nof1_router.get("/analytics/{model_id}", summary="Advanced analytics of one model")
+@nof1_router.get("/analytics", response_model=JsonObject, summary="Every model's analytics")
+def analytics(request: Request, run: RunQuery | None = None) -> Response:
+    """nof1's `/api/analytics`."""
+    model, run_id = _run(request, run)
+    return cached_json(
+        model,
+        ("analytics", run_id),
+        lambda: nof1.analytics(model.facts(run_id), now=model.clock()),
+        background=True,
+    )
+
+
+@nof1_router.get("/analytics/{model_id}", response_model=JsonObject, summary="One model's")
 def model_analytics(
     request: Request,
     model_id: Annotated[str, Path(max_length=64, description="The agent's name.")],
     run: RunQuery | None = None,
-) -> dict[str, Any]:
+) -> Response:
     """nof1's `/api/analytics/{modelId}`."""
     model, run_id = _run(request, run)
     require_agent(model, run_id, model_id)
-    facts = next(f for f in model.facts(run_id) if f.agent.name == model_id)
-    return nof1.model_analytics(facts, now=model.clock())
+
+    def build() -> JsonObject:
+        facts = next(f for f in model.facts(run_id) if f.agent.name == model_id)
+        return nof1.model_analytics(facts, now=model.clock())
+
+    return cached_json(model, ("analytics", run_id, model_id), build, background=True)
 
 
-@nof1_router.get("/conversations", summary="Latest model calls with prompts and decisions")
+@nof1_router.get("/conversations", response_model=JsonObject, summary="Latest model calls")
 def conversations(
     request: Request,
     run: RunQuery | None = None,
     limit: Annotated[int, Query(ge=1, le=CARD_LIMIT_MAX, description="Most calls.")] = 100,
-) -> dict[str, Any]:
-    """nof1's `/api/conversations` (answered calls; failed ones are in `/api/v1/.../calls`)."""
+) -> Response:
+    """nof1's `/api/conversations`: the latest answered calls with prompt, reasoning and
+    decisions (failed calls are in `/api/v1/runs/{run}/calls`)."""
     model, run_id = _run(request, run)
 
-    def build() -> dict[str, Any]:
+    def build() -> JsonObject:
         cards = [
             c for c in model.calls(run_id, limit=limit) if c.outcome != "error" and c.decisions
         ]
         prompts = model.conversation_prompts([card.call_id for card in cards])
         return nof1.conversations(cards, prompts, run_id=run_id)
 
-    return model.cached(("nof1-conversations", run_id, limit), build)
+    return cached_json(model, ("conversations", run_id, limit), build, background=True)
 
 
 # -- our own API --------------------------------------------------------------------------------
@@ -330,20 +390,31 @@ def agents(request: Request, run_id: RunPath) -> list[AgentInfo]:
 
 
 @v1_router.get("/runs/{run_id}/leaderboard", response_model=list[BoardRow], summary="Leaderboard")
-def run_leaderboard(request: Request, run_id: RunPath) -> list[BoardRow]:
+def run_leaderboard(request: Request, run_id: RunPath) -> Response:
     """Return the agents ranked by account value, with the advanced figures."""
     model = read_model(request)
     require_run(model, run_id)
-    return model.leaderboard(run_id)
+    return cached_json(
+        model,
+        ("v1-leaderboard", run_id),
+        lambda: model.leaderboard(run_id),
+        shape=list[BoardRow],
+        background=True,
+    )
 
 
 @v1_router.get("/runs/{run_id}/chart", response_model=Chart, summary="Account-value chart")
-def chart(request: Request, run_id: RunPath, range: RangeQuery = "all") -> Chart:
+def chart(request: Request, run_id: RunPath, range: RangeQuery = "all") -> Response:
     """Return each agent's account value and the buy-and-hold line (at most 2,000 points
     each)."""
     model = read_model(request)
     require_run(model, run_id)
-    return Chart(run=run_id, range=range, lines=model.lines(run_id, window=RANGES[range]))
+    return cached_json(
+        model,
+        ("v1-chart", run_id, range),
+        lambda: Chart(run=run_id, range=range, lines=model.lines(run_id, window=RANGES[range])),
+        shape=Chart,
+    )
 
 
 @v1_router.get("/runs/{run_id}/prices", response_model=list[Price], summary="Latest prices")

@@ -120,9 +120,19 @@ def _context(
 
 @router.get("/", response_class=HTMLResponse)
 def live_page(request: Request, run: RunQuery | None = None) -> Response:
-    """The live page: account values, the leaderboard's head and the prices."""
-    model, info, context = _context(request, run, "live")
-    return render(request, "live.html", board=model.leaderboard(info.run_id), **context)
+    """The live page: account values, the leaderboard's head and the prices (rendered once per
+    data version: it is the page everyone keeps open)."""
+    model = read_model(request)
+    run_id = run or default_run(request)
+    require_run(model, run_id)
+
+    def page() -> bytes:
+        _, info, context = _context(request, run_id, "live")
+        board = model.leaderboard(info.run_id)
+        rendered = render(request, "live.html", board=board, **context)
+        return bytes(rendered.body)
+
+    return HTMLResponse(model.cached(("page", "live", run_id), page))
 
 
 @router.get("/leaderboard", response_class=HTMLResponse)

@@ -15,9 +15,12 @@ Prices come from the candle table (the daemon caches every closed candle it fetc
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -33,11 +36,14 @@ from app.domain import ALPHA_ARENA_COINS
 from app.reports import LeaderboardRow, leaderboard
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 MAX_POINTS_PER_LINE: Final = 2_000
 CARD_LIMIT_MAX: Final = 500
 _BENCHMARK_MODEL: Final = "buy_and_hold"
 _PRICE_SERIES_TTL_S: Final = 60.0
+# How long a read of the data version is trusted: far below the live page's 5 s promise.
+VERSION_TTL_S: Final = 0.25
 
 
 def utc_now() -> datetime:
@@ -324,16 +330,28 @@ class _RunSeries:
 
 
 class _VersionCache:
-    """Values computed for a data version; a stale value is served while another thread
-    recomputes it."""
+    """Values computed for a data version.
+
+    A stale value is served while another thread recomputes it; with `background`, the first
+    request after a change gets the stale value too, and one worker thread recomputes (so heavy
+    results never hold a request up, and cost at most one core while commits keep coming).
+    """
 
     def __init__(self, size: int = 512) -> None:
         self._values: OrderedDict[Hashable, tuple[Hashable, Any]] = OrderedDict()
         self._locks: dict[Hashable, threading.Lock] = {}
         self._guard = threading.Lock()
         self._size = size
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dashboard-refresh")
 
-    def get(self, key: Hashable, version: Hashable, compute: Callable[[], T]) -> T:
+    def get(
+        self,
+        key: Hashable,
+        version: Hashable,
+        compute: Callable[[], T],
+        *,
+        background: bool = False,
+    ) -> T:
         with self._guard:
             hit = self._values.get(key)
             lock = self._locks.setdefault(key, threading.Lock())
@@ -341,27 +359,45 @@ class _VersionCache:
             value: T = hit[1]
             return value
         if hit is not None:
-            if not lock.acquire(blocking=False):
+            if background:
+                if lock.acquire(blocking=False):
+                    self._worker.submit(self._refresh, key, version, compute, lock)
                 stale: T = hit[1]
                 return stale
+            if not lock.acquire(blocking=False):
+                waiting: T = hit[1]
+                return waiting
         else:
             lock.acquire()
         try:
-            with self._guard:
-                hit = self._values.get(key)
-            if hit is not None and hit[0] == version:
-                again: T = hit[1]
-                return again
-            computed = compute()
-            with self._guard:
-                self._values[key] = (version, computed)
-                self._values.move_to_end(key)
-                while len(self._values) > self._size:
-                    old, _ = self._values.popitem(last=False)
-                    self._locks.pop(old, None)
-            return computed
+            return self._compute(key, version, compute)
         finally:
             lock.release()
+
+    def _refresh(
+        self, key: Hashable, version: Hashable, compute: Callable[[], Any], lock: threading.Lock
+    ) -> None:
+        try:
+            self._compute(key, version, compute)
+        except Exception:  # the next request computes it again, in its own thread
+            log.warning("refreshing %r failed", key, exc_info=True)
+        finally:
+            lock.release()
+
+    def _compute(self, key: Hashable, version: Hashable, compute: Callable[[], T]) -> T:
+        with self._guard:
+            hit = self._values.get(key)
+        if hit is not None and hit[0] == version:
+            again: T = hit[1]
+            return again
+        computed = compute()
+        with self._guard:
+            self._values[key] = (version, computed)
+            self._values.move_to_end(key)
+            while len(self._values) > self._size:
+                old, _ = self._values.popitem(last=False)
+                self._locks.pop(old, None)
+        return computed
 
 
 def downsample(
@@ -418,19 +454,43 @@ class ReadModel:
         self._series: dict[str, _RunSeries] = {}
         self._series_guard = threading.Lock()
         self._candle_series: tuple[float, list[tuple[str, str, str]]] | None = None
+        self._version: tuple[float, tuple[int, int]] | None = None
+        self._version_lock = threading.Lock()
 
     # -- versions and runs -----------------------------------------------------------------------
 
     def version(self) -> tuple[int, int]:
-        """Return a marker that changes whenever a cycle, a monitor event or an agent lands."""
-        with self.engine.connect() as connection:
-            snapshot = connection.execute(select(func.max(models.AccountSnapshot.id))).scalar()
-            agent = connection.execute(select(func.max(models.Agent.id))).scalar()
-        return int(snapshot or 0), int(agent or 0)
+        """Return a marker that changes whenever a cycle, a monitor event or an agent lands.
 
-    def cached(self, key: Hashable, compute: Callable[[], T]) -> T:
-        """Return `compute()` as of the current data version (computed once per version)."""
-        return self._cache.get(key, self.version(), compute)
+        Read at most every `VERSION_TTL_S` (a burst of requests shares one read).
+        """
+        now = time.monotonic()
+        known = self._version
+        if known is not None and now - known[0] < VERSION_TTL_S:
+            return known[1]
+        # One reader at a time: the others keep the marker read a moment ago.
+        if not self._version_lock.acquire(blocking=known is None):
+            assert known is not None
+            return known[1]
+        try:
+            query = select(
+                select(func.max(models.AccountSnapshot.id)).scalar_subquery(),
+                select(func.max(models.Agent.id)).scalar_subquery(),
+            )
+            with self.engine.connect() as connection:
+                snapshot, agent = connection.execute(query).one()
+            marker = (int(snapshot or 0), int(agent or 0))
+            self._version = (time.monotonic(), marker)
+            return marker
+        finally:
+            self._version_lock.release()
+
+    def cached(self, key: Hashable, compute: Callable[[], T], *, background: bool = False) -> T:
+        """Return `compute()` as of the current data version (computed once per version).
+
+        With `background`, a value one version old is returned at once while it is refreshed.
+        """
+        return self._cache.get(key, self.version(), compute, background=background)
 
     def runs(self) -> list[RunInfo]:
         """Return every run, the live one first, then backtests newest first."""
@@ -529,7 +589,9 @@ class ReadModel:
 
     def leaderboard(self, run_id: str) -> list[BoardRow]:
         """Return the run's agents ranked by account value, with the advanced view's figures."""
-        return self.cached(("leaderboard", run_id), lambda: self._load_leaderboard(run_id))
+        return self.cached(
+            ("leaderboard", run_id), lambda: self._load_leaderboard(run_id), background=True
+        )
 
     def _load_leaderboard(self, run_id: str) -> list[BoardRow]:
         agents = {agent.name: agent for agent in self.agents(run_id)}
@@ -1163,7 +1225,7 @@ class ReadModel:
 
     def facts(self, run_id: str) -> list[AgentFacts]:
         """Return, per agent, what the analytics tables are computed from."""
-        return self.cached(("facts", run_id), lambda: self._load_facts(run_id))
+        return self.cached(("facts", run_id), lambda: self._load_facts(run_id), background=True)
 
     def _load_facts(self, run_id: str) -> list[AgentFacts]:
         decision, cycle, position, call = (

@@ -142,10 +142,14 @@ function showProblem(error) {
 function poll(run, reloadChart) {
   const label = document.getElementById("last-cycle");
   let seen = null;
+  let refreshes = 0;
   async function tick() {
     try {
       const version = await getJson(`/api/v1/version?run=${encodeURIComponent(run)}`);
-      if (seen !== null && version.version !== seen) {
+      // Heavy answers are recomputed in the background: refresh again on the next tick.
+      if (seen !== null && version.version !== seen) refreshes = 2;
+      if (refreshes > 0) {
+        refreshes -= 1;
         await Promise.all([reloadChart(), refreshPrices(run), refreshBoard(run)]);
         if (label) {
           label.dataset.cycles = version.cycles;
