@@ -497,37 +497,30 @@ class ReadModel:
         return self.cached(("runs",), self._load_runs)
 
     def _load_runs(self) -> list[RunInfo]:
-        agent, cycle = models.Agent, models.Cycle
         with self.engine.connect() as connection:
-            names: dict[str, list[str]] = {}
-            for run_id, name in connection.execute(
-                select(agent.run_id, agent.name).order_by(agent.id)
-            ):
-                names.setdefault(run_id, []).append(name)
-            spans = {
-                row[0]: (row[1], row[2], int(row[3]))
-                for row in connection.execute(
-                    select(
-                        agent.run_id,
-                        func.min(cycle.scheduled_at),
-                        func.max(cycle.scheduled_at),
-                        func.count(func.distinct(cycle.scheduled_at)),
-                    )
-                    .join(cycle, cycle.agent_id == agent.id)
-                    .group_by(agent.run_id)
+            agents = connection.execute(
+                select(models.Agent.id, models.Agent.run_id, models.Agent.name).order_by(
+                    models.Agent.id
                 )
-            }
+            ).all()
+            spans = {row[0]: self._cycle_span(connection, row[0]) for row in agents}
+        names: dict[str, list[str]] = {}
+        for _, run_id, name in agents:
+            names.setdefault(run_id, []).append(name)
         runs = []
         for run_id, agent_names in names.items():
-            first, last, cycles = spans.get(run_id, (None, None, 0))
+            mine = [spans[agent_id] for agent_id, owner, _ in agents if owner == run_id]
+            firsts = [first for first, _, _, _ in mine if first is not None]
+            lasts = [last for _, last, _, _ in mine if last is not None]
             runs.append(
                 RunInfo(
                     run_id=run_id,
                     kind="live" if run_id == models.LIVE_RUN_ID else "backtest",
                     agents=tuple(agent_names),
-                    first_at=_aware(first),
-                    last_at=_aware(last),
-                    cycles=cycles,
+                    first_at=min(firsts, default=None),
+                    last_at=max(lasts, default=None),
+                    # Every agent records every cycle: the most any agent recorded.
+                    cycles=max((count for _, _, count, _ in mine), default=0),
                 )
             )
         live = [run for run in runs if run.kind == "live"]
@@ -535,6 +528,34 @@ class ReadModel:
             (run for run in runs if run.kind != "live"), key=lambda run: run.run_id, reverse=True
         )
         return live + others
+
+    @staticmethod
+    def _cycle_span(
+        connection: Any, agent_id: int
+    ) -> tuple[datetime | None, datetime | None, int, int]:
+        """Return an agent's first and last cycle times, cycle count and last invocation (two
+        index seeks on (agent, scheduled time), not a scan of every cycle)."""
+        cycle = models.Cycle
+        first = connection.execute(
+            select(cycle.scheduled_at)
+            .where(cycle.agent_id == agent_id)
+            .order_by(cycle.scheduled_at)
+            .limit(1)
+        ).scalar()
+        last = connection.execute(
+            select(cycle.scheduled_at, cycle.invocation)
+            .where(cycle.agent_id == agent_id)
+            .order_by(cycle.scheduled_at.desc())
+            .limit(1)
+        ).first()
+        # The invocation counts the agent's cycles (it goes up by one with each).
+        invocations = 0 if last is None else int(last[1] or 0)
+        return (
+            _aware(first),
+            None if last is None else _aware(last[0]),
+            invocations,
+            invocations,
+        )
 
     def run(self, run_id: str) -> RunInfo | None:
         """Return the run, or None when the database has no such run."""
@@ -547,40 +568,37 @@ class ReadModel:
         return self.cached(("agents", run_id), lambda: self._load_agents(run_id))
 
     def _load_agents(self, run_id: str) -> list[AgentInfo]:
-        rows = queries.agents(self.engine, run_id)
-        cycle = models.Cycle
-        with self.engine.connect() as connection:
-            extra = {
-                row[0]: (row[1], row[2], row[3])
-                for row in connection.execute(
-                    select(
-                        models.Agent.id,
-                        models.Agent.created_at,
-                        func.min(cycle.scheduled_at),
-                        func.max(cycle.invocation),
-                    )
-                    .outerjoin(cycle, cycle.agent_id == models.Agent.id)
-                    .where(models.Agent.run_id == run_id)
-                    .group_by(models.Agent.id)
-                )
-            }
+        agent, snapshot = models.Agent, models.AccountSnapshot
         agents = []
-        for row in rows:
-            created, first, invocations = extra[row.agent_id]
-            agents.append(
-                AgentInfo(
-                    agent_id=row.agent_id,
-                    name=row.name,
-                    provider=row.provider,
-                    model=row.model,
-                    starting_cash_usd=row.starting_cash_usd,
-                    equity_usd=row.equity_usd,
-                    created_at=_aware(created) or self.clock(),
-                    first_cycle_at=_aware(first),
-                    invocations=int(invocations or 0),
-                    last_at=row.last_at,
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(agent).where(agent.run_id == run_id).order_by(agent.id)
+            ).all()
+            for row in rows:
+                # The newest snapshot is the last written (a slow cycle's may follow a later
+                # monitor event's): the highest id among the few latest in time.
+                recent = connection.execute(
+                    select(snapshot.id, snapshot.equity_usd, snapshot.at)
+                    .where(snapshot.agent_id == row.id)
+                    .order_by(snapshot.at.desc())
+                    .limit(8)
+                ).all()
+                latest = max(recent, key=lambda r: r[0])[1:] if recent else None
+                first, _, _, invocations = self._cycle_span(connection, row.id)
+                agents.append(
+                    AgentInfo(
+                        agent_id=row.id,
+                        name=row.name,
+                        provider=row.provider,
+                        model=row.model,
+                        starting_cash_usd=row.starting_cash_usd,
+                        equity_usd=row.starting_cash_usd if latest is None else latest[0],
+                        created_at=_aware(row.created_at) or self.clock(),
+                        first_cycle_at=first,
+                        invocations=invocations,
+                        last_at=None if latest is None else _aware(latest[1]),
+                    )
                 )
-            )
         return agents
 
     def agent(self, run_id: str, name: str) -> AgentInfo | None:
@@ -903,19 +921,25 @@ class ReadModel:
             else:
                 missing.append(coin)
         if missing:
-            fill, agent = models.Fill, models.Agent
+            fill = models.Fill
+            agent_ids = [agent.agent_id for agent in self.agents(run_id)]
             with self.engine.connect() as connection:
                 for coin in missing:
-                    row = connection.execute(
-                        select(fill.reference_price, fill.filled_at)
-                        .join(agent, agent.id == fill.agent_id)
-                        .where(agent.run_id == run_id, fill.coin == coin)
-                        .order_by(fill.filled_at.desc(), fill.id.desc())
-                        .limit(1)
-                    ).first()
-                    if row is not None:
-                        at = _aware(row[1]) or self.clock()
-                        prices[coin] = Price(coin, float(row[0]), at, "fills")
+                    rows = [
+                        connection.execute(
+                            select(fill.reference_price, fill.filled_at)
+                            .where(fill.agent_id == agent_id, fill.coin == coin)
+                            .order_by(fill.filled_at.desc())
+                            .limit(1)
+                        ).first()
+                        for agent_id in agent_ids
+                    ]
+                    found = [row for row in rows if row is not None]
+                    if found:
+                        price, at = max(found, key=lambda row: row[1])
+                        prices[coin] = Price(
+                            coin, float(price), _aware(at) or self.clock(), "fills"
+                        )
         return prices
 
     def price_line(
