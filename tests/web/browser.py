@@ -60,7 +60,7 @@ def chromium(profile: Path) -> Iterator[Any]:
 @contextmanager
 def served(app: Any) -> Iterator[str]:
     """Serve `app` on 127.0.0.1 in a thread; yield its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
