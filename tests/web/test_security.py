@@ -12,11 +12,12 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from app.cli import main
+from app.config import load_settings
 from app.errors import ConfigError
 from app.web.app import check_bind, create_app, is_loopback
 from app.web.command import build_app
 from app.web.readmodel import ReadModel, open_read_engine
-from tests.web.conftest import Arena, arena_settings
+from tests.web.conftest import Arena
 
 CANARY_KEY = "ms-canary-7f3a9c1e5b2d4f60a8e1"
 CANARY_TOKEN = "serve-canary-0d9e8f7a6b5c4d3e"
@@ -44,10 +45,8 @@ def test_no_response_ever_contains_an_api_key_or_the_token(
     monkeypatch.setenv("MODELSCOPE_API_KEY", CANARY_KEY)
     monkeypatch.setenv("DEEPSEEK_API_KEY", CANARY_KEY)
     monkeypatch.setenv("SERVE_TOKEN", CANARY_TOKEN)
-    settings = arena_settings(arena.url).model_copy(update={"modelscope": None})
-    from app.config import load_settings
-
-    settings = load_settings(env_file=None, database=settings.database)
+    monkeypatch.setenv("DATABASE_URL", arena.url)
+    settings = load_settings(env_file=None)
     assert settings.modelscope.api_key is not None
     assert settings.modelscope.api_key.get_secret_value() == CANARY_KEY
     app = build_app(settings, run=arena.result.run_id)
