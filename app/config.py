@@ -193,6 +193,15 @@ class DatabaseSettings(BaseModel):
     url: str = "sqlite:///data/arena.db"
 
 
+class ServeSettings(BaseModel):
+    """The dashboard and its read API (`arena serve`, and `arena run` unless `--no-serve`)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65_535)
+    # Required to bind anything but a loopback address: a bearer token, or a login for the pages.
+    token: SecretStr | None = None
+
+
 class LogSettings(BaseModel):
     """Logging level (and an optional file)."""
 
@@ -261,6 +270,7 @@ class Settings(_WithProviders):
     vision: VisionSettings = Field(default_factory=VisionSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
 
     @field_validator("symbols", mode="before")
     @classmethod
@@ -323,6 +333,9 @@ class Settings(_WithProviders):
             key = self.provider_settings(provider).api_key
             if key is not None and key.get_secret_value():
                 values.append(key.get_secret_value())
+        token = self.serve.token
+        if token is not None and token.get_secret_value():
+            values.append(token.get_secret_value())
         return values
 
     @classmethod

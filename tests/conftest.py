@@ -27,6 +27,7 @@ _SETTING_PREFIXES = (
     "OPENAI_",
     "DATABASE_",
     "LOG_",
+    "SERVE_",
 )
 
 

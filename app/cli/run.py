@@ -35,6 +35,9 @@ def run_command(
         typer.Option("--at", help="With --once: the scheduled time to run (ISO, UTC)."),
     ] = None,
     agent: AgentOption = None,
+    no_serve: Annotated[
+        bool, typer.Option("--no-serve", help="Do not serve the dashboard (SERVE_HOST/PORT).")
+    ] = False,
 ) -> None:
     """Run the live arena: a decision cycle every interval, exits checked in between."""
     import asyncio
@@ -50,7 +53,8 @@ def run_command(
             f"--at {at} is in the future: --once --at replays a past cycle; "
             "use --once alone for the current one"
         )
-    code = asyncio.run(run_arena(settings, agents_from(agent, settings), once=once, at=replay_at))
+    agents = agents_from(agent, settings)
+    code = asyncio.run(run_arena(settings, agents, once=once, at=replay_at, serve=not no_serve))
     raise typer.Exit(code)
 
 
@@ -69,7 +73,7 @@ def start_command(
     agents = list(settings.agents)
     lacking = {name for names in missing_keys(settings, agents).values() for name in names}
     if any(agent.name not in lacking for agent in llm_agents(agents)):
-        raise typer.Exit(asyncio.run(run_arena(settings, agents)))
+        raise typer.Exit(asyncio.run(run_arena(settings, agents, serve=True)))
     _first_look(settings, data)
 
 
@@ -116,6 +120,11 @@ def _first_look(settings: Settings, data: list[Path] | None) -> None:
         )
     )
     stdout.print(NEXT_STEPS, highlight=False)
+    stdout.print(
+        f"See this run in the dashboard: arena serve --run {result.run_id}  "
+        f"(then open http://{settings.serve.host}:{settings.serve.port}/?run={result.run_id})",
+        highlight=False,
+    )
 
 
 def _first_look_data(data: list[Path] | None) -> tuple[list[Path] | None, str]:
