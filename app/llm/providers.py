@@ -12,7 +12,7 @@ from pydantic import SecretStr
 
 from app.config import DEFAULT_MODELSCOPE_MODEL
 from app.errors import ConfigError
-from app.llm.openai_compat import CallDefaults, ClientPool, OpenAIChatModel, Sleep
+from app.llm.openai_compat import CallDefaults, ClientPool, Monotonic, OpenAIChatModel, Sleep
 from app.llm.traits import DASHSCOPE, DEEPSEEK, MODELSCOPE, OPENAI
 
 DEFAULT_DEEPSEEK_MODEL: Final = "deepseek-flash"
@@ -63,6 +63,7 @@ def make_provider(
     defaults: CallDefaults | None = None,
     clients: ClientPool | None = None,
     sleep: Sleep | None = None,
+    monotonic: Monotonic | None = None,
     require_key: bool = True,
 ) -> OpenAIChatModel:
     """Return the adapter for `provider` (`modelscope`, `deepseek`, `dashscope`, `openai`)."""
@@ -77,5 +78,6 @@ def make_provider(
         defaults=defaults,
         clients=clients,
         sleep=sleep,
+        monotonic=monotonic,
         require_key=require_key,
     )

@@ -14,7 +14,7 @@ from app.config import AgentConfig, LlmMode, Settings
 from app.errors import ConfigError
 from app.llm.cache import ResponseCache
 from app.llm.fallback import FallbackChain
-from app.llm.openai_compat import CallDefaults, ClientPool, OpenAIChatModel, Sleep
+from app.llm.openai_compat import CallDefaults, ClientPool, Monotonic, OpenAIChatModel, Sleep
 from app.llm.providers import make_provider
 from app.llm.quota import Clock, QuotaTracker, utc_now
 from app.llm.strategy import DEFAULT_OPTIONS, LLMStrategy
@@ -44,6 +44,7 @@ class LlmRuntime:
         cache_mode: LlmMode | None = None,
         clock: Clock = utc_now,
         sleep: Sleep | None = None,
+        monotonic: Monotonic | None = None,
     ) -> None:
         self.settings = settings
         self.mode: LlmMode = cache_mode or settings.llm.cache_mode
@@ -54,6 +55,7 @@ class LlmRuntime:
         self.cache = ResponseCache(session_factory, clock=clock) if session_factory else None
         self.defaults = call_defaults(settings)
         self._sleep = sleep
+        self._monotonic = monotonic
 
     def provider(self, provider: str, model: str) -> OpenAIChatModel:
         """Return the adapter for `model` on `provider`, with its key and base URL."""
@@ -70,6 +72,7 @@ class LlmRuntime:
             defaults=self.defaults,
             clients=self.clients,
             sleep=self._sleep,
+            monotonic=self._monotonic,
             require_key=self.mode != "replay",
         )
 
@@ -77,7 +80,12 @@ class LlmRuntime:
         """Return `agent`'s fallback chain (its model, then its fallback models)."""
         models = [self.provider(agent.provider, model) for model in agent.models]
         return FallbackChain(
-            models, agent=agent.name, quota=self.quota, cache=self.cache, mode=self.mode
+            models,
+            agent=agent.name,
+            quota=self.quota,
+            cache=self.cache,
+            mode=self.mode,
+            monotonic=self._monotonic,
         )
 
     def strategy(self, agent: AgentConfig) -> LLMStrategy:

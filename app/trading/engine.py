@@ -22,6 +22,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final, Literal
@@ -86,6 +87,8 @@ _BATCH_RECORDS: Final = 600
 FillPrices = Callable[[MarketSnapshot], Mapping[str, float | None]]
 FreshPrices = Callable[[], Awaitable[Mapping[str, float] | None]]
 Clock = Callable[[], datetime]
+# Given seconds, a context that cancels its body and raises TimeoutError once they have passed.
+TimeLimit = Callable[[float], AbstractAsyncContextManager[object]]
 
 
 class RunningSharpe:
@@ -210,6 +213,7 @@ class CycleEngine:
         rules: Mapping[str, MarketRules] | None = None,
         batch_records: bool = False,
         fresh_prices: FreshPrices | None = None,
+        time_limit: TimeLimit = asyncio.timeout,
     ) -> None:
         self.market = market
         self.store = store
@@ -221,6 +225,8 @@ class CycleEngine:
         self._batch_records = batch_records
         # Live: prices fetched when an answer is ready to fill (the model may have taken minutes).
         self.fresh_prices = fresh_prices
+        # The agent's time limit on the event loop's clock; a test gives one it controls.
+        self.time_limit = time_limit
         self._in_flight: set[tuple[str, datetime]] = set()
         self._exit_step_ns = int(
             timeframe_to_timedelta(config.exit_timeframe).total_seconds() * 1e9
@@ -497,7 +503,7 @@ class CycleEngine:
             prompt_version=PROMPT_VERSION if messages else None,
             invocation=invocation,
             shared_texts=(messages[0].content, *shared) if messages else (),
-            # The model call plans its retries inside this; wait_for below is the safety net.
+            # The model call plans its retries inside this; `time_limit` in _ask is the safety net.
             budget_s=max(self.config.agent_timeout_s - 3.0, self.config.agent_timeout_s * 0.5),
         )
 
@@ -507,9 +513,8 @@ class CycleEngine:
         error: str | None = None
         attempts: tuple[CallAttempt, ...] = ()
         try:
-            answer = await asyncio.wait_for(
-                slot.strategy.decide(request), timeout=self.config.agent_timeout_s
-            )
+            async with self.time_limit(self.config.agent_timeout_s):
+                answer = await slot.strategy.decide(request)
             attempts = answer.attempts
         except TimeoutError:
             error = f"no answer within {self.config.agent_timeout_s:g} s: holding this cycle"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -39,11 +40,11 @@ from tests.fakes.openai_server import (
     bad_gateway,
     choices_null,
     error,
+    hang,
     insufficient_balance,
     not_served,
     rate_limited,
     server_error,
-    slow,
     truncated,
     unauthorized,
     whitespace,
@@ -356,7 +357,7 @@ def test_garbled_and_in_band_error_stream_events_become_app_errors(fake_server: 
 
 def test_a_slow_answer_past_the_timeout_is_a_timeout_error(fake_server: Server) -> None:
     server = fake_server("modelscope")
-    server.script(QWEN, slow(5.0))
+    server.script(QWEN, hang())
 
     with pytest.raises(ModelTimeoutError, match="LLM_TIMEOUT_S") as caught:
         ask(QwenProvider, server, QWEN, defaults=CallDefaults(timeout_s=0.3, max_retries=0))
@@ -367,7 +368,7 @@ def test_a_slow_answer_past_the_timeout_is_a_timeout_error(fake_server: Server) 
 
 def test_a_stream_that_stalls_past_the_timeout_is_a_timeout_error(fake_server: Server) -> None:
     server = fake_server("deepseek")
-    server.script("deepseek-flash", answer(HOLD, stall_s=5.0))
+    server.script("deepseek-flash", answer(HOLD, stall_s=math.inf))
 
     with pytest.raises(ModelTimeoutError):
         ask(
