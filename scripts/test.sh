@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The test command: sets up .venv with the dev tools, then runs ruff, mypy and pytest.
-# Extra arguments go to pytest (e.g. scripts/test.sh -k paper -x).
+# pytest runs every test, the slow end-to-end ones too, on one worker process per CPU
+# (pytest-xdist). Extra arguments go to pytest (e.g. scripts/test.sh -k paper -x; add -n 0 to
+# run in a single process, e.g. to use a debugger).
 source "$(dirname "${BASH_SOURCE[0]}")/_bootstrap.sh"
 bootstrap_install dev
 echo "==> ruff check" >&2
@@ -9,4 +11,4 @@ echo "==> mypy app" >&2
 "$VENV_PY" -m mypy app
 echo "==> pytest" >&2
 # pytest exits 5 when no test ran: that fails this script too (set -e).
-"$VENV_PY" -m pytest "$@"
+"$VENV_PY" -m pytest -q -n auto --dist loadfile --no-loadscope-reorder "$@"

@@ -1,4 +1,6 @@
-"""`arena backtest` end to end: real data, the real CLI, two fake LLM agents and the baselines."""
+"""`arena backtest` end to end: real data, the real CLI, two fake LLM agents and the baselines.
+
+The replay test runs `arena` as real processes (marked `slow`); the refusal runs in-process."""
 
 from __future__ import annotations
 
@@ -7,10 +9,12 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.arena_cli import arena
 from tests.conftest import shared_data
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.traders import by_model, contrarian_trader, trend_trader
@@ -58,12 +62,13 @@ def backtest(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Completed
 
 
 @pytest.fixture
-def llm() -> FakeOpenAIServer:
+def llm() -> Iterator[FakeOpenAIServer]:
     responder = by_model({TREND_MODEL: trend_trader, CONTRA_MODEL: contrarian_trader})
     with FakeOpenAIServer("modelscope", responder=responder) as server:
         yield server
 
 
+@pytest.mark.slow
 def test_backtest_replay_makes_no_http_call_and_gives_the_same_results(
     llm: FakeOpenAIServer, tmp_path: Path
 ) -> None:
@@ -144,9 +149,8 @@ def test_replay_without_stored_answers_stops_and_says_which_prompt_is_missing(
     tmp_path: Path,
 ) -> None:
     market = shared_data("market")
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
-    env.update(PYTHONPATH=str(REPO_ROOT), DATABASE_URL=f"sqlite:///{tmp_path / 'arena.db'}")
-    result = backtest(
+    result = arena(
+        "backtest",
         "--data",
         str(market),
         "--start",
@@ -159,10 +163,9 @@ def test_replay_without_stored_answers_stops_and_says_which_prompt_is_missing(
         f"trend=modelscope:{TREND_MODEL}",
         "--llm-mode",
         "replay",
-        env=env,
-        cwd=tmp_path,
+        env={"DATABASE_URL": f"sqlite:///{tmp_path / 'arena.db'}"},
     )
-    assert result.returncode == 2, result.stderr
+    assert result.exit_code == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert "trend" in result.stderr
     assert "2025-10-20" in result.stderr

@@ -360,9 +360,11 @@ class FakeExchange:
                 return
             self._gate.notify_all()
             self._gate.wait_for(
-                lambda: self._gate_count is None
-                or self.in_flight >= self._gate_count
-                or self._stopping.is_set(),
+                lambda: (
+                    self._gate_count is None
+                    or self.in_flight >= self._gate_count
+                    or self._stopping.is_set()
+                ),
                 timeout=self._gate_limit_s,
             )
             # Reached (or given up on): the gate stays open for the requests that follow.

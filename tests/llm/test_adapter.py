@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -410,11 +409,8 @@ def test_other_400s_are_request_errors_with_the_providers_message(fake_server: S
     assert server.request_count == 1
 
 
-def test_a_refused_connection_is_a_network_error_naming_the_base_url() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    url = f"http://127.0.0.1:{port}/v1"
+def test_a_refused_connection_is_a_network_error_naming_the_base_url(refused_port: int) -> None:
+    url = f"http://127.0.0.1:{refused_port}/v1"
 
     async def run() -> Any:
         clients = ClientPool()
