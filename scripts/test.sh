@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command: sets up .venv with the dev tools, then runs ruff, mypy and pytest.
 # pytest runs every test, the slow end-to-end ones too, on one worker process per CPU
-# (pytest-xdist). Extra arguments go to pytest (e.g. scripts/test.sh -k paper -x; add -n 0 to
-# run in a single process, e.g. to use a debugger).
+# (pytest-xdist); each test file stays on one worker, so module-wide fixtures are built once.
+# Extra arguments go to pytest (e.g. scripts/test.sh -k paper -x; -m "not slow" leaves out the
+# tests that start real processes; -n 0 runs in a single process, e.g. to use a debugger).
 source "$(dirname "${BASH_SOURCE[0]}")/_bootstrap.sh"
 bootstrap_install dev
 echo "==> ruff check" >&2

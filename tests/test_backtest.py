@@ -1,6 +1,7 @@
 """`arena backtest` end to end: real data, the real CLI, two fake LLM agents and the baselines.
 
-The replay test runs `arena` as real processes (marked `slow`); the refusal runs in-process."""
+The two backtests of the replay test run as real processes (marked `slow`); the leaderboard
+that reads their run and the refusal run `arena` in-process."""
 
 from __future__ import annotations
 
@@ -131,15 +132,10 @@ def test_backtest_replay_makes_no_http_call_and_gives_the_same_results(
     assert "funding charged from files" in saved["funding"]
 
     # Tokens and latency are summed per agent over the recorded calls.
-    board = subprocess.run(
-        [sys.executable, "-m", "app", "leaderboard", "--run", saved["run_id"], "--json"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
+    board = arena(
+        "leaderboard", "--run", saved["run_id"], "--json", env={"DATABASE_URL": env["DATABASE_URL"]}
     )
+    assert board.exit_code == 0, board.stderr
     usage = {agent["name"]: agent for agent in json.loads(board.stdout)["agents"]}
     assert usage["trend"]["prompt_tokens"] > 0 and usage["trend"]["completion_tokens"] > 0
     assert usage["hodl"]["prompt_tokens"] == 0
