@@ -70,6 +70,8 @@ def settings_env(exchange: FakeExchange, llm: FakeOpenAIServer, database: Path) 
     return {
         "EXCHANGE_ID": "binanceusdm",
         "EXCHANGE_API_URL": exchange.url,
+        # The fake answers at once; a loaded machine must not turn a slow reply into a failure.
+        "EXCHANGE_TIMEOUT_S": "60",
         "DATABASE_URL": f"sqlite:///{database}",
         "MODELSCOPE_API_KEY": "ms-test-not-a-real-key",
         "MODELSCOPE_BASE_URL": llm.base_url,
@@ -89,7 +91,7 @@ def arena(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedPro
         cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=600,
         check=False,
     )
 
@@ -187,7 +189,8 @@ def test_sigkill_mid_cycle_leaves_no_partial_agent_cycle_and_the_next_start_cont
         text=True,
     )
     try:
-        deadline = time.monotonic() + 90
+        # A state to reach, not a race: the limit only keeps a broken run from hanging.
+        deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             if llm.requests_for(TREND_MODEL) and database.exists() and _cycles(database) >= 3:
                 break
@@ -303,7 +306,7 @@ def test_second_daemon_is_refused_and_a_signal_stops_the_first_cleanly(
         )
         lines = _Lines(daemon.stderr)
         try:
-            lines.wait_for("hodl ok", 90, daemon)  # the first cycle runs at start
+            lines.wait_for("hodl ok", 600, daemon)  # the first cycle runs at start
 
             second = arena(
                 "run", "--once", "--agent", "hodl=baseline:buy_and_hold", env=env, cwd=tmp_path
@@ -315,7 +318,7 @@ def test_second_daemon_is_refused_and_a_signal_stops_the_first_cleanly(
             assert f"pid {daemon.pid}" in message[0]
 
             daemon.send_signal(stop_signal)
-            assert daemon.wait(timeout=60) == 0
+            assert daemon.wait(timeout=300) == 0
         finally:
             if daemon.poll() is None:
                 daemon.kill()

@@ -54,7 +54,7 @@ def run_script_process(*args: str, key: str | None = KEY) -> subprocess.Complete
         env=env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=300,
         check=False,
     )
 
