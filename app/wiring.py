@@ -52,7 +52,7 @@ from app.errors import ConfigError, InvariantError
 from app.live import ArenaClock, LiveArena, LoggingRunner
 from app.llm.baselines import build_baseline
 from app.llm.fallback import FallbackChain
-from app.llm.openai_compat import CallDefaults, ClientPool, OpenAIChatModel, Sleep
+from app.llm.openai_compat import CallDefaults, ClientPool, Monotonic, OpenAIChatModel, Sleep
 from app.llm.providers import make_provider
 from app.llm.quota import Clock, QuotaTracker, utc_now
 from app.llm.runtime import LlmRuntime
@@ -211,6 +211,7 @@ def build_model(
     clients: ClientPool,
     require_key: bool = True,
     sleep: Sleep | None = None,
+    monotonic: Monotonic | None = None,
 ) -> OpenAIChatModel:
     """Return the adapter for `model` on `provider`, with its key and base URL from settings."""
     if provider == BASELINE:
@@ -226,12 +227,18 @@ def build_model(
         defaults=call_defaults(settings),
         clients=clients,
         sleep=sleep,
+        monotonic=monotonic,
         require_key=require_key,
     )
 
 
 def build_chat_model(
-    agent: AgentConfig, settings: Settings, runtime: LlmRuntime, *, sleep: Sleep | None = None
+    agent: AgentConfig,
+    settings: Settings,
+    runtime: LlmRuntime,
+    *,
+    sleep: Sleep | None = None,
+    monotonic: Monotonic | None = None,
 ) -> FallbackChain:
     """Return `agent`'s fallback chain (its model, then its fallback models)."""
     models = [
@@ -242,6 +249,7 @@ def build_chat_model(
             clients=runtime.clients,
             require_key=runtime.mode != "replay",
             sleep=sleep,
+            monotonic=monotonic,
         )
         for model in agent.models
     ]
@@ -251,13 +259,17 @@ def build_chat_model(
 
 
 def build_llm_strategy(
-    agent: AgentConfig, settings: Settings, runtime: LlmRuntime, *, sleep: Sleep | None = None
+    agent: AgentConfig,
+    settings: Settings,
+    runtime: LlmRuntime,
+    *,
+    sleep: Sleep | None = None,
+    monotonic: Monotonic | None = None,
 ) -> LLMStrategy:
     """Return `agent` as an `LLMStrategy` over its fallback chain."""
     options = replace(DEFAULT_OPTIONS, thinking=agent.thinking)
-    return LLMStrategy(
-        agent.name, build_chat_model(agent, settings, runtime, sleep=sleep), options=options
-    )
+    chain = build_chat_model(agent, settings, runtime, sleep=sleep, monotonic=monotonic)
+    return LLMStrategy(agent.name, chain, options=options)
 
 
 def build_strategies(
@@ -557,7 +569,7 @@ async def run_arena(
             return await arena.run(once=once, at=at)
         from app.web.command import serving
 
-        async with serving(settings):
+        async with serving(settings, build_dashboard(settings)):
             return await arena.run()
 
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The test command: sets up .venv with the dev tools, then runs ruff, mypy, the import contracts
-# and pytest.
-# Extra arguments go to pytest (e.g. scripts/test.sh -k paper -x).
+# and pytest. pytest runs every test, the slow end-to-end ones too, on one worker process per CPU
+# (pytest-xdist); each test file stays on one worker, so module-wide fixtures are built once.
+# Extra arguments go to pytest (e.g. scripts/test.sh -k paper -x; -m "not slow" leaves out the
+# tests that start real processes; -n 0 runs in a single process, e.g. to use a debugger).
 source "$(dirname "${BASH_SOURCE[0]}")/_bootstrap.sh"
 bootstrap_install dev
 echo "==> ruff check" >&2
@@ -12,4 +14,4 @@ echo "==> lint-imports (the layers in pyproject.toml; docs/architecture.md)" >&2
 "$ROOT/.venv/bin/lint-imports" --no-cache
 echo "==> pytest" >&2
 # pytest exits 5 when no test ran: that fails this script too (set -e).
-"$VENV_PY" -m pytest "$@"
+"$VENV_PY" -m pytest -q -n auto --dist loadfile --no-loadscope-reorder "$@"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +34,15 @@ _SETTING_PREFIXES = (
 )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the slow end-to-end tests first (in collection order otherwise).
+
+    With parallel workers they are then shared out at the start, instead of one of them
+    leaving a single worker busy at the end while the others wait.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def shared_data(*parts: str) -> Path:
     """Return a path under ../shared/data, skipping the test with the reason when it is absent."""
     path = SHARED_DATA.joinpath(*parts)
@@ -39,11 +51,16 @@ def shared_data(*parts: str) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+def unset_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset every settings variable the developer's shell may carry (until monkeypatch undoes)."""
     for name in list(os.environ):
         if name.upper().startswith(_SETTING_PREFIXES):
             monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    unset_settings(monkeypatch)
     # Run from an empty folder so a developer's .env or arena.toml never leaks into a test.
     monkeypatch.chdir(tmp_path)
     yield
@@ -53,3 +70,49 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Itera
 def db_url(tmp_path: Path) -> str:
     """Return the URL of a fresh SQLite file (not yet migrated)."""
     return f"sqlite:///{tmp_path / 'arena.db'}"
+
+
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    """Return a loopback port where connections are refused, reserved for the whole test.
+
+    The socket stays bound without listening (the kernel answers a connection with a reset), so
+    no other test running in parallel can start a server on that port meanwhile.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def logging_restored() -> Iterator[None]:
+    """Put the root logger's handlers and every logger's level back as they were on exit.
+
+    `configure_logging` (run by every command) replaces the process's logging setup, and its
+    stream handler is bound to the stderr of the moment: it must not outlive the test.
+    """
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    levels = {
+        name: logger.level
+        for name, logger in logging.root.manager.loggerDict.items()
+        if isinstance(logger, logging.Logger)
+    }
+    try:
+        yield
+    finally:
+        for handler in list(root.handlers):
+            if handler not in handlers:
+                root.removeHandler(handler)
+                handler.close()
+        root.setLevel(level)
+        for name, logger in logging.root.manager.loggerDict.items():
+            if isinstance(logger, logging.Logger):
+                logger.setLevel(levels.get(name, logging.NOTSET))
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Undo whatever logging setup the test makes (see `logging_restored`)."""
+    with logging_restored():
+        yield

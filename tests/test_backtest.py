@@ -1,4 +1,7 @@
-"""`arena backtest` end to end: real data, the real CLI, two fake LLM agents and the baselines."""
+"""`arena backtest` end to end: real data, the real CLI, two fake LLM agents and the baselines.
+
+The two backtests of the replay test run as real processes (marked `slow`); the leaderboard
+that reads their run and the refusal run `arena` in-process."""
 
 from __future__ import annotations
 
@@ -7,10 +10,12 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.arena_cli import arena
 from tests.conftest import shared_data
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.traders import by_model, contrarian_trader, trend_trader
@@ -58,12 +63,13 @@ def backtest(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Completed
 
 
 @pytest.fixture
-def llm() -> FakeOpenAIServer:
+def llm() -> Iterator[FakeOpenAIServer]:
     responder = by_model({TREND_MODEL: trend_trader, CONTRA_MODEL: contrarian_trader})
     with FakeOpenAIServer("modelscope", responder=responder) as server:
         yield server
 
 
+@pytest.mark.slow
 def test_backtest_replay_makes_no_http_call_and_gives_the_same_results(
     llm: FakeOpenAIServer, tmp_path: Path
 ) -> None:
@@ -126,15 +132,10 @@ def test_backtest_replay_makes_no_http_call_and_gives_the_same_results(
     assert "funding charged from files" in saved["funding"]
 
     # Tokens and latency are summed per agent over the recorded calls.
-    board = subprocess.run(
-        [sys.executable, "-m", "app", "leaderboard", "--run", saved["run_id"], "--json"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
+    board = arena(
+        "leaderboard", "--run", saved["run_id"], "--json", env={"DATABASE_URL": env["DATABASE_URL"]}
     )
+    assert board.exit_code == 0, board.stderr
     usage = {agent["name"]: agent for agent in json.loads(board.stdout)["agents"]}
     assert usage["trend"]["prompt_tokens"] > 0 and usage["trend"]["completion_tokens"] > 0
     assert usage["hodl"]["prompt_tokens"] == 0
@@ -144,9 +145,8 @@ def test_replay_without_stored_answers_stops_and_says_which_prompt_is_missing(
     tmp_path: Path,
 ) -> None:
     market = shared_data("market")
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
-    env.update(PYTHONPATH=str(REPO_ROOT), DATABASE_URL=f"sqlite:///{tmp_path / 'arena.db'}")
-    result = backtest(
+    result = arena(
+        "backtest",
         "--data",
         str(market),
         "--start",
@@ -159,10 +159,9 @@ def test_replay_without_stored_answers_stops_and_says_which_prompt_is_missing(
         f"trend=modelscope:{TREND_MODEL}",
         "--llm-mode",
         "replay",
-        env=env,
-        cwd=tmp_path,
+        env={"DATABASE_URL": f"sqlite:///{tmp_path / 'arena.db'}"},
     )
-    assert result.returncode == 2, result.stderr
+    assert result.exit_code == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert "trend" in result.stderr
     assert "2025-10-20" in result.stderr

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,23 +13,8 @@ from app.db.migrate import upgrade
 from app.db.session import make_engine
 from app.market import load_candles
 from app.market.sample import SAMPLE_LABEL, write_sample_data
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def arena(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
-    return subprocess.run(
-        [sys.executable, "-m", "app", *args],
-        cwd=cwd,
-        env={**base, "PYTHONPATH": str(REPO_ROOT), **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+from tests.arena_cli import arena
+from tests.conftest import unset_settings
 
 
 @pytest.fixture(scope="module")
@@ -43,20 +25,23 @@ def recorded(
     folder = tmp_path_factory.mktemp("recorded")
     data = write_sample_data(folder / "sample", days=12)
     env = {"DATABASE_URL": f"sqlite:///{folder / 'arena.db'}"}
-    result = arena(
-        "backtest",
-        "--data",
-        str(data),
-        "--agent",
-        "hodl=baseline:buy_and_hold",
-        "--agent",
-        "trend=baseline:ema_trend",
-        "--interval",
-        "5m",
-        cwd=folder,
-        env=env,
-    )
-    assert result.returncode == 0, result.stderr
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        # Module-scoped: set up before the per-test fixture that cleans the environment.
+        unset_settings(monkeypatch)
+        result = arena(
+            "backtest",
+            "--data",
+            str(data),
+            "--agent",
+            "hodl=baseline:buy_and_hold",
+            "--agent",
+            "trend=baseline:ema_trend",
+            "--interval",
+            "5m",
+            cwd=folder,
+            env=env,
+        )
+    assert result.exit_code == 0, result.stderr
     run_id = next(
         word for word in result.stderr.replace("\n", " ").split() if word.startswith("backtest-")
     )
@@ -66,7 +51,7 @@ def recorded(
 def test_leaderboard_lists_the_run_as_json_and_as_a_table(recorded) -> None:
     folder, env, run_id = recorded
     listed = arena("leaderboard", "--run", run_id, "--json", cwd=folder, env=env)
-    assert listed.returncode == 0, listed.stderr
+    assert listed.exit_code == 0, listed.stderr
     payload = json.loads(listed.stdout)
     assert payload["run"] == run_id
     assert [agent["name"] for agent in payload["agents"]] != []
@@ -96,13 +81,13 @@ def test_positions_trades_and_chat_read_the_run(recorded) -> None:
     )
     # Baselines call no model: the chat holds nothing, and says so.
     chat = arena("chat", "--run", run_id, cwd=folder, env=env)
-    assert chat.returncode == 0 and "no model calls recorded" in chat.stdout
+    assert chat.exit_code == 0 and "no model calls recorded" in chat.stdout
 
 
 def test_unknown_run_is_one_clear_line(recorded) -> None:
     folder, env, _ = recorded
     result = arena("trades", "--run", "nope", cwd=folder, env=env)
-    assert result.returncode == 2
+    assert result.exit_code == 2
     assert "no run 'nope'" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -126,7 +111,7 @@ def test_backtest_replays_the_candle_cache(tmp_path: Path) -> None:
         cwd=tmp_path,
         env={"DATABASE_URL": url},
     )
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["symbols"] == ["BTC", "ETH"]
     assert summary["cycles"] > 0
@@ -139,7 +124,7 @@ def test_backtest_replays_the_candle_cache(tmp_path: Path) -> None:
         cwd=tmp_path,
         env={"DATABASE_URL": url},
     )
-    assert missing.returncode == 2
+    assert missing.exit_code == 2
     assert "arena data download --exchange okx" in missing.stderr
 
 
@@ -147,7 +132,7 @@ def test_start_without_a_key_gives_an_offline_first_look_on_labelled_sample_data
     tmp_path: Path,
 ) -> None:
     result = arena("start", cwd=tmp_path, env={"DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}"})
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     assert "No model API key is set" in result.stderr
     assert SAMPLE_LABEL in result.stdout
     assert "buy_and_hold" in result.stdout and "ema_trend" in result.stdout

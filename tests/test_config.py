@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -14,6 +12,7 @@ from pydantic import BaseModel
 
 from app.config import AgentConfig, Settings, load_settings
 from app.errors import ConfigError
+from tests.arena_cli import arena
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENT = re.compile(r"^#?\s?([A-Z][A-Z0-9_]*)=(.*)$")
@@ -159,26 +158,9 @@ def test_missing_config_file_named_by_arena_config(monkeypatch: pytest.MonkeyPat
         load_settings(env_file=None)
 
 
-def run_cli(
-    *args: str, env: dict[str, str] | None = None, cwd: Path
-) -> subprocess.CompletedProcess[str]:
-    import os
-
-    base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "SYSTEMROOT")}
-    return subprocess.run(
-        [sys.executable, "-m", "app", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**base, **(env or {})},
-        timeout=120,
-        check=False,
-    )
-
-
 def test_cli_malformed_setting_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    result = run_cli("config", env={"RISK_MAX_LEVERAGE": "lots"}, cwd=tmp_path)
-    assert result.returncode == 2
+    result = arena("config", env={"RISK_MAX_LEVERAGE": "lots"})
+    assert result.exit_code == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     assert "RISK_MAX_LEVERAGE" in lines[0]
@@ -186,33 +168,29 @@ def test_cli_malformed_setting_is_one_line_and_exit_2(tmp_path: Path) -> None:
 
 
 def test_cli_missing_config_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    result = run_cli("config", env={"ARENA_CONFIG": "missing.toml"}, cwd=tmp_path)
-    assert result.returncode == 2
+    result = arena("config", env={"ARENA_CONFIG": "missing.toml"})
+    assert result.exit_code == 2
     assert "ARENA_CONFIG" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_cli_bad_toml_is_one_line_and_exit_2(tmp_path: Path) -> None:
     (tmp_path / "arena.toml").write_text("[risk\nmax_leverage = 5\n", encoding="utf-8")
-    result = run_cli("config", cwd=tmp_path)
-    assert result.returncode == 2
+    result = arena("config", cwd=tmp_path)
+    assert result.exit_code == 2
     assert "arena.toml" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_cli_db_upgrade_creates_the_database(tmp_path: Path) -> None:
-    result = run_cli(
-        "db", "upgrade", env={"DATABASE_URL": "sqlite:///data/x/arena.db"}, cwd=tmp_path
-    )
-    assert result.returncode == 0, result.stderr
+    result = arena("db", "upgrade", env={"DATABASE_URL": "sqlite:///data/x/arena.db"}, cwd=tmp_path)
+    assert result.exit_code == 0, result.stderr
     assert (tmp_path / "data" / "x" / "arena.db").is_file()
 
 
 def test_cli_config_masks_keys(tmp_path: Path) -> None:
-    result = run_cli(
-        "config", "--json", env={"DEEPSEEK_API_KEY": "sk-canary0123456789abcdef"}, cwd=tmp_path
-    )
-    assert result.returncode == 0, result.stderr
+    result = arena("config", "--json", env={"DEEPSEEK_API_KEY": "sk-canary0123456789abcdef"})
+    assert result.exit_code == 0, result.stderr
     assert "canary" not in result.stdout + result.stderr
     assert '"api_key": "set"' in result.stdout
 

@@ -1,4 +1,7 @@
-"""`arena run` as users run it: a real process, real ccxt and the real openai SDK over loopback."""
+"""`arena run` as users run it: real ccxt and the real openai SDK over loopback.
+
+What only a real process shows (the daemon, its signals, SIGKILL mid-cycle, a second instance
+refused) runs `python -m app` in subprocesses, marked `slow`; the rest runs `arena` in-process."""
 
 from __future__ import annotations
 
@@ -21,8 +24,9 @@ from app.db import models
 from app.db.repository import SqlCycleStore
 from app.db.session import make_engine
 from app.wiring import build_live_arena
+from tests.arena_cli import arena as arena_in_process
 from tests.fakes.exchange import FakeExchange, synthetic_candles
-from tests.fakes.openai_server import FakeOpenAIServer, slow
+from tests.fakes.openai_server import FakeOpenAIServer, hang
 from tests.fakes.traders import by_model, contrarian_trader, trend_trader
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -56,12 +60,18 @@ def llm() -> Iterator[FakeOpenAIServer]:
 
 
 def arena_env(exchange: FakeExchange, llm: FakeOpenAIServer, database: Path) -> dict[str, str]:
+    """Return a subprocess's whole environment: the system's basics and the arena's settings."""
     base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "SYSTEMROOT")}
+    return {**base, "PYTHONPATH": str(REPO_ROOT), **settings_env(exchange, llm, database)}
+
+
+def settings_env(exchange: FakeExchange, llm: FakeOpenAIServer, database: Path) -> dict[str, str]:
+    """Return the arena's settings for the fakes and `database`."""
     return {
-        **base,
-        "PYTHONPATH": str(REPO_ROOT),
         "EXCHANGE_ID": "binanceusdm",
         "EXCHANGE_API_URL": exchange.url,
+        # The fake answers at once; a loaded machine must not turn a slow reply into a failure.
+        "EXCHANGE_TIMEOUT_S": "60",
         "DATABASE_URL": f"sqlite:///{database}",
         "MODELSCOPE_API_KEY": "ms-test-not-a-real-key",
         "MODELSCOPE_BASE_URL": llm.base_url,
@@ -83,7 +93,7 @@ def arena(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedPro
         cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=600,
         check=False,
     )
 
@@ -112,20 +122,20 @@ def test_several_once_runs_give_the_accounts_of_one_longer_run(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Six cycles three minutes apart: six `arena run --once --at` processes against one
-    database, and one process that runs the six cycles in a row, end with identical books."""
+    """Six cycles three minutes apart: six `arena run --once --at` runs against one database
+    (each builds the arena afresh and restores the accounts from it), and one arena that runs
+    the six cycles in a row, end with identical books."""
     times = [FIRST_CYCLE + i * timedelta(minutes=3) for i in range(6)]
     once_db = tmp_path / "once.db"
-    env = arena_env(exchange, llm, once_db)
+    env = settings_env(exchange, llm, once_db)
     for moment in times:
-        result = arena(
-            "run", "--once", "--at", moment.isoformat(), *agent_args(), env=env, cwd=tmp_path
-        )
-        assert result.returncode == 0, result.stderr
+        at = moment.isoformat()
+        result = arena_in_process("run", "--once", "--at", at, *agent_args(), env=env)
+        assert result.exit_code == 0, result.stderr
         assert "Traceback" not in result.stderr
 
     long_db = tmp_path / "long.db"
-    for key, value in arena_env(exchange, llm, long_db).items():
+    for key, value in settings_env(exchange, llm, long_db).items():
         monkeypatch.setenv(key, value)
     settings = load_settings(env_file=None)
     agents = [AgentConfig.from_spec(spec) for spec in AGENT_SPECS]
@@ -154,14 +164,15 @@ def test_several_once_runs_give_the_accounts_of_one_longer_run(
     assert {"trend", "contra", "hodl"} <= traders
 
 
+@pytest.mark.slow
 def test_sigkill_mid_cycle_leaves_no_partial_agent_cycle_and_the_next_start_continues(
     exchange: FakeExchange, llm: FakeOpenAIServer, tmp_path: Path
 ) -> None:
-    """The `trend` model takes a minute to answer; the other agents' cycles are recorded as soon
-    as they are done. SIGKILL while `trend` is still thinking, then start again."""
+    """The `trend` model never answers; the other agents' cycles are recorded as soon as they
+    are done. SIGKILL while `trend` is still thinking, then start again."""
     database = tmp_path / "arena.db"
     env = arena_env(exchange, llm, database)
-    llm.script(TREND_MODEL, slow(60.0, trend_trader({"messages": []})))
+    llm.script(TREND_MODEL, hang())
     process = subprocess.Popen(
         [
             sys.executable,
@@ -180,7 +191,8 @@ def test_sigkill_mid_cycle_leaves_no_partial_agent_cycle_and_the_next_start_cont
         text=True,
     )
     try:
-        deadline = time.monotonic() + 90
+        # A state to reach, not a race: the limit only keeps a broken run from hanging.
+        deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             if llm.requests_for(TREND_MODEL) and database.exists() and _cycles(database) >= 3:
                 break
@@ -279,6 +291,7 @@ class _Lines:
         pytest.fail(f"{text!r} not seen; stderr so far:\n{''.join(self.lines)}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_second_daemon_is_refused_and_a_signal_stops_the_first_cleanly(
     llm: FakeOpenAIServer, tmp_path: Path, stop_signal: signal.Signals
@@ -295,7 +308,7 @@ def test_second_daemon_is_refused_and_a_signal_stops_the_first_cleanly(
         )
         lines = _Lines(daemon.stderr)
         try:
-            lines.wait_for("hodl ok", 90, daemon)  # the first cycle runs at start
+            lines.wait_for("hodl ok", 600, daemon)  # the first cycle runs at start
 
             second = arena(
                 "run", "--once", "--agent", "hodl=baseline:buy_and_hold", env=env, cwd=tmp_path
@@ -307,7 +320,7 @@ def test_second_daemon_is_refused_and_a_signal_stops_the_first_cleanly(
             assert f"pid {daemon.pid}" in message[0]
 
             daemon.send_signal(stop_signal)
-            assert daemon.wait(timeout=60) == 0
+            assert daemon.wait(timeout=300) == 0
         finally:
             if daemon.poll() is None:
                 daemon.kill()
@@ -315,11 +328,9 @@ def test_second_daemon_is_refused_and_a_signal_stops_the_first_cleanly(
         assert not any("Traceback" in line for line in lines.lines), "".join(lines.lines)
 
 
-def test_no_key_and_no_baseline_exits_2_saying_how_to_set_one(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
-    env["PYTHONPATH"] = str(REPO_ROOT)
-    result = arena("run", "--once", env=env, cwd=tmp_path)
-    assert result.returncode == 2
+def test_no_key_and_no_baseline_exits_2_saying_how_to_set_one() -> None:
+    result = arena_in_process("run", "--once")
+    assert result.exit_code == 2
     message = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(message) == 1, result.stderr
     assert "MODELSCOPE_API_KEY" in message[0]

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app.backtest import BacktestOptions, run_backtest
+from app.backtest import BacktestOptions
+from app.wiring import run_backtest
 from app.config import AgentConfig, load_settings
 from app.db import queries
 from app.domain import AccountView, CoinSnapshot, MarketSnapshot

@@ -13,16 +13,21 @@ NOW = datetime(2025, 10, 20, 10, 4, 30, tzinfo=UTC)
 
 
 class RecordingRunner:
-    def __init__(self, fail: bool = False, delay_s: float = 0.0) -> None:
+    """Records the jobs run; `endless` cycles start (setting `cycle_started`) and never end."""
+
+    def __init__(self, fail: bool = False, endless: bool = False) -> None:
         self.cycles: list[datetime] = []
         self.monitors: list[datetime] = []
         self.fail = fail
-        self.delay_s = delay_s
+        self.endless = endless
+        self.cycle_started: asyncio.Event | None = None
 
     async def run_cycle(self, scheduled_at: datetime) -> None:
         self.cycles.append(scheduled_at)
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)
+        if self.endless:
+            assert self.cycle_started is not None
+            self.cycle_started.set()
+            await asyncio.Event().wait()
         if self.fail:
             raise RuntimeError("exchange down")
 
@@ -65,19 +70,21 @@ def test_the_cycle_job_runs_the_latest_boundary_and_survives_a_failure() -> None
 
 
 def test_a_second_stop_request_abandons_the_running_cycle() -> None:
-    runner = RecordingRunner(delay_s=30.0)
+    runner = RecordingRunner(endless=True)
     arena = daemon(runner, grace_s=60.0)
 
     async def scenario() -> bool:
+        runner.cycle_started = asyncio.Event()
         job = asyncio.create_task(arena.cycle_job())
-        await asyncio.sleep(0.05)
+        await runner.cycle_started.wait()
         arena.request_stop()
         arena.request_stop()  # the second one cancels
         await asyncio.gather(job, return_exceptions=True)
         return job.cancelled()
 
     assert asyncio.run(scenario()) is True
-    # Once stopping, no new job starts.
+    # Once stopping, no new job starts (were one to start, it would record a cycle and end).
+    runner.endless = False
     asyncio.run(arena.cycle_job())
     assert len(runner.cycles) == 1
 

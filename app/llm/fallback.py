@@ -49,7 +49,7 @@ from app.errors import (
     TruncatedAnswerError,
 )
 from app.llm.cache import cache_key
-from app.llm.openai_compat import OpenAIChatModel, PreparedRequest, is_day_quota
+from app.llm.openai_compat import Monotonic, OpenAIChatModel, PreparedRequest, is_day_quota
 from app.llm.quota import QuotaTracker
 from app.ports import AnswerCache
 
@@ -107,6 +107,7 @@ class FallbackChain:
         quota: QuotaTracker | None = None,
         cache: AnswerCache | None = None,
         mode: LlmMode = LlmMode.LIVE,
+        monotonic: Monotonic | None = None,
     ) -> None:
         if not models:
             raise ValueError("a fallback chain needs at least one model")
@@ -117,6 +118,8 @@ class FallbackChain:
         self.quota = quota or QuotaTracker()
         self.cache = cache
         self.mode = mode
+        # The call's deadline is handed to the models, so it is read on their clock.
+        self.monotonic: Monotonic = monotonic or self.models[0].monotonic
 
     @property
     def provider(self) -> str:
@@ -146,7 +149,7 @@ class FallbackChain:
         """
         journal = [] if journal is None else journal
         budget_s = options.budget_s if options is not None else None
-        deadline_at = None if budget_s is None else time.monotonic() + budget_s
+        deadline_at = None if budget_s is None else self.monotonic() + budget_s
         requests = [(model, model.prepare(messages, options)) for model in self.models]
         keys = [cache_key(model.provider, request) for model, request in requests]
         if self.cache is not None and self.mode in ("cached", "replay"):

@@ -63,6 +63,8 @@ RETRYABLE_OUTCOMES: Final = frozenset(
 MIN_ATTEMPT_S: Final = 10.0
 
 Sleep = Callable[[float], Awaitable[None]]
+# Seconds on a monotonic clock: what call deadlines are measured on.
+Monotonic = Callable[[], float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +191,7 @@ class OpenAIChatModel:
         defaults: CallDefaults | None = None,
         clients: ClientPool | None = None,
         sleep: Sleep | None = None,
+        monotonic: Monotonic | None = None,
         require_key: bool = True,
     ) -> None:
         traits = traits or self.TRAITS
@@ -216,6 +219,8 @@ class OpenAIChatModel:
         self._secrets = (key,) if key else ()
         self._client = (clients or ClientPool()).client(url, key)
         self._sleep = sleep or asyncio.sleep
+        # Deadlines are read on this clock (a test gives its own, so no budget races real time).
+        self.monotonic: Monotonic = monotonic or time.monotonic
 
     @property
     def provider(self) -> str:
@@ -275,7 +280,7 @@ class OpenAIChatModel:
     ) -> ChatResult:
         """Ask the model, retrying timeouts, 5xx, cut streams and blank answers with backoff."""
         budget_s = options.budget_s if options is not None else None
-        deadline_at = None if budget_s is None else time.monotonic() + budget_s
+        deadline_at = None if budget_s is None else self.monotonic() + budget_s
         return await self.send(
             self.prepare(messages, options), deadline_at=deadline_at, journal=journal
         )
@@ -294,7 +299,7 @@ class OpenAIChatModel:
     ) -> ChatResult:
         """Send a prepared request with our retries; raise a `ModelCallError` carrying attempts.
 
-        `deadline_at` (`time.monotonic()` seconds) ends the call: see the module docstring.
+        `deadline_at` (seconds on `self.monotonic`) ends the call: see the module docstring.
         `journal` receives every request as it ends; an empty one means this is the call's first.
         """
         retries = self.defaults.max_retries if max_retries is None else max_retries
@@ -304,7 +309,7 @@ class OpenAIChatModel:
         for number in range(retries + 1):
             sent = request
             if deadline_at is not None:
-                left_s = deadline_at - time.monotonic()
+                left_s = deadline_at - self.monotonic()
                 first_of_call = not journal
                 if left_s <= 0 or (not first_of_call and left_s < self.needed_s(request)):
                     raise self._out_of_time(
@@ -322,7 +327,7 @@ class OpenAIChatModel:
                     raise
                 delay_s = self.defaults.retry_backoff_s * (2**number)
                 if deadline_at is not None:
-                    left_s = deadline_at - time.monotonic()
+                    left_s = deadline_at - self.monotonic()
                     if left_s - delay_s < self.needed_s(request):
                         raise self._out_of_time(request, left_s, error, journal[start:]) from error
                 log.warning(

@@ -12,7 +12,7 @@ from typing import Final
 from pydantic import SecretStr
 
 from app.config import DEFAULT_MODELSCOPE_MODEL
-from app.llm.openai_compat import CallDefaults, ClientPool, OpenAIChatModel, Sleep
+from app.llm.openai_compat import CallDefaults, ClientPool, Monotonic, OpenAIChatModel, Sleep
 from app.providers import DASHSCOPE, DEEPSEEK, MODELSCOPE, OPENAI, provider_traits
 
 DEFAULT_DEEPSEEK_MODEL: Final = "deepseek-flash"
@@ -55,6 +55,7 @@ def make_provider(
     defaults: CallDefaults | None = None,
     clients: ClientPool | None = None,
     sleep: Sleep | None = None,
+    monotonic: Monotonic | None = None,
     require_key: bool = True,
 ) -> OpenAIChatModel:
     """Return the adapter for `model` on the registered `provider` (e.g. `modelscope`)."""
@@ -66,5 +67,6 @@ def make_provider(
         defaults=defaults,
         clients=clients,
         sleep=sleep,
+        monotonic=monotonic,
         require_key=require_key,
     )

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 
 class TokenBucket:
-    """Allow requests while tokens last; refill `refill_per_s` tokens a second, up to `capacity`."""
+    """Allow requests while tokens last; refill `refill_per_s` tokens a second, up to `capacity`.
+
+    Time is an input (`clock` in monotonic seconds, and `sleep`): the refill arithmetic can be
+    checked without waiting.
+    """
 
     def __init__(
         self,
@@ -22,6 +26,7 @@ class TokenBucket:
         capacity: float,
         refill_per_s: float,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         if capacity <= 0 or refill_per_s <= 0:
             raise ValueError("capacity and refill rate must be positive")
@@ -29,6 +34,7 @@ class TokenBucket:
         self.refill_per_s = refill_per_s
         self.tokens = capacity
         self._clock = clock
+        self._sleep = sleep
         self._updated = clock()
         self._lock = asyncio.Lock()
 
@@ -47,6 +53,6 @@ class TokenBucket:
             # A request dearer than the whole bucket waits for a full bucket, then goes negative.
             needed = min(cost, self.capacity)
             while self.tokens < needed:
-                await asyncio.sleep((needed - self.tokens) / self.refill_per_s)
+                await self._sleep((needed - self.tokens) / self.refill_per_s)
                 self._refill()
             self.tokens -= cost

@@ -23,6 +23,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
@@ -84,6 +85,8 @@ log = logging.getLogger(__name__)
 FillPrices = Callable[[MarketSnapshot], Mapping[str, float | None]]
 FreshPrices = Callable[[], Awaitable[Mapping[str, float] | None]]
 Clock = Callable[[], datetime]
+# Given seconds, a context that cancels its body and raises TimeoutError once they have passed.
+TimeLimit = Callable[[float], AbstractAsyncContextManager[object]]
 
 
 @dataclass
@@ -177,6 +180,7 @@ class CycleEngine:
         fill_prices: FillPrices | None = None,
         rules: Mapping[str, MarketRules] | None = None,
         fresh_prices: FreshPrices | None = None,
+        time_limit: TimeLimit = asyncio.timeout,
     ) -> None:
         self.market = market
         self.recorder = recorder
@@ -187,6 +191,8 @@ class CycleEngine:
         self.rules: Mapping[str, MarketRules] = rules or {}
         # Live: prices fetched when an answer is ready to fill (the model may have taken minutes).
         self.fresh_prices = fresh_prices
+        # The agent's time limit on the event loop's clock; a test gives one it controls.
+        self.time_limit = time_limit
         self._in_flight: set[tuple[str, datetime]] = set()
         self._exit_step_ns = int(
             timeframe_to_timedelta(config.exit_timeframe).total_seconds() * 1e9
@@ -426,7 +432,7 @@ class CycleEngine:
             prompt_version=PROMPT_VERSION if messages else None,
             invocation=invocation,
             shared_texts=(messages[0].content, *shared) if messages else (),
-            # The model call plans its retries inside this; wait_for below is the safety net.
+            # The model call plans its retries inside this; `time_limit` in _ask is the safety net.
             budget_s=max(self.config.agent_timeout_s - 3.0, self.config.agent_timeout_s * 0.5),
         )
 
@@ -436,9 +442,8 @@ class CycleEngine:
         error: str | None = None
         attempts: tuple[CallAttempt, ...] = ()
         try:
-            answer = await asyncio.wait_for(
-                slot.strategy.decide(request), timeout=self.config.agent_timeout_s
-            )
+            async with self.time_limit(self.config.agent_timeout_s):
+                answer = await slot.strategy.decide(request)
             attempts = answer.attempts
         except TimeoutError:
             error = f"no answer within {self.config.agent_timeout_s:g} s: holding this cycle"

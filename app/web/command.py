@@ -1,7 +1,7 @@
 """Serving the dashboard: the socket, the uvicorn server, and serving inside `arena run`'s loop.
 
 FastAPI and uvicorn are imported when a server starts, not when the command line loads. The app
-itself is built by the composition root (`app.wiring.build_dashboard`).
+itself is built by the composition root (`app.wiring.build_dashboard`) and handed in.
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ def make_server(app: Any, *, own_signals: bool) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def serving(settings: Settings, *, run: str = "live") -> AsyncIterator[str | None]:
-    """Serve the dashboard in the running event loop until the block ends; yield its URL.
+async def serving(settings: Settings, app: Any) -> AsyncIterator[str | None]:
+    """Serve the dashboard `app` in the running event loop until the block ends; yield its URL.
 
     A port already in use is a warning, not a stop: the arena matters more than its dashboard.
     """
@@ -85,9 +85,7 @@ async def serving(settings: Settings, *, run: str = "live") -> AsyncIterator[str
         log.warning("%s; the arena runs without its dashboard (--no-serve hides this)", error)
         yield None
         return
-    from app.wiring import build_dashboard
-
-    server = make_server(build_dashboard(settings, run=run), own_signals=False)
+    server = make_server(app, own_signals=False)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     url = dashboard_url(host, sock.getsockname()[1])
     log.info("dashboard: %s", url)

@@ -32,12 +32,15 @@ Knobs (all thread-safe, changeable while running):
 - `fail(path, mode, times=None)`: make requests whose path starts with `path` (for Hyperliquid,
   `"/info:candleSnapshot"` targets one request type) fail with `mode`: "429" (rate limited, with
   Retry-After), "500", "404", "timeout" (answer after `timeout_s`, default 30 s, later than any
-  client waits), "malformed" (200 with a truncated JSON body) or "empty" (200 with `[]`).
+  client waits, or at the next `reset()`), "malformed" (200 with a truncated JSON body) or
+  "empty" (200 with `[]`).
   `times` limits how many requests fail (None: all). `clear_failures()` undoes it.
 - `respond(path, payload, status=200)`: answer that path with a fixed JSON payload, e.g. a
   recorded response from ccxt-static.
 - `drop(path)`: the exchange no longer offers that path (404 forever), to simulate a missing
   capability on the wire; ccxt's `has[...]` is unaffected (set that on the ccxt side).
+- `hold_until_in_flight(count)`: hold every request until `count` are being answered at once,
+  then answer them all (proof of concurrency that no machine's speed can fake or spoil).
 - `requests` / `requests_to(path)`: the recorded requests (method, path, query, body);
   `max_in_flight`: the most requests it was answering at once (proof of concurrency);
   `reset()` forgets all of that and every knob.
@@ -205,9 +208,14 @@ class FakeExchange:
         self.requests: list[RecordedRequest] = []
         self.in_flight = 0
         self.max_in_flight = 0
+        self._gate = threading.Condition(self._lock)
+        self._gate_count: int | None = None
+        self._gate_limit_s = 0.0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        # Set (and replaced) by reset() and stop(): releases requests held by "timeout".
+        self._release = threading.Event()
 
     # Lifecycle.
 
@@ -224,6 +232,7 @@ class FakeExchange:
     def stop(self) -> None:
         """Stop serving (requests still sleeping are abandoned)."""
         self._stopping.set()
+        self._release.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -266,14 +275,29 @@ class FakeExchange:
         with self._lock:
             self._dropped.add(path)
 
+    def hold_until_in_flight(self, count: int, *, limit_s: float = 30.0) -> None:
+        """Hold each request until `count` are in flight at once; then answer every one.
+
+        Should `count` never be reached, the gate opens after `limit_s` (so a test fails on its
+        assertion instead of hanging).
+        """
+        with self._gate:
+            self._gate_count = count
+            self._gate_limit_s = limit_s
+            self._gate.notify_all()
+
     def reset(self) -> None:
-        """Forget recorded requests, failures, drops and canned answers; latency back to 0."""
+        """Forget recorded requests, failures, drops, canned answers and the gate; latency 0."""
         with self._lock:
+            self._gate_count = None
+            self._gate.notify_all()
             self._failures.clear()
             self._dropped.clear()
             self._canned.clear()
             self.requests.clear()
             self.max_in_flight = 0
+            self._release.set()
+            self._release = threading.Event()
         self.latency_s = 0.0
 
     def requests_to(self, path: str) -> list[RecordedRequest]:
@@ -323,6 +347,29 @@ class FakeExchange:
     def _wait(self, seconds: float) -> None:
         if seconds > 0:
             self._stopping.wait(seconds)
+
+    def _hold(self, seconds: float) -> None:
+        # A request that "times out": held until the next reset() (or stop()) at the latest.
+        with self._lock:
+            release = self._release
+        release.wait(seconds)
+
+    def _pass_gate(self) -> None:
+        with self._gate:
+            if self._gate_count is None:
+                return
+            self._gate.notify_all()
+            self._gate.wait_for(
+                lambda: (
+                    self._gate_count is None
+                    or self.in_flight >= self._gate_count
+                    or self._stopping.is_set()
+                ),
+                timeout=self._gate_limit_s,
+            )
+            # Reached (or given up on): the gate stays open for the requests that follow.
+            self._gate_count = None
+            self._gate.notify_all()
 
     def candles_at(self, coin: str, timeframe: str) -> tuple[np.ndarray, np.ndarray]:
         """Return (open times ms, OHLCV rows) up to the clock; the last one may be forming."""
@@ -772,6 +819,7 @@ def _handler_class(fake: FakeExchange) -> type[BaseHTTPRequestHandler]:
                 fake.in_flight += 1
                 fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
             try:
+                fake._pass_gate()
                 self._answer(method)
             finally:
                 with fake._lock:
@@ -815,7 +863,7 @@ def _handler_class(fake: FakeExchange) -> type[BaseHTTPRequestHandler]:
             elif mode == "404":
                 self._send(404, b'{"code":-5000,"msg":"not found"}')
             elif mode == "timeout":
-                fake._wait(fake.timeout_s)
+                fake._hold(fake.timeout_s)
                 self._send(504, b"{}")
             elif mode == "malformed":
                 self._send(200, b'[[1700000000000, "1.0", "2.0"')

@@ -15,9 +15,11 @@ Quick use::
 
 API
 - `FakeOpenAIServer(flavor="modelscope", *, api_key=None, responder=None, default=None,
-  requests_limit=2000, model_requests_limit=500)`: `flavor` is one of `modelscope`,
+  requests_limit=2000, model_requests_limit=500, clock=None)`: `flavor` is one of `modelscope`,
   `dashscope`, `deepseek`, `openai` and decides the provider habits below. With `api_key` set,
-  any other bearer token gets the flavor's 401.
+  any other bearer token gets the flavor's 401. With `clock` (a `tests.fakes.clock.FakeMonotonic`
+  the adapter under test also reads), a reply's finite `delay_s`/`stall_s` moves that clock
+  forward instead of waiting: "the model took 50 s" without a real second passing.
 - `start()` / `stop()` or `with ...:`; `base_url` (e.g. `http://127.0.0.1:PORT/v1`), `port`.
 - `script(model, *replies)`: queue replies for requests naming `model`, used in order, one per
   request. When a model's queue is empty the `responder` answers, else `default` (a valid hold).
@@ -30,7 +32,9 @@ API
   `whitespace()`, `choices_null()`, `rate_limited()`, `unauthorized()`, `not_served(model)`,
   `insufficient_balance()`, `server_error(status)`, `bad_gateway()`,
   `truncated(content, how="clean" | "cut" | "bad_json" | "error_event")`, `slow(delay_s)`,
-  `images_refused()`, `error(status, body)` for anything else.
+  `hang()` (never answered: held until the server stops), `images_refused()`,
+  `error(status, body)` for anything else. A `delay_s` or `stall_s` of `math.inf` waits until
+  the server stops.
 
 Images (vision models)
 - A message's `content` may be a list of parts: `{"type": "text", "text": ...}` and
@@ -82,6 +86,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
+
+from tests.fakes.clock import FakeMonotonic
 
 Flavor = Literal["modelscope", "dashscope", "deepseek", "openai"]
 StreamEnd = Literal["done", "clean", "cut", "bad_json", "error_event"]
@@ -181,6 +187,14 @@ def choices_null() -> Reply:
 def slow(delay_s: float, content: str = DEFAULT_CONTENT) -> Reply:
     """Return an answer sent after `delay_s` seconds of silence."""
     return Reply(content=content, delay_s=delay_s)
+
+
+def hang() -> Reply:
+    """Return a reply that never comes: the request is held until the server stops.
+
+    For tests where only the cut matters (a timeout, a cancellation): no real delay races it.
+    """
+    return Reply(delay_s=math.inf)
 
 
 def truncated(content: str = '{"BTC": {"signal": "ho', how: StreamEnd = "clean") -> Reply:
@@ -540,7 +554,7 @@ class _Handler(BaseHTTPRequestHandler):
             path=self.path,
             headers={k.lower(): v for k, v in self.headers.items()},
             body=body,
-            at_s=time.monotonic(),
+            at_s=fake.clock() if fake.clock is not None else time.monotonic(),
             images=images,
             image_problem=problem,
         )
@@ -612,8 +626,10 @@ class FakeOpenAIServer:
         refuse_images: Iterable[str] = (),
         max_request_image_bytes: int = MAX_REQUEST_IMAGE_BYTES,
         max_images: int | None = None,
+        clock: FakeMonotonic | None = None,
     ) -> None:
         self.flavor: Flavor = flavor
+        self.clock = clock
         self.refused_image_models: set[str] = set(refuse_images)
         self.max_request_image_bytes = max_request_image_bytes
         self.max_images = max_images
@@ -715,6 +731,16 @@ class FakeOpenAIServer:
             self.requests.clear()
             self._scripts.clear()
 
+    def _wait(self, seconds: float) -> bool:
+        """Let `seconds` pass (on the fake clock when there is one); return True once stopping."""
+        if math.isinf(seconds):
+            self._stop.wait()
+            return True
+        if self.clock is not None:
+            self.clock.advance(seconds)
+            return self._stop.is_set()
+        return self._stop.wait(seconds)
+
     def _record(self, request: RecordedRequest) -> None:
         with self._lock:
             self.requests.append(request)
@@ -757,7 +783,7 @@ class FakeOpenAIServer:
             handler._send_json(status, payload, headers)
             return
         reply = self._next_reply(body)
-        if reply.delay_s and self._stop.wait(reply.delay_s):
+        if reply.delay_s and self._wait(reply.delay_s):
             handler.close_connection = True
             return
         stream = bool(body.get("stream"))
@@ -953,7 +979,7 @@ class FakeOpenAIServer:
                 handler._chunk(b": keep-alive\n\n")
         pieces = _split(reply.content)
         for index, piece in enumerate(pieces):
-            if reply.stall_s and index == len(pieces) // 2 and self._stop.wait(reply.stall_s):
+            if reply.stall_s and index == len(pieces) // 2 and self._wait(reply.stall_s):
                 return
             handler._chunk(chunk(delta(piece, None)))
         end = reply.stream_end

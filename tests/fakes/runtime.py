@@ -8,7 +8,7 @@ from app.config import AgentConfig, Settings
 from app.db.session import Database
 from app.domain import LlmMode
 from app.llm.fallback import FallbackChain
-from app.llm.openai_compat import Sleep
+from app.llm.openai_compat import Monotonic, Sleep
 from app.llm.quota import Clock, utc_now
 from app.llm.strategy import LLMStrategy
 from app.wiring import build_chat_model, build_llm_runtime, build_llm_strategy
@@ -25,6 +25,7 @@ class LlmHarness:
         cache_mode: LlmMode | None = None,
         clock: Clock = utc_now,
         sleep: Sleep | None = None,
+        monotonic: Monotonic | None = None,
     ) -> None:
         database = None
         if session_factory is not None:
@@ -32,6 +33,7 @@ class LlmHarness:
             database = Database(url=str(engine.url), engine=engine, sessions=session_factory)
         self.settings = settings
         self.sleep = sleep
+        self.monotonic = monotonic
         self.runtime = build_llm_runtime(settings, database=database, mode=cache_mode, clock=clock)
         self.quota = self.runtime.quota
         self.clients = self.runtime.clients
@@ -40,11 +42,15 @@ class LlmHarness:
 
     def chat_model(self, agent: AgentConfig) -> FallbackChain:
         """Return the agent's fallback chain."""
-        return build_chat_model(agent, self.settings, self.runtime, sleep=self.sleep)
+        return build_chat_model(
+            agent, self.settings, self.runtime, sleep=self.sleep, monotonic=self.monotonic
+        )
 
     def strategy(self, agent: AgentConfig) -> LLMStrategy:
         """Return the agent's strategy."""
-        return build_llm_strategy(agent, self.settings, self.runtime, sleep=self.sleep)
+        return build_llm_strategy(
+            agent, self.settings, self.runtime, sleep=self.sleep, monotonic=self.monotonic
+        )
 
     async def aclose(self) -> None:
         """Close the runtime (flush cache hits, close clients)."""

@@ -14,7 +14,10 @@ Script = Callable[[DecisionRequest], list[TradeDecision]]
 
 
 class ScriptedStrategy:
-    """A strategy that answers from a script (optionally late or unreadable) and keeps requests."""
+    """A strategy that answers from a script (or never, or unreadably) and keeps requests.
+
+    `never_answers` waits until cancelled: a test of a timeout then depends on the cut alone,
+    never on a real delay racing it."""
 
     uses_prompt = True
 
@@ -23,21 +26,21 @@ class ScriptedStrategy:
         name: str,
         script: Script | None = None,
         *,
-        delay_s: float = 0.0,
+        never_answers: bool = False,
         parse_error: str | None = None,
         problems: tuple[DecisionProblem, ...] = (),
     ) -> None:
         self.name = name
         self.problems = problems
         self.script = script or (lambda request: [])
-        self.delay_s = delay_s
+        self.never_answers = never_answers
         self.parse_error = parse_error
         self.requests: list[DecisionRequest] = []
 
     async def decide(self, request: DecisionRequest) -> StrategyAnswer:
         self.requests.append(request)
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)
+        if self.never_answers:
+            await asyncio.Event().wait()
         decisions = tuple(self.script(request))
         text = json.dumps({d.coin: d.model_dump() for d in decisions})
         chat = ChatResult(text=text, provider="fake", model="fake-1", finish_reason="stop")

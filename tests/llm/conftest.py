@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -67,3 +68,16 @@ def clock() -> FrozenClock:
 
 async def no_sleep(_seconds: float) -> None:
     """Skip backoff waits in tests."""
+
+
+async def until(condition: Callable[[], bool], *, limit_s: float = 60.0) -> None:
+    """Wait until `condition()` holds, checking every 10 ms; fail after a generous `limit_s`.
+
+    A state to reach, not a race: the limit only stops a broken test from hanging.
+    """
+    loop = asyncio.get_running_loop()
+    give_up_at = loop.time() + limit_s
+    while not condition():
+        if loop.time() > give_up_at:
+            pytest.fail(f"still waiting after {limit_s:g} s for {condition}")
+        await asyncio.sleep(0.01)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import socket
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -40,11 +40,11 @@ from tests.fakes.openai_server import (
     bad_gateway,
     choices_null,
     error,
+    hang,
     insufficient_balance,
     not_served,
     rate_limited,
     server_error,
-    slow,
     truncated,
     unauthorized,
     whitespace,
@@ -357,7 +357,7 @@ def test_garbled_and_in_band_error_stream_events_become_app_errors(fake_server: 
 
 def test_a_slow_answer_past_the_timeout_is_a_timeout_error(fake_server: Server) -> None:
     server = fake_server("modelscope")
-    server.script(QWEN, slow(5.0))
+    server.script(QWEN, hang())
 
     with pytest.raises(ModelTimeoutError, match="LLM_TIMEOUT_S") as caught:
         ask(QwenProvider, server, QWEN, defaults=CallDefaults(timeout_s=0.3, max_retries=0))
@@ -368,7 +368,7 @@ def test_a_slow_answer_past_the_timeout_is_a_timeout_error(fake_server: Server) 
 
 def test_a_stream_that_stalls_past_the_timeout_is_a_timeout_error(fake_server: Server) -> None:
     server = fake_server("deepseek")
-    server.script("deepseek-flash", answer(HOLD, stall_s=5.0))
+    server.script("deepseek-flash", answer(HOLD, stall_s=math.inf))
 
     with pytest.raises(ModelTimeoutError):
         ask(
@@ -410,11 +410,8 @@ def test_other_400s_are_request_errors_with_the_providers_message(fake_server: S
     assert server.request_count == 1
 
 
-def test_a_refused_connection_is_a_network_error_naming_the_base_url() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    url = f"http://127.0.0.1:{port}/v1"
+def test_a_refused_connection_is_a_network_error_naming_the_base_url(refused_port: int) -> None:
+    url = f"http://127.0.0.1:{refused_port}/v1"
 
     async def run() -> Any:
         clients = ClientPool()

@@ -22,9 +22,9 @@ from app.errors import (
     TemporaryError,
 )
 from app.llm import QwenProvider, cache_key
-from tests.fakes.openai_server import FakeOpenAIServer, answer, rate_limited, server_error, slow
+from tests.fakes.openai_server import FakeOpenAIServer, answer, hang, rate_limited, server_error
 from tests.fakes.runtime import LlmHarness
-from tests.llm.conftest import MESSAGES, no_sleep
+from tests.llm.conftest import MESSAGES, no_sleep, until
 
 Server = Callable[..., FakeOpenAIServer]
 A, B = "Qwen/Qwen3-235B-A22B-Instruct-2507", "Qwen/Qwen3-32B"
@@ -272,9 +272,11 @@ def test_a_chain_with_every_model_skipped_replays_as_skipped(
 def test_a_cancelled_call_counts_its_requests_in_quota_and_replays_as_a_timeout(
     fake_server: Server, session_factory: sessionmaker[Session]
 ) -> None:
-    """A 503, then a retry still waiting when the caller's 2 s run out: both spent quota."""
+    """A 503, then a retry still waiting when the caller gives up: both spent quota.
+
+    The retry is never answered; the caller cancels once the server holds it."""
     server = fake_server("modelscope")
-    server.script(A, server_error(503), slow(10.0))
+    server.script(A, server_error(503), hang())
     agent = AgentConfig(name="qwen", provider="modelscope", model=A)
 
     async def cancelled() -> tuple[CallAttempt, ...]:
@@ -287,8 +289,11 @@ def test_a_cancelled_call_counts_its_requests_in_quota_and_replays_as_a_timeout(
         chain = runtime.chat_model(agent)
         journal: list[CallAttempt] = []
         try:
-            with pytest.raises(TimeoutError):
-                await asyncio.wait_for(chain.complete(MESSAGES, journal=journal), timeout=2.0)
+            asking = asyncio.ensure_future(chain.complete(MESSAGES, journal=journal))
+            await until(lambda: server.request_count == 2)
+            asking.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asking
             return tuple(journal)
         finally:
             await runtime.aclose()

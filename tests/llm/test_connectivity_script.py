@@ -1,14 +1,20 @@
-"""`scripts/test_modelscope.py` against the fake: PASS with exit 0, one FAIL line with exit 1."""
+"""`scripts/test_modelscope.py` against the fake: PASS with exit 0, one FAIL line with exit 1.
+
+The passing check runs the script as users do, in its own process (marked `slow`); the other
+checks call its `main(argv)` in this process and read what it printed.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -38,7 +44,8 @@ DECISIONS = json.dumps(
 Server = Callable[..., FakeOpenAIServer]
 
 
-def run_script(*args: str, key: str | None = KEY) -> subprocess.CompletedProcess[str]:
+def run_script_process(*args: str, key: str | None = KEY) -> subprocess.CompletedProcess[str]:
+    """Run the script in its own process, as a user does."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELSCOPE_")}
     if key is not None:
         env["MODELSCOPE_API_KEY"] = key
@@ -47,16 +54,55 @@ def run_script(*args: str, key: str | None = KEY) -> subprocess.CompletedProcess
         env=env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=300,
         check=False,
     )
 
 
-def last_line(result: subprocess.CompletedProcess[str]) -> str:
+@dataclass(frozen=True)
+class ScriptRun:
+    """What a run of the script's `main` returned and printed."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture(scope="module")
+def script() -> ModuleType:
+    """Return `scripts/test_modelscope.py` loaded as a module."""
+    spec = importlib.util.spec_from_file_location("modelscope_check_script", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def run_script(
+    script: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Callable[..., ScriptRun]:
+    """Return a runner of the script's `main(argv)` in this process, key in the environment."""
+
+    def run(*args: str, key: str | None = KEY) -> ScriptRun:
+        if key is None:
+            monkeypatch.delenv("MODELSCOPE_API_KEY", raising=False)
+        else:
+            monkeypatch.setenv("MODELSCOPE_API_KEY", key)
+        capsys.readouterr()
+        code = script.main(list(args))
+        out, err = capsys.readouterr()
+        return ScriptRun(code, out, err)
+
+    return run
+
+
+def last_line(result: subprocess.CompletedProcess[str] | ScriptRun) -> str:
     lines = [line for line in result.stdout.splitlines() if line.strip("= ")]
     return lines[-1]
 
 
+@pytest.mark.slow
 def test_the_check_passes_and_shows_the_masked_key_reasoning_and_decisions(
     fake_server: Server,
 ) -> None:
@@ -64,7 +110,7 @@ def test_the_check_passes_and_shows_the_masked_key_reasoning_and_decisions(
         "modelscope", api_key=KEY, default=answer(DECISIONS, reasoning="BTC makes higher lows.")
     )
 
-    result = run_script("--base-url", server.base_url)
+    result = run_script_process("--base-url", server.base_url)
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "API key configured: ms-0f1… (39 characters)" in result.stdout
@@ -80,7 +126,9 @@ def test_the_check_passes_and_shows_the_masked_key_reasoning_and_decisions(
     assert "BTC" in request.body["messages"][1]["content"]
 
 
-def test_stream_and_model_options_reach_the_request(fake_server: Server) -> None:
+def test_stream_and_model_options_reach_the_request(
+    fake_server: Server, run_script: Callable[..., ScriptRun]
+) -> None:
     server = fake_server("modelscope", default=answer(DECISIONS, reasoning="thinking"))
 
     result = run_script("--base-url", server.base_url, "--stream", "--model", "Qwen/Other")
@@ -99,7 +147,7 @@ def test_stream_and_model_options_reach_the_request(fake_server: Server) -> None
     ],
 )
 def test_a_refused_call_fails_with_one_line_naming_the_cause(
-    fake_server: Server, reply: Reply, cause: str
+    fake_server: Server, run_script: Callable[..., ScriptRun], reply: Reply, cause: str
 ) -> None:
     server = fake_server("modelscope", default=reply)
 
@@ -110,18 +158,16 @@ def test_a_refused_call_fails_with_one_line_naming_the_cause(
     assert "Traceback" not in result.stdout + result.stderr
 
 
-def test_a_refused_connection_fails_with_a_network_cause() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-
-    result = run_script("--base-url", f"http://127.0.0.1:{port}/v1")
+def test_a_refused_connection_fails_with_a_network_cause(
+    run_script: Callable[..., ScriptRun], refused_port: int
+) -> None:
+    result = run_script("--base-url", f"http://127.0.0.1:{refused_port}/v1")
 
     assert result.returncode == 1
     assert last_line(result).startswith("FAIL: network: could not reach ModelScope")
 
 
-def test_no_key_fails_before_any_call(tmp_path: Path) -> None:
+def test_no_key_fails_before_any_call(run_script: Callable[..., ScriptRun]) -> None:
     result = run_script("--base-url", "http://127.0.0.1:9/v1", key=None)
 
     assert result.returncode == 1

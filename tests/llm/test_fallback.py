@@ -25,14 +25,15 @@ from app.errors import (
     TemporaryError,
 )
 from app.llm import CallDefaults, ClientPool, FallbackChain, QuotaTracker, make_provider
+from tests.fakes.clock import FakeMonotonic
 from tests.fakes.openai_server import (
     FakeOpenAIServer,
     answer,
     error,
+    hang,
     not_served,
     rate_limited,
     server_error,
-    slow,
     unauthorized,
 )
 from tests.llm.conftest import MESSAGES, FrozenClock, no_sleep
@@ -50,8 +51,14 @@ def ask_chain(
     provider: str = "modelscope",
     defaults: CallDefaults | None = None,
     options: ChatOptions | None = None,
+    monotonic: FakeMonotonic | None = None,
 ) -> ChatResult:
-    """Ask a chain of `models` on the fake through a fresh client pool."""
+    """Ask a chain of `models` on the fake through a fresh client pool.
+
+    Deadlines are read on `monotonic` (default: a fake clock that stands still), never on the
+    machine's clock, so a budget's verdict does not depend on how fast this machine is.
+    """
+    clock = monotonic or FakeMonotonic()
 
     async def run() -> ChatResult:
         clients = ClientPool()
@@ -66,6 +73,7 @@ def ask_chain(
                         clients=clients,
                         defaults=defaults or CallDefaults(retry_backoff_s=0),
                         sleep=no_sleep,
+                        monotonic=clock,
                     )
                     for model in models
                 ],
@@ -206,7 +214,7 @@ def test_a_timeout_after_its_retries_ends_the_call_with_every_attempt(
     fake_server: Server, clock: FrozenClock
 ) -> None:
     server = fake_server("modelscope")
-    server.script(A, slow(5.0), slow(5.0))
+    server.script(A, hang(), hang())
 
     with pytest.raises(ModelTimeoutError) as caught:
         ask_chain(
@@ -281,15 +289,18 @@ def test_an_unknown_model_on_a_local_server_moves_to_the_next_model(
 
 # -- the call's time budget (ChatOptions.budget_s) --------------------------------------------
 
-SLOW_DEFAULTS = CallDefaults(timeout_s=5.0, max_retries=2, retry_backoff_s=0)
+# A request needs min(timeout 60 s, 10 s) = 10 s of the budget left to start (after the first).
+SLOW_DEFAULTS = CallDefaults(timeout_s=60.0, max_retries=2, retry_backoff_s=0)
 
 
 def test_a_budget_cuts_the_first_requests_timeout_and_starts_no_retry_after_it(
     fake_server: Server, clock: FrozenClock
 ) -> None:
-    """Timeout 5 s and 2 retries would take 15 s; a 1 s budget allows one request, cut to 1 s."""
+    """Timeout 60 s and 2 retries would take 3 minutes; a 1 s budget allows one request, cut to
+    1 s. The model never answers; the deadline is read on a clock that stands still, so the
+    first request starts with exactly 1 s left however slow this machine is."""
     server = fake_server("modelscope")
-    server.script(A, slow(3.0), slow(3.0), slow(3.0))
+    server.script(A, hang(), hang(), hang())
 
     with pytest.raises(ModelTimeoutError, match="time budget") as caught:
         ask_chain(
@@ -307,7 +318,7 @@ def test_a_budget_cuts_the_first_requests_timeout_and_starts_no_retry_after_it(
 def test_a_retry_that_cannot_finish_within_the_budget_is_not_started(
     fake_server: Server, clock: FrozenClock
 ) -> None:
-    """After a quick 503 a retry needs min(timeout 5 s, 10 s) = 5 s; a 2 s budget is too short."""
+    """After a quick 503 a retry needs min(timeout 60 s, 10 s) = 10 s; a 9 s budget is too short."""
     server = fake_server("modelscope")
     server.script(A, server_error(503), answer(HOLD))
 
@@ -317,7 +328,7 @@ def test_a_retry_that_cannot_finish_within_the_budget_is_not_started(
             [A],
             QuotaTracker(clock=clock),
             defaults=SLOW_DEFAULTS,
-            options=ChatOptions(budget_s=2.0),
+            options=ChatOptions(budget_s=9.0),
         )
 
     assert [a.outcome for a in caught.value.attempts] == ["server_error"]
@@ -333,13 +344,23 @@ def test_a_retry_that_cannot_finish_within_the_budget_is_not_started(
 def test_a_fallback_model_is_not_asked_when_the_budget_left_cannot_cover_a_request(
     fake_server: Server, clock: FrozenClock
 ) -> None:
-    """A 429 that took 1.2 s of a 1.5 s budget leaves 0.3 s; the next model needs 5 s."""
-    server = fake_server("modelscope")
-    server.script(A, replace(rate_limited(), delay_s=1.2))
+    """A 429 that took 52 s of a 55 s budget leaves 3 s; the next model needs 10 s.
+
+    The 52 s pass on a fake clock the server moves as it answers, not in real time."""
+    monotonic = FakeMonotonic()
+    server = fake_server("modelscope", clock=monotonic)
+    server.script(A, replace(rate_limited(), delay_s=52.0))
     quota = QuotaTracker(clock=clock)
 
-    with pytest.raises(ModelTimeoutError, match=f"{C} not asked") as caught:
-        ask_chain(server, [A, C], quota, defaults=SLOW_DEFAULTS, options=ChatOptions(budget_s=1.5))
+    with pytest.raises(ModelTimeoutError, match=f"{C} not asked: only 3.0 s") as caught:
+        ask_chain(
+            server,
+            [A, C],
+            quota,
+            defaults=SLOW_DEFAULTS,
+            options=ChatOptions(budget_s=55.0),
+            monotonic=monotonic,
+        )
 
     assert isinstance(caught.value, TemporaryError)
     assert [(a.model, a.outcome) for a in caught.value.attempts] == [(A, "rate_limited")]

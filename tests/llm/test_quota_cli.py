@@ -8,15 +8,13 @@ from datetime import UTC, datetime
 
 import pytest
 from freezegun import freeze_time
-from typer.testing import CliRunner
 
 from app import cli
-from app.cli import app
 from app.db.llm_store import add_quota_usage
 from app.db.migrate import upgrade
 from app.db.session import make_engine, make_session_factory
 from app.domain import QuotaDelta
-from app.logs import configure_logging
+from tests.arena_cli import arena
 from tests.fakes.openai_server import FakeOpenAIServer, rate_limited
 
 Server = Callable[..., FakeOpenAIServer]
@@ -59,8 +57,6 @@ def env(monkeypatch: pytest.MonkeyPatch, db_url: str) -> Iterator[None]:
     # Wide enough that the table's cells are not folded.
     monkeypatch.setattr(cli.stdout, "width", 200)
     yield
-    # The command logs to the runner's stream, closed after each invoke: log elsewhere again.
-    configure_logging("WARNING")
 
 
 @pytest.mark.usefixtures("env")
@@ -79,9 +75,9 @@ def test_quota_json_shows_calls_limits_and_calls_left_at_the_cadence(
     record(db_url, at, calls=23, model_left=model_left)
 
     with freeze_time(at):
-        result = CliRunner().invoke(app, ["quota", "--json"])
+        result = arena("quota", "--json")
 
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 0, result.stderr
     payload = json.loads(result.stdout)
     first, fallback = payload["models"]
     assert (first["model"], first["agents"], first["primary_for"]) == ("Qwen/A", ["qwen"], 1)
@@ -103,7 +99,7 @@ def test_limits_seen_on_an_earlier_day_give_an_estimate_from_the_limit(db_url: s
     record(db_url, datetime(2026, 3, 13, 12, 0, tzinfo=UTC), calls=5, model_left=3)
 
     with freeze_time(datetime(2026, 3, 14, 12, 0, tzinfo=UTC)):
-        result = CliRunner().invoke(app, ["quota", "--json"])
+        result = arena("quota", "--json")
 
     first = json.loads(result.stdout)["models"][0]
     assert (first["calls_today"], first["limits_seen_on"]) == (0, "2026-03-13")
@@ -112,11 +108,14 @@ def test_limits_seen_on_an_earlier_day_give_an_estimate_from_the_limit(db_url: s
 
 @pytest.mark.usefixtures("env")
 def test_quota_table_names_each_model_and_its_verdict(db_url: str) -> None:
-    record(db_url, datetime.now(UTC), calls=3, model_left=0)
+    # Frozen, so the quota day cannot turn between the record and the command.
+    at = datetime.now(UTC)
+    record(db_url, at, calls=3, model_left=0)
 
-    result = CliRunner().invoke(app, ["quota"])
+    with freeze_time(at):
+        result = arena("quota")
 
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 0, result.stderr
     assert "modelscope:Qwen/A" in result.stdout and "modelscope:Qwen/B" in result.stdout
     assert "runs out" in result.stdout and "0/500" in result.stdout
 
@@ -130,9 +129,9 @@ def test_probe_says_it_spends_quota_and_records_fresh_headers(
     monkeypatch.setenv("MODELSCOPE_API_KEY", "key")
     monkeypatch.setenv("MODELSCOPE_BASE_URL", server.base_url)
 
-    result = CliRunner().invoke(app, ["quota", "--probe", "--json"])
+    result = arena("quota", "--probe", "--json")
 
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 0, result.stderr
     assert "spends quota" in result.stderr
     payload = json.loads(result.stdout)
     assert [(p["model"], p["outcome"]) for p in payload["probes"]] == [

@@ -34,6 +34,7 @@ def test_the_key_is_in_no_log_no_row_and_no_error_text(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
     capsys: pytest.CaptureFixture[str],
+    restore_logging: None,
 ) -> None:
     server = fake_server("modelscope", api_key=CANARY)
     # Providers that echo what they were sent: the key comes back in error bodies.
@@ -70,10 +71,7 @@ def test_the_key_is_in_no_log_no_row_and_no_error_text(
         finally:
             await runtime.aclose()
 
-    try:
-        ok, gateway, auth = asyncio.run(run())
-    finally:
-        configure_logging("WARNING")
+    ok, gateway, auth = asyncio.run(run())
 
     assert isinstance(ok, ChatResult) and ok.model == "Qwen/D"
     assert isinstance(gateway, AppError) and isinstance(auth, AppError)

@@ -19,16 +19,17 @@ from app.domain import AccountView, CallAttempt, ChatMessage, CoinSnapshot, Mark
 from app.errors import ConfigError, ModelAuthError, ModelTimeoutError, ReplayMissError
 from app.llm import LLMStrategy
 from app.ports import DecisionRequest, ReportsAttempts, Strategy, StrategyAnswer
+from tests.fakes.clock import FakeMonotonic
 from tests.fakes.openai_server import (
     FakeOpenAIServer,
     answer,
+    hang,
     rate_limited,
     server_error,
-    slow,
     unauthorized,
 )
 from tests.fakes.runtime import LlmHarness
-from tests.llm.conftest import no_sleep
+from tests.llm.conftest import no_sleep, until
 
 Server = Callable[..., FakeOpenAIServer]
 AT = datetime(2026, 3, 14, 10, 0, tzinfo=UTC)
@@ -80,6 +81,8 @@ def decide(
             session_factory=session_factory,
             cache_mode=mode,  # type: ignore[arg-type]
             sleep=no_sleep,
+            # Budgets are read on a clock that stands still: no verdict races the machine.
+            monotonic=FakeMonotonic(),
         )
         try:
             strategies = [runtime.strategy(agent) for agent in agents]
@@ -231,9 +234,11 @@ def test_the_runtime_builds_chains_from_settings_and_refuses_baselines() -> None
 def test_a_decide_cancelled_by_the_engine_still_reports_the_requests_it_made(
     fake_server: Server,
 ) -> None:
-    """The engine's timeout cancels a retry in flight: the 503 and the cancelled retry remain."""
+    """The engine's timeout cancels a retry in flight: the 503 and the cancelled retry remain.
+
+    The retry is never answered; the call is cancelled once the server holds it."""
     server = fake_server("modelscope")
-    server.script("Qwen/A", server_error(503), slow(10.0))
+    server.script("Qwen/A", server_error(503), hang())
     agent = AgentConfig(name="qwen", provider="modelscope", model="Qwen/A")
     request = request_for({"BTC": 100_000.0})
 
@@ -241,8 +246,11 @@ def test_a_decide_cancelled_by_the_engine_still_reports_the_requests_it_made(
         runtime = LlmHarness(settings_for(server), sleep=no_sleep)
         strategy = runtime.strategy(agent)
         try:
-            with pytest.raises(TimeoutError):
-                await asyncio.wait_for(strategy.decide(request), timeout=2.0)
+            deciding = asyncio.ensure_future(strategy.decide(request))
+            await until(lambda: server.request_count == 2)
+            deciding.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await deciding
             return (
                 strategy,
                 strategy.attempts_made(request),
@@ -260,9 +268,11 @@ def test_a_decide_cancelled_by_the_engine_still_reports_the_requests_it_made(
 
 
 def test_the_decision_requests_budget_bounds_the_model_call(fake_server: Server) -> None:
-    """LLM_TIMEOUT_S 5 s with 2 retries, but the engine gives the agent 1 s: one cut request."""
+    """LLM_TIMEOUT_S 5 s with 2 retries, but the engine gives the agent 1 s: one cut request.
+
+    The model never answers; the budget is read on a clock that stands still (see `decide`)."""
     server = fake_server("modelscope")
-    server.script("Qwen/A", slow(3.0), slow(3.0), slow(3.0))
+    server.script("Qwen/A", hang(), hang(), hang())
     settings = Settings(
         modelscope={"api_key": "key", "base_url": server.base_url},
         llm={"retry_backoff_s": 0, "timeout_s": 5},

@@ -39,7 +39,8 @@ def candles() -> dict[str, pd.DataFrame]:
 
 @pytest.fixture(scope="module")
 def server(candles: dict[str, pd.DataFrame]) -> Iterator[FakeExchange]:
-    fake = FakeExchange(candles, now=NOW, timeout_s=3.0)
+    # A "timeout" holds its request until the next test's reset: far beyond any client's wait.
+    fake = FakeExchange(candles, now=NOW, timeout_s=600.0)
     with fake:
         yield fake
 
@@ -57,7 +58,7 @@ def make_feed(fake: FakeExchange, **options: Any) -> CcxtMarketData:
         "exchange_id": "binanceusdm",
         "api_url": fake.url,
         "retry_backoff_s": 0.01,
-        "timeout_s": 2.0,
+        "timeout_s": 30.0,
         # The fake exchange's clock, not the machine's: its market is of a fixed past day.
         "clock": lambda: fake.now or NOW,
     }
@@ -152,14 +153,15 @@ def test_current_prices_are_the_tickers_last_trades(
 
 
 def test_every_request_of_a_snapshot_is_in_flight_at_once(fake: FakeExchange) -> None:
-    """36 requests (2 candle series, ticker, funding, open interest and its history per coin)
-    with 0.3 s of latency each: served one by one they would never overlap."""
-    feed = make_feed(fake)
+    """36 requests (2 candle series, ticker, funding, open interest and its history per coin),
+    each held by the exchange until 30 of them are in flight: served one by one they would
+    never overlap, and the gate would give up after 30 s."""
+    feed = make_feed(fake, timeout_s=60.0)
 
     async def scenario() -> None:
         try:
             await feed.load_markets()
-            fake.latency_s = 0.3
+            fake.hold_until_in_flight(30)
             await feed.snapshot(NOW)
         finally:
             await feed.close()

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from typer.testing import CliRunner
 
-from app.cli import app
 from app.db.candles import CandleCache
 from app.db.session import make_engine
+from tests.arena_cli import arena
 from tests.fakes.exchange import FakeExchange, synthetic_candles
 
 NOW = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
@@ -53,8 +50,8 @@ def test_download_pages_a_day_of_minutes_into_the_cache_and_a_rerun_fetches_noth
     fake: FakeExchange, env: str
 ) -> None:
     """One day of 1m candles is 1440 per coin; at 500 per page that is 3 requests per coin."""
-    first = CliRunner().invoke(app, ARGS)
-    assert first.exit_code == 0, first.output
+    first = arena(*ARGS)
+    assert first.exit_code == 0, first.stderr
     summary = json.loads(first.stdout)
     assert [(r["symbol"], r["fetched"], r["expected"]) for r in summary] == [
         ("BTC/USDT:USDT", 1440, 1440),
@@ -66,18 +63,13 @@ def test_download_pages_a_day_of_minutes_into_the_cache_and_a_rerun_fetches_noth
     assert cache.count(exchange=source, symbol="BTC/USDT:USDT", timeframe="1m") == 1440
 
     fake.reset()
-    again = CliRunner().invoke(app, ARGS)
-    assert again.exit_code == 0, again.output
+    again = arena(*ARGS)
+    assert again.exit_code == 0, again.stderr
     assert [r["cached_before"] for r in json.loads(again.stdout)] == [1440, 1440]
     assert fake.requests_to("/fapi/v1/klines") == []
 
 
 def test_a_bad_date_exits_2_with_the_option_named(env: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "app", "data", "download", "--since", "yesterday"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 2
+    result = arena("data", "download", "--since", "yesterday")
+    assert result.exit_code == 2
     assert "--since 'yesterday' is not an ISO 8601 date" in result.stderr

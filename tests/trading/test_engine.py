@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 
 import pandas as pd
@@ -22,7 +23,7 @@ from app.errors import InvariantError
 from app.market.historical import HistoricalMarketData
 from app.metrics import RunningSharpe
 from app.ports import DecisionRequest
-from app.trading.engine import AgentSlot, CycleEngine, EngineConfig
+from app.trading.engine import AgentSlot, CycleEngine, EngineConfig, TimeLimit
 from app.trading.paper import PaperAccount
 from app.trading.recording import BatchRecorder, ImmediateRecorder
 from app.trading.risk import RiskLimits
@@ -79,6 +80,7 @@ def build_engine(
     restore: bool = False,
     run_id: str = "test",
     batch: bool = False,
+    time_limit: TimeLimit = asyncio.timeout,
 ) -> tuple[CycleEngine, SqlCycleStore, list[datetime]]:
     store = SqlCycleStore(database, run_id=run_id)
     first = market.first_ready_at()
@@ -117,6 +119,7 @@ def build_engine(
         config=config,
         clock=lambda: clock[0],
         fill_prices=fill_prices,
+        time_limit=time_limit,
     )
     return engine, store, clock
 
@@ -130,7 +133,9 @@ def count(database: Engine, table: type[models.Base], **where: object) -> int:
 
 
 def test_one_agent_timing_out_does_not_stop_another_from_trading(market, database) -> None:
-    slow = ScriptedStrategy("slow", enter_long_btc_once, delay_s=30.0)
+    """`slow` never answers, so only the 0.3 s limit ends its turn; `trader` answers at once
+    (without awaiting anything), so no limit can cut it."""
+    slow = ScriptedStrategy("slow", enter_long_btc_once, never_answers=True)
     trader = ScriptedStrategy("trader", enter_long_btc_once)
     engine, _, clock = build_engine(market, database, [slow, trader], timeout_s=0.3)
 
@@ -399,25 +404,39 @@ def test_live_fills_use_the_price_when_the_answer_is_ready(market, database) -> 
 def test_a_slow_model_is_cut_at_the_agents_budget_and_its_request_recorded(
     market, database, db_url, monkeypatch
 ) -> None:
-    """The model takes 5 s; the agent has 0.5 s per cycle, so the call gets a budget of
-    max(0.5 - 3, 0.5 / 2) = 0.25 s. The cycle holds with the reason, and the request it made
-    (which spent quota) is an `llm_call` row with the prompt."""
+    """The model never answers; the agent has 0.5 s per cycle, so the call gets a budget of
+    max(0.5 - 3, 0.5 / 2) = 0.25 s, and its request is cut at that. The cycle holds with the
+    reason, and the request it made (which spent quota) is an `llm_call` row with the prompt.
+
+    No real durations race: the call's deadline is read on a clock that stands still (its one
+    request starts with exactly 0.25 s left), and the engine's own 0.5 s limit, the safety net
+    behind the budget, is held off by the test, so the budget's cut is the only one."""
     from app.config import AgentConfig, load_settings
     from app.db.session import make_session_factory
-    from tests.fakes.openai_server import FakeOpenAIServer, slow
+    from tests.fakes.clock import FakeMonotonic
+    from tests.fakes.openai_server import FakeOpenAIServer, hang
     from tests.fakes.runtime import LlmHarness
 
     model = "Qwen/Qwen3-235B-A22B-Instruct-2507"
+    limits = HeldOffLimit()
     with FakeOpenAIServer("modelscope") as llm:
-        llm.script(model, slow(5.0))
+        llm.script(model, hang())
         monkeypatch.setenv("MODELSCOPE_API_KEY", "ms-test")
         monkeypatch.setenv("MODELSCOPE_BASE_URL", llm.base_url)
         settings = load_settings(env_file=None)
 
         async def run() -> None:
-            runtime = LlmHarness(settings, session_factory=make_session_factory(database))
+            runtime = LlmHarness(
+                settings, session_factory=make_session_factory(database), monotonic=FakeMonotonic()
+            )
             strategy = runtime.strategy(AgentConfig.from_spec(f"qwen=modelscope:{model}"))
-            engine, _, clock = build_engine(market, database, [strategy], timeout_s=0.5)  # type: ignore[list-item]
+            engine, _, clock = build_engine(
+                market,
+                database,
+                [strategy],  # type: ignore[list-item]
+                timeout_s=0.5,
+                time_limit=limits,
+            )
             try:
                 await engine.run_cycle(clock[0])
             finally:
@@ -425,6 +444,7 @@ def test_a_slow_model_is_cut_at_the_agents_budget_and_its_request_recorded(
 
         asyncio.run(run())
         assert len(llm.requests_for(model)) == 1
+    assert limits.asked_s == [0.5]
 
     with Session(database) as session:
         cycle = session.scalars(select(models.Cycle)).one()
@@ -432,6 +452,17 @@ def test_a_slow_model_is_cut_at_the_agents_budget_and_its_request_recorded(
     assert cycle.status == "failed" and "time budget" in (cycle.error or "")
     assert [(c.model_requested, c.outcome) for c in calls] == [(model, "timeout")]
     assert calls[0].messages_z is not None  # the prompt of the unanswered call is kept
+
+
+class HeldOffLimit:
+    """An agent time limit that never runs out; it remembers the seconds it was given."""
+
+    def __init__(self) -> None:
+        self.asked_s: list[float] = []
+
+    def __call__(self, seconds: float) -> AbstractAsyncContextManager[object]:
+        self.asked_s.append(seconds)
+        return asyncio.timeout(None)
 
 
 class StuckStrategy(ScriptedStrategy):
@@ -442,7 +473,7 @@ class StuckStrategy(ScriptedStrategy):
 
 
 def test_the_agent_timeout_records_the_attempts_a_cancelled_call_made(market, database) -> None:
-    stuck = StuckStrategy("stuck", enter_long_btc_once, delay_s=30.0)
+    stuck = StuckStrategy("stuck", enter_long_btc_once, never_answers=True)
     engine, _, clock = build_engine(market, database, [stuck], timeout_s=0.3)
     asyncio.run(engine.run_cycle(clock[0]))
     with Session(database) as session:
