@@ -329,3 +329,13 @@ def test_the_license_is_an_spdx_expression_for_current_setuptools() -> None:
 
     assert project["project"]["license"] == "MIT"
     assert "setuptools>=77" in project["build-system"]["requires"]
+
+
+def test_arena_shared_data_may_name_the_shared_folder_or_its_data_folder(tmp_path: Path) -> None:
+    from tests.conftest import shared_data_root
+
+    shared = tmp_path / "shared"
+    (shared / "data" / "market").mkdir(parents=True)
+
+    assert shared_data_root(str(shared)) == shared / "data"
+    assert shared_data_root(str(shared / "data")) == shared / "data"
