@@ -165,6 +165,25 @@ class LlmSettings(BaseModel):
     cache_mode: LlmMode = LlmMode.LIVE
 
 
+class VisionSettings(BaseModel):
+    """Charts for vision agents: size limits per image and request, extra models taking images."""
+
+    max_image_width_px: int = Field(default=1024, ge=256, le=4096)
+    max_image_height_px: int = Field(default=1024, ge=256, le=4096)
+    max_image_bytes: int = Field(default=1_000_000, ge=10_000, le=10_000_000)
+    max_images_per_request: int = Field(default=4, ge=1, le=16)
+    # Model ids that take images besides the Qwen-VL family, e.g. a local vision model.
+    models: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _parse_models(cls, value: Any) -> Any:
+        value = _split_list(value)
+        if isinstance(value, list):
+            return [str(item).strip() for item in value if str(item).strip()]
+        return value
+
+
 class ProviderSettings(BaseModel):
     """Credentials and endpoint of one OpenAI-compatible provider."""
 
@@ -176,6 +195,15 @@ class DatabaseSettings(BaseModel):
     """Where everything is recorded."""
 
     url: str = "sqlite:///data/arena.db"
+
+
+class ServeSettings(BaseModel):
+    """The dashboard and its read API (`arena serve`, and `arena run` unless `--no-serve`)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65_535)
+    # Required to bind anything but a loopback address: a bearer token, or a login for the pages.
+    token: SecretStr | None = None
 
 
 class LogSettings(BaseModel):
@@ -243,8 +271,10 @@ class Settings(_WithProviders):
     risk: RiskSettings = Field(default_factory=RiskSettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     llm: LlmSettings = Field(default_factory=LlmSettings)
+    vision: VisionSettings = Field(default_factory=VisionSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
 
     @field_validator("symbols", mode="before")
     @classmethod
@@ -307,6 +337,9 @@ class Settings(_WithProviders):
             key = self.provider_settings(provider).api_key
             if key is not None and key.get_secret_value():
                 values.append(key.get_secret_value())
+        token = self.serve.token
+        if token is not None and token.get_secret_value():
+            values.append(token.get_secret_value())
         return values
 
     @classmethod

@@ -34,8 +34,10 @@ ATR14: Final = "atr14"
 VOLUME_AVG: Final = "volume_avg"
 
 # Columns `add_intraday_indicators` and `add_context_indicators` add, in this order.
+# EMA50 is not in the text prompt's intraday series; the charts for vision agents draw it.
 INTRADAY_INDICATOR_COLUMNS: Final[tuple[str, ...]] = (
     EMA20,
+    EMA50,
     MACD,
     MACD_SIGNAL,
     MACD_HIST,
@@ -234,7 +236,8 @@ def _with_columns(frame: pd.DataFrame, columns: dict[str, np.ndarray]) -> pd.Dat
 
 
 def add_intraday_indicators(frame: pd.DataFrame) -> pd.DataFrame:
-    """Return a copy of OHLCV `frame` with `ema20, macd, macd_signal, macd_hist, rsi7, rsi14`."""
+    """Return a copy of OHLCV `frame` with `ema20, ema50, macd, macd_signal, macd_hist, rsi7,
+    rsi14`."""
     _check_ohlcv(frame, ("close",))
     close = _as_float_array(frame["close"])
     line, signal_line, hist = _macd_arrays(close, 12, 26, 9)
@@ -242,6 +245,7 @@ def add_intraday_indicators(frame: pd.DataFrame) -> pd.DataFrame:
         frame,
         {
             EMA20: _ema_array(close, 20),
+            EMA50: _ema_array(close, 50),
             MACD: line,
             MACD_SIGNAL: signal_line,
             MACD_HIST: hist,

@@ -25,6 +25,7 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from app.backtest import (
     Backtest,
@@ -564,10 +565,33 @@ async def run_arena(
     *,
     once: bool = False,
     at: datetime | None = None,
+    serve: bool = False,
 ) -> int:
-    """Run the live arena until a signal (or one cycle with `once`); return the exit code."""
+    """Run the live arena until a signal (or one cycle with `once`); return the exit code.
+
+    With `serve`, the daemon also serves the dashboard from its event loop (started once the
+    lock is held, stopped with the daemon); a single `once` cycle serves nothing.
+    """
     async with build_live_arena(settings, agents) as arena:
-        return await arena.run(once=once, at=at)
+        if once or not serve:
+            return await arena.run(once=once, at=at)
+        from app.web.command import serving
+
+        async with serving(settings):
+            return await arena.run()
+
+
+# -- the dashboard -----------------------------------------------------------------------------
+
+
+def build_dashboard(settings: Settings, *, run: str = "live") -> Any:
+    """Return the dashboard's ASGI app over the configured database, opened read-only."""
+    from app.web.app import create_app
+    from app.web.readmodel import ReadModel, open_read_engine
+
+    token = settings.serve.token.get_secret_value() if settings.serve.token else None
+    model = ReadModel(open_read_engine(settings.database.url))
+    return create_app(model, default_run=run, token=token or None)
 
 
 def _coins_in_play(symbols: Sequence[str], slots: Sequence[AgentSlot]) -> tuple[str, ...]:

@@ -30,12 +30,14 @@ _SETTING_PREFIXES = (
     "RISK_",
     "SCHEDULE_",
     "LLM_",
+    "VISION_",
     "MODELSCOPE_",
     "DEEPSEEK_",
     "DASHSCOPE_",
     "OPENAI_",
     "DATABASE_",
     "LOG_",
+    "SERVE_",
 )
 
 

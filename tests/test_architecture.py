@@ -17,7 +17,18 @@ import pytest
 APP = Path(__file__).resolve().parents[1] / "app"
 
 # The pure core: every module here is checked for I/O calls.
-CORE_MODULES = ("domain", "errors", "decisions", "indicators", "metrics", "ports")
+CORE_MODULES = (
+    "domain",
+    "errors",
+    "decisions",
+    "indicators",
+    "metrics",
+    "ports",
+    # The evaluation's statistics and windows are pure too.
+    "evaluation/windows",
+    "evaluation/stats",
+    "evaluation/results",
+)
 CORE_PACKAGES = ("prompts", "trading")
 
 # Calls that read the clock, the disk, the network or the environment, by the dotted name they

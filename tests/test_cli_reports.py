@@ -160,4 +160,5 @@ def test_start_without_a_key_gives_an_offline_first_look_on_labelled_sample_data
     assert SAMPLE_LABEL in result.stdout
     assert "buy_and_hold" in result.stdout and "ema_trend" in result.stdout
     assert "MODELSCOPE_API_KEY" in result.stdout  # how to bring a model in
+    assert "arena serve --run backtest-" in result.stdout  # how to see it in the dashboard
     assert (tmp_path / "data" / "sample-synthetic" / "README.txt").is_file()

@@ -225,6 +225,7 @@ def test_prompt_indicator_columns_have_the_contract_names(btc_5m: pd.DataFrame) 
     context = ind.add_context_indicators(frame)
     assert ind.INTRADAY_INDICATOR_COLUMNS == (
         "ema20",
+        "ema50",
         "macd",
         "macd_signal",
         "macd_hist",
@@ -269,4 +270,4 @@ def test_indicators_on_the_full_history_sliced_at_t_equal_those_on_the_history_c
 
 def test_warmup_candles_cover_the_slowest_indicator() -> None:
     assert ind.warmup_candles(ind.CONTEXT_INDICATOR_COLUMNS) == 50
-    assert ind.warmup_candles(ind.INTRADAY_INDICATOR_COLUMNS) == 34
+    assert ind.warmup_candles(ind.INTRADAY_INDICATOR_COLUMNS) == 50

@@ -67,6 +67,8 @@ def arena_env(exchange: FakeExchange, llm: FakeOpenAIServer, database: Path) -> 
         "MODELSCOPE_BASE_URL": llm.base_url,
         "LLM_MAX_RETRIES": "0",
         "LOG_LEVEL": "INFO",
+        # The daemon serves its dashboard: on any free port, so parallel runs never collide.
+        "SERVE_PORT": "0",
     }
 
 

@@ -25,6 +25,7 @@ from app.cli.reports import (
     trades_command,
 )
 from app.cli.run import run_command, start_command
+from app.cli.serve import serve_command
 from app.errors import AppError, ConfigError
 from app.logs import mask_secrets
 
@@ -71,6 +72,7 @@ app.command("leaderboard")(leaderboard_command)
 app.command("positions")(positions_command)
 app.command("trades")(trades_command)
 app.command("chat")(chat_command)
+app.command("serve")(serve_command)
 app.add_typer(db_app, name="db")
 app.add_typer(data_app, name="data")
 

@@ -36,6 +36,9 @@ def run_command(
         typer.Option("--at", help="With --once: the scheduled time to run (ISO, UTC)."),
     ] = None,
     agent: AgentOption = None,
+    no_serve: Annotated[
+        bool, typer.Option("--no-serve", help="Do not serve the dashboard (SERVE_HOST/PORT).")
+    ] = False,
 ) -> None:
     """Run the live arena: a decision cycle every interval, exits checked in between."""
     import asyncio
@@ -51,7 +54,8 @@ def run_command(
             f"--at {at} is in the future: --once --at replays a past cycle; "
             "use --once alone for the current one"
         )
-    code = asyncio.run(run_arena(settings, agents_from(agent, settings), once=once, at=replay_at))
+    agents = agents_from(agent, settings)
+    code = asyncio.run(run_arena(settings, agents, once=once, at=replay_at, serve=not no_serve))
     raise typer.Exit(code)
 
 
@@ -72,7 +76,7 @@ def start_command(
     agents = list(settings.agents)
     lacking = {name for names in missing_keys(settings, agents).values() for name in names}
     if any(agent.name not in lacking for agent in llm_agents(agents)):
-        raise typer.Exit(asyncio.run(run_arena(settings, agents)))
+        raise typer.Exit(asyncio.run(run_arena(settings, agents, serve=True)))
     _first_look(settings, data, wide=wide)
 
 
@@ -129,6 +133,11 @@ def _first_look(settings: Settings, data: list[Path] | None, *, wide: bool) -> N
     )
     stdout.print(see_it_again(result.run_id), highlight=False)
     stdout.print(NEXT_STEPS, highlight=False)
+    stdout.print(
+        f"See this run in the dashboard: arena serve --run {result.run_id}  "
+        f"(then open http://{settings.serve.host}:{settings.serve.port}/?run={result.run_id})",
+        highlight=False,
+    )
 
 
 def see_it_again(run_id: str) -> str:
@@ -138,5 +147,6 @@ def see_it_again(run_id: str) -> str:
         f"  arena leaderboard --run {run_id}   the table above\n"
         f"  arena trades --run {run_id}        every closed trade\n"
         f"  arena positions --run {run_id}     what is still open\n"
-        f"  arena chat --run {run_id}          what the agents decided (models' runs)"
+        f"  arena chat --run {run_id}          what the agents decided (models' runs)\n"
+        f"  arena serve --run {run_id}         the same in a browser (the dashboard)"
     )

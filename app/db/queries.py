@@ -101,7 +101,7 @@ def agents(engine: Engine, run_id: str) -> list[AgentRow]:
     )
     rows = []
     with Session(engine) as session:
-        for agent, snapshot in session.execute(query).tuples():
+        for agent, snapshot in session.execute(query):
             start = agent.starting_cash_usd
             rows.append(
                 AgentRow(

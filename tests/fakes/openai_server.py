@@ -30,7 +30,22 @@ API
   `whitespace()`, `choices_null()`, `rate_limited()`, `unauthorized()`, `not_served(model)`,
   `insufficient_balance()`, `server_error(status)`, `bad_gateway()`,
   `truncated(content, how="clean" | "cut" | "bad_json" | "error_event")`, `slow(delay_s)`,
-  `error(status, body)` for anything else.
+  `images_refused()`, `error(status, body)` for anything else.
+
+Images (vision models)
+- A message's `content` may be a list of parts: `{"type": "text", "text": ...}` and
+  `{"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}}` (or an http URL,
+  recorded and not fetched). Every data URL is decoded: a PNG must start with the PNG signature
+  and its IHDR gives the size. `RecordedRequest.images` lists what arrived (`ReceivedImage`:
+  media type, bytes, width, height, sha256), `received_images(model)` all of them.
+- A bad data URL, a PNG without its signature, or more than `max_request_image_bytes`
+  (default 10 MB, decoded) or `max_images` images in one request is a 400 in the flavor's shape.
+- `refuse_images={model, ...}` (or `refuse_images_for(model)`) makes a model answer any request
+  carrying an image with a 400 saying it takes no images, as a text-only model does;
+  `images_refused()` scripts that answer once. The bodies are guesses in each provider's error
+  envelope (nobody has published ModelScope's), with OpenAI's real message for `openai`.
+- With images, `usage.prompt_tokens` counts the text at 4 characters a token and each image at
+  one token per 32 x 32 pixels (Qwen3-VL's rule) plus two.
 
 Provider habits by flavor
 - modelscope: the four `modelscope-ratelimit-*` headers on 200, 400 and 429 (not 401), counting
@@ -50,15 +65,20 @@ Run it alone for benchmarks: `python -m tests.fakes.openai_server --delay-s 1` p
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
+import hashlib
 import itertools
 import json
+import math
 import socket
+import struct
 import sys
 import threading
 import time
 import uuid
 from collections import defaultdict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
@@ -72,6 +92,9 @@ DEFAULT_CONTENT = json.dumps(
 )
 CREATED = 1767225600
 RATE_LIMIT_PREFIX = "modelscope-ratelimit-"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# ModelScope's guide says images up to about 10 MB.
+MAX_REQUEST_IMAGE_BYTES = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -96,6 +119,25 @@ class Reply:
 
 
 @dataclass(frozen=True)
+class ReceivedImage:
+    """One image part of a request, as the server decoded it."""
+
+    message_index: int
+    part_index: int
+    url_kind: Literal["data", "url"]
+    media_type: str
+    size_bytes: int
+    width_px: int | None
+    height_px: int | None
+    sha256: str | None
+    data: bytes = field(default=b"", repr=False)
+
+
+class ImageProblem(ValueError):
+    """An image part the server refuses (bad data URL, not a PNG, too large)."""
+
+
+@dataclass(frozen=True)
 class RecordedRequest:
     """One request the server received."""
 
@@ -104,6 +146,8 @@ class RecordedRequest:
     headers: Mapping[str, str]
     body: Any
     at_s: float
+    images: tuple[ReceivedImage, ...] = ()
+    image_problem: str | None = None
 
     @property
     def model(self) -> str | None:
@@ -155,6 +199,11 @@ def error(
     return Reply(status=status, body=body, content_type=content_type, headers=headers or {})
 
 
+def images_refused() -> Reply:
+    """Return the flavor's 400 for a model that takes no images (sent whatever the request)."""
+    return Reply(status=400, body="images_refused")
+
+
 def rate_limited() -> Reply:
     """Return the flavor's 429 (ModelScope: "Request limit exceeded.", model quota at 0)."""
     return Reply(status=429, body="rate_limited")
@@ -186,6 +235,98 @@ def server_error(status: int = 503) -> Reply:
 def bad_gateway() -> Reply:
     """Return a non-JSON 502 page."""
     return error(502, "<html>Bad Gateway</html>", content_type="text/html")
+
+
+# -- images -----------------------------------------------------------------------------------
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    if not data.startswith(PNG_SIGNATURE):
+        raise ImageProblem("the image is not a PNG (no PNG signature)")
+    if len(data) < 24 or data[12:16] != b"IHDR":
+        raise ImageProblem("the PNG has no IHDR chunk first")
+    width, height = struct.unpack(">II", data[16:24])
+    if not width or not height:
+        raise ImageProblem("the PNG has no pixels")
+    return int(width), int(height)
+
+
+def _decode_image(url: str, message_index: int, part_index: int) -> ReceivedImage:
+    if not url.startswith("data:"):
+        return ReceivedImage(message_index, part_index, "url", "", 0, None, None, None)
+    header, sep, payload = url[5:].partition(",")
+    media_type, _, encoding = header.partition(";")
+    if not sep or encoding != "base64":
+        raise ImageProblem("the image data URL is not data:<type>;base64,<data>")
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise ImageProblem("the image data URL holds invalid base64") from None
+    width: int | None = None
+    height: int | None = None
+    if media_type == "image/png":
+        width, height = _png_size(data)
+    return ReceivedImage(
+        message_index=message_index,
+        part_index=part_index,
+        url_kind="data",
+        media_type=media_type,
+        size_bytes=len(data),
+        width_px=width,
+        height_px=height,
+        sha256=hashlib.sha256(data).hexdigest(),
+        data=data,
+    )
+
+
+def _image_parts(body: Any) -> list[tuple[int, int, str]]:
+    found: list[tuple[int, int, str]] = []
+    if not isinstance(body, dict):
+        return found
+    for message_index, message in enumerate(body.get("messages") or []):
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, list):
+            continue
+        for part_index, part in enumerate(content):
+            if isinstance(part, dict) and part.get("type") == "image_url":
+                url = (part.get("image_url") or {}).get("url", "")
+                found.append((message_index, part_index, str(url)))
+    return found
+
+
+def read_images(body: Any) -> tuple[tuple[ReceivedImage, ...], str | None]:
+    """Decode every image part of a request body; return them and the first problem, if any."""
+    images = []
+    for message_index, part_index, url in _image_parts(body):
+        try:
+            images.append(_decode_image(url, message_index, part_index))
+        except ImageProblem as problem:
+            where = f"messages[{message_index}].content[{part_index}]"
+            return tuple(images), f"{where}: {problem}"
+    return tuple(images), None
+
+
+def image_tokens(width_px: int | None, height_px: int | None) -> int:
+    """Return an image's prompt tokens: one per 32 x 32 pixels, plus two (Qwen3-VL)."""
+    if not width_px or not height_px:
+        return 2
+    return math.ceil(width_px / 32) * math.ceil(height_px / 32) + 2
+
+
+def text_of(messages: Any) -> str:
+    """Return the text of all messages (image parts left out)."""
+    texts = []
+    for message in messages or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            texts.append(content)
+        elif isinstance(content, list):
+            texts.extend(
+                str(part.get("text", ""))
+                for part in content
+                if isinstance(part, dict) and part.get("type") == "text"
+            )
+    return "\n".join(texts)
 
 
 # -- flavor bodies ----------------------------------------------------------------------------
@@ -253,6 +394,8 @@ def _named_error(flavor: str, name: str, model: str) -> tuple[int, dict[str, Any
                 "code": "invalid_request_error",
             }
         }
+    if name == "images_refused":
+        return 400, _images_refused_body(flavor, model)
     if name == "insufficient_balance":
         return 402, {
             "error": {
@@ -263,6 +406,52 @@ def _named_error(flavor: str, name: str, model: str) -> tuple[int, dict[str, Any
             }
         }
     raise ValueError(f"unknown named error {name!r}")
+
+
+def _images_refused_body(flavor: str, model: str) -> dict[str, Any]:
+    if flavor == "modelscope":
+        message = f"Model id : {model} , is not a multimodal model and does not take image input"
+        return {"errors": {"message": message, "request_id": _request_id()}}
+    if flavor == "dashscope":
+        return {
+            "error": {
+                "code": "invalid_parameter_error",
+                "param": None,
+                "message": f"The model {model} does not support image input.",
+                "type": "invalid_request_error",
+            },
+            "request_id": _request_id(),
+        }
+    if flavor == "deepseek":
+        return {
+            "error": {
+                "message": "Model do not support image input.",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "invalid_request_error",
+            }
+        }
+    return {
+        "error": {
+            "message": "Invalid content type. image_url is only supported by certain models.",
+            "type": "invalid_request_error",
+            "param": "messages.[0].content.[1].type",
+            "code": None,
+        }
+    }
+
+
+def _bad_image_body(flavor: str, message: str) -> dict[str, Any]:
+    if flavor == "modelscope":
+        return {"errors": {"message": message, "request_id": _request_id()}}
+    return {
+        "error": {
+            "message": message,
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "invalid_image",
+        }
+    }
 
 
 def _stream_only_error(flavor: str) -> dict[str, Any]:
@@ -345,12 +534,15 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw) if raw else None
         except ValueError:
             body = raw.decode("utf-8", "replace")
+        images, problem = read_images(body)
         recorded = RecordedRequest(
             method="POST",
             path=self.path,
             headers={k.lower(): v for k, v in self.headers.items()},
             body=body,
             at_s=time.monotonic(),
+            images=images,
+            image_problem=problem,
         )
         fake._record(recorded)
         try:
@@ -417,8 +609,14 @@ class FakeOpenAIServer:
         requests_limit: int = 2000,
         model_requests_limit: int = 500,
         host: str = "127.0.0.1",
+        refuse_images: Iterable[str] = (),
+        max_request_image_bytes: int = MAX_REQUEST_IMAGE_BYTES,
+        max_images: int | None = None,
     ) -> None:
         self.flavor: Flavor = flavor
+        self.refused_image_models: set[str] = set(refuse_images)
+        self.max_request_image_bytes = max_request_image_bytes
+        self.max_images = max_images
         self.api_key = api_key
         self.responder = responder
         self.default = default or Reply()
@@ -500,6 +698,17 @@ class FakeOpenAIServer:
         with self._lock:
             return [r for r in self.requests if r.model == model]
 
+    def received_images(self, model: str | None = None) -> list[ReceivedImage]:
+        """Return every image part received (for `model`, or all), in arrival order."""
+        with self._lock:
+            chosen = [r for r in self.requests if model is None or r.model == model]
+        return [image for request in chosen for image in request.images]
+
+    def refuse_images_for(self, model: str) -> None:
+        """Make `model` answer every request carrying an image with a 400 (no images taken)."""
+        with self._lock:
+            self.refused_image_models.add(model)
+
     def clear(self) -> None:
         """Forget the recorded requests and the scripted replies."""
         with self._lock:
@@ -541,6 +750,12 @@ class FakeOpenAIServer:
                 status, payload = _named_error(self.flavor, "unauthorized", model)
                 handler._send_json(status, payload, {})
                 return
+        refusal = self._image_refusal(request, model)
+        if refusal is not None:
+            status, payload = refusal
+            headers = self._quota_headers(model, Reply(status=status))
+            handler._send_json(status, payload, headers)
+            return
         reply = self._next_reply(body)
         if reply.delay_s and self._stop.wait(reply.delay_s):
             handler.close_connection = True
@@ -552,7 +767,8 @@ class FakeOpenAIServer:
             reply.status == 200
             and self.flavor == "deepseek"
             and (body.get("response_format") or {}).get("type") == "json_object"
-            and "json" not in json.dumps(body.get("messages", [])).lower()
+            # The text only: base64 image data could spell "json" by chance.
+            and "json" not in text_of(body.get("messages")).lower()
         ):
             message = "Prompt must contain the word 'json' in some form to use 'response_format'"
             reply = error(400, {"error": {"message": message, "type": "invalid_request_error"}})
@@ -564,6 +780,29 @@ class FakeOpenAIServer:
             self._send_stream(handler, reply, body, headers)
         else:
             self._send_plain(handler, reply, body, headers)
+
+    def _image_refusal(
+        self, request: RecordedRequest, model: str
+    ) -> tuple[int, dict[str, Any]] | None:
+        if request.image_problem is not None:
+            return 400, _bad_image_body(self.flavor, request.image_problem)
+        if not request.images:
+            return None
+        total = sum(image.size_bytes for image in request.images)
+        if total > self.max_request_image_bytes:
+            message = (
+                f"the request's images are {total} bytes, over the limit of "
+                f"{self.max_request_image_bytes}"
+            )
+            return 400, _bad_image_body(self.flavor, message)
+        if self.max_images is not None and len(request.images) > self.max_images:
+            message = f"at most {self.max_images} images per request, got {len(request.images)}"
+            return 400, _bad_image_body(self.flavor, message)
+        with self._lock:
+            refused = model in self.refused_image_models
+        if refused:
+            return 400, _images_refused_body(self.flavor, model)
+        return None
 
     def _quota_headers(self, model: str, reply: Reply) -> dict[str, str]:
         wanted = reply.rate_limit_headers
@@ -597,6 +836,7 @@ class FakeOpenAIServer:
             "unauthorized",
             "not_served",
             "insufficient_balance",
+            "images_refused",
         ):
             status, body = _named_error(self.flavor, body, reply.model or model)
         if isinstance(body, str):
@@ -607,7 +847,13 @@ class FakeOpenAIServer:
     def _usage(self, body: dict[str, Any], reply: Reply, reasoning: str) -> dict[str, Any]:
         if reply.usage is not None:
             return dict(reply.usage)
-        prompt = _tokens(json.dumps(body.get("messages", [])))
+        images, _ = read_images(body)
+        if images:
+            prompt = _tokens(text_of(body.get("messages"))) + sum(
+                image_tokens(image.width_px, image.height_px) for image in images
+            )
+        else:
+            prompt = _tokens(json.dumps(body.get("messages", [])))
         reasoning_tokens = _tokens(reasoning)
         completion = _tokens(reply.content) + reasoning_tokens
         return {
