@@ -1,4 +1,4 @@
-"""`arena run` (the live arena) and `arena start` (live with a key, else an offline first look)."""
+"""`arena run` (the live arena) and `arena start` (live with a key, else the first look)."""
 
 from __future__ import annotations
 
