@@ -33,11 +33,14 @@ from app.llm.runtime import LlmRuntime
 from app.market.dataset import DataSet
 from app.market.historical import HistoricalMarketData
 from app.reports import (
+    SYNTHETIC_MARK,
     LeaderboardRow,
     backtest_summary,
+    equity_chart,
     equity_frame,
+    is_synthetic_run,
     leaderboard,
-    write_equity_chart,
+    save_chart,
     write_json,
     write_trades_csv,
 )
@@ -62,6 +65,10 @@ class BacktestOptions:
     slippage_bps: float | None = None
     report_dir: Path | None = None
     window_days: float | None = None
+    # The data is synthetic (also recognised from the sample data's folder): every output says so.
+    synthetic: bool = False
+    # With `--data cache:EXCHANGE`: replay this timeframe (default: the finest cached).
+    cache_timeframe: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +86,7 @@ class BacktestResult:
     funding_note: str
     summary: Mapping[str, Any] = field(default_factory=dict)
     elapsed_s: float = 0.0
+    synthetic: bool = False
 
 
 class Progress(Protocol):
@@ -231,9 +239,13 @@ class SimulatedClock:
         return self.now
 
 
-def new_run_id(started_at: datetime) -> str:
-    """Return a fresh backtest run id (the time it started and a random suffix)."""
-    return f"backtest-{started_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+def new_run_id(started_at: datetime, *, synthetic: bool = False) -> str:
+    """Return a fresh backtest run id (the time it started and a random suffix).
+
+    A run on synthetic data carries `SYNTHETIC` in its id (`backtest-SYNTHETIC-...`).
+    """
+    mark = f"{SYNTHETIC_MARK}-" if synthetic else ""
+    return f"backtest-{mark}{started_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
 @dataclass
@@ -290,7 +302,10 @@ class Backtest:
             if funded
             else "no funding files given: funding is not charged in this backtest"
         )
+        synthetic = is_synthetic_run(self.run_id)
         summary = backtest_summary(
+            run_id=self.run_id,
+            synthetic=synthetic,
             start=plan.times[0],
             end=plan.times[-1],
             cycles=len(plan.times),
@@ -310,6 +325,7 @@ class Backtest:
             funding_note=funding_note,
             summary=summary,
             elapsed_s=elapsed_s,
+            synthetic=synthetic,
         )
         if options.report_dir is not None:
             write_report(options.report_dir, result, database=self.database, benchmark=benchmark)
@@ -324,15 +340,21 @@ def write_report(
 
     directory.mkdir(parents=True, exist_ok=True)
     equity = equity_frame(database.engine, result.run_id)
-    write_equity_chart(
-        directory / "account_value.png",
+    title = (
+        f"Account value, {result.start:%Y-%m-%d %H:%M} to {result.end:%Y-%m-%d %H:%M} UTC "
+        f"({', '.join(result.symbols)}, every {result.interval})"
+    )
+    if result.synthetic:
+        title = f"SYNTHETIC data (a seeded random walk, not market prices)\n{title}"
+    figure = equity_chart(
         equity,
         benchmark=benchmark,
-        title=(
-            f"Account value, {result.start:%Y-%m-%d %H:%M} to {result.end:%Y-%m-%d %H:%M} UTC "
-            f"({', '.join(result.symbols)}, every {result.interval})"
-        ),
+        title=title,
+        returns_pct={row.name: row.return_pct for row in result.rows},
+        benchmark_return_pct=result.buy_and_hold_return_pct,
+        label_suffix=" (SYNTHETIC)" if result.synthetic else "",
     )
+    save_chart(directory / "account_value.png", figure)
     trades = {
         agent.name: queries.closed_trades(database.engine, agent.agent_id)
         for agent in queries.agents(database.engine, result.run_id)
@@ -342,7 +364,6 @@ def write_report(
         directory / "summary.json",
         {
             **result.summary,
-            "run_id": result.run_id,
             "interval": result.interval,
             "funding": result.funding_note,
         },

@@ -8,14 +8,17 @@ The environment wins over `.env`, which wins over the TOML file (`ARENA_CONFIG`,
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
+from dotenv import dotenv_values
 from pydantic import (
     BaseModel,
     Field,
@@ -33,6 +36,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from app.config_names import SettingNames
 from app.domain import ALPHA_ARENA_COINS, LlmMode, timeframe_to_timedelta
 from app.errors import ConfigError
 from app.providers import AGENT_PROVIDERS, PROVIDERS
@@ -373,9 +377,13 @@ def _read_dotenv_value(env_file: Path | None, name: str) -> str | None:
 def resolve_config_file(env_file: Path | None, config_file: Path | None) -> Path | None:
     """Return the TOML file to read: explicit, then `ARENA_CONFIG`, then `arena.toml` if present."""
     if config_file is not None:
-        explicit: str | None = str(config_file)
-    else:
-        explicit = os.environ.get("ARENA_CONFIG") or _read_dotenv_value(env_file, "ARENA_CONFIG")
+        if not config_file.is_file():
+            raise ConfigError(
+                f"--config {config_file}: no such file; create it "
+                "(cp arena.example.toml arena.toml) or leave --config out"
+            )
+        return config_file
+    explicit = os.environ.get("ARENA_CONFIG") or _read_dotenv_value(env_file, "ARENA_CONFIG")
     if explicit:
         path = Path(explicit)
         if not path.is_file():
@@ -415,20 +423,42 @@ def describe_validation_error(error: ValidationError, config_file: Path | None) 
     return "\n".join(lines)
 
 
+@functools.cache
+def setting_names() -> SettingNames:
+    """Return every name `Settings` accepts (the provider sections from the registry)."""
+    return SettingNames.of(Settings, lenient_sections=PROVIDERS)
+
+
+def check_setting_names(toml_path: Path | None, dotenv_file: Path | None) -> None:
+    """Raise `ConfigError`, one line per problem, when a setting name is not one (a typo)."""
+    names = setting_names()
+    problems = names.unknown_env(os.environ, where="the environment")
+    if dotenv_file is not None:
+        values = dotenv_values(dotenv_file)
+        problems += names.unknown_env(values, where=str(dotenv_file), dotenv=True)
+    if toml_path is not None:
+        try:
+            document = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"Could not read the settings from {toml_path}: {error}") from None
+        problems += names.unknown_toml(document, where=str(toml_path))
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
 def load_settings(
     *,
     env_file: Path | None = Path(DEFAULT_ENV_FILE),
     config_file: Path | None = None,
     **overrides: Any,
 ) -> Settings:
-    """Read the settings; raise `ConfigError` with a fix-it line per bad setting."""
+    """Read the settings; raise `ConfigError` with a fix-it line per bad or unknown setting."""
     toml_path = resolve_config_file(env_file, config_file)
+    dotenv_file = env_file if env_file is not None and env_file.is_file() else None
+    check_setting_names(toml_path, dotenv_file)
     try:
         with _config_file(toml_path):
-            return Settings(
-                _env_file=env_file if env_file is not None and env_file.is_file() else None,
-                **overrides,
-            )
+            return Settings(_env_file=dotenv_file, **overrides)
     except ValidationError as error:
         raise ConfigError(describe_validation_error(error, toml_path)) from None
     except (ValueError, OSError) as error:

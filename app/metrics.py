@@ -9,6 +9,10 @@ Conventions (docs/simulation.md has the details):
   downside deviation x sqrt(periods per year), the downside deviation being
   sqrt(mean(min(r, 0)^2)) over every period.
 - Percentages are in percent (12.5 means 12.5%); the max drawdown is a positive number.
+- A ratio needs a minimum sample (`SHARPE_MINIMUM`: 30 returns covering 7 days, counted as
+  returns x the median spacing): below it the estimate is noise (docs/simulation.md says why), so
+  the ratio is None and `sharpe_note` says what is missing. The prompt's running Sharpe
+  (`RunningSharpe`) follows the same rule.
 - Edge cases return None, never NaN or infinity: a ratio needs two returns and a spread (a flat
   series has no Sharpe), a profit factor needs a losing trade, per-trade figures need a trade,
   per-time figures need a series spanning some time. Counts and totals are 0 when empty.
@@ -30,6 +34,36 @@ from app.domain import ClosedTrade, Position, ensure_utc
 DAYS_PER_YEAR: Final = 365.0
 _SECONDS_PER_YEAR: Final = DAYS_PER_YEAR * 86_400.0
 _NOISE: Final = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class SampleMinimum:
+    """The least sample a Sharpe or Sortino ratio is computed from.
+
+    `span` is measured as the number of returns times their (median) spacing, the time the
+    returns cover: the annualised ratio's standard error is about 1 / sqrt(that span in years).
+    """
+
+    returns: int
+    span: timedelta
+
+    def shortfall(self, returns: int, spacing_s: float) -> str | None:
+        """Return what a sample of `returns` returns `spacing_s` apart lacks, or None if enough."""
+        covered = timedelta(seconds=returns * spacing_s)
+        if returns >= self.returns and covered >= self.span:
+            return None
+        if covered < self.span:
+            return f"needs {_duration(self.span)} of returns, has {_duration(covered)}"
+        return f"needs {self.returns} returns, has {returns}"
+
+
+# 30 returns: below that the sample standard deviation itself is unreliable (its relative error,
+# 1/sqrt(2(n-1)), passes 13%). 7 days: the annualised ratio's standard error, about
+# 1/sqrt(years covered), is ±19 after a day and ±7 after a week (±187 after 15 minutes of
+# 3-minute cycles), and a week holds every weekday once. Reasons in docs/simulation.md.
+SHARPE_MINIMUM: Final = SampleMinimum(returns=30, span=timedelta(days=7))
+# No minimum beyond the two returns a standard deviation needs (hand-worked checks, research).
+NO_MINIMUM: Final = SampleMinimum(returns=2, span=timedelta(0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +90,8 @@ class PerformanceMetrics:
     funding_paid_usd: float
     avg_holding_time: timedelta | None
     trades_per_day: float | None
+    # Why `sharpe` is None ("needs 7 days of returns, has 6 hours: ..."); None when it is a number.
+    sharpe_note: str | None = None
 
 
 def periods_per_year(index: pd.DatetimeIndex) -> float | None:
@@ -69,10 +105,15 @@ def periods_per_year(index: pd.DatetimeIndex) -> float | None:
     return _SECONDS_PER_YEAR / median_s
 
 
-def sharpe_ratio(equity: pd.Series) -> float | None:
-    """Return the annualised Sharpe ratio of the series (risk-free rate 0), or None."""
+def sharpe_ratio(equity: pd.Series, *, minimum: SampleMinimum = SHARPE_MINIMUM) -> float | None:
+    """Return the annualised Sharpe ratio of the series (risk-free rate 0), or None.
+
+    None below `minimum` and in the edge cases of the module docstring; `sharpe_note` says why.
+    """
     returns, per_year = _returns_and_periods(equity)
     if returns is None or per_year is None or len(returns) < 2:
+        return None
+    if minimum.shortfall(len(returns), _SECONDS_PER_YEAR / per_year) is not None:
         return None
     mean = float(np.mean(returns))
     spread = float(np.std(returns, ddof=1))
@@ -82,18 +123,39 @@ def sharpe_ratio(equity: pd.Series) -> float | None:
     return _finite(mean / spread * math.sqrt(per_year))
 
 
+def sharpe_note(equity: pd.Series, *, minimum: SampleMinimum = SHARPE_MINIMUM) -> str | None:
+    """Return why `sharpe_ratio(equity)` is None, in a few words, or None when it is a number."""
+    clean = _clean(equity)
+    if clean.empty:
+        return "no cycle yet"
+    if (clean <= 0).any():
+        return "the account value reached zero"
+    returns, per_year = _returns_and_periods(clean)
+    if returns is None or per_year is None or len(returns) < 2:
+        return f"needs {minimum.returns} returns, has {0 if returns is None else len(returns)}"
+    shortfall = minimum.shortfall(len(returns), _SECONDS_PER_YEAR / per_year)
+    if shortfall is not None:
+        return shortfall
+    if sharpe_ratio(clean, minimum=minimum) is None:
+        return "the account value did not move"
+    return None
+
+
 class RunningSharpe:
     """`sharpe_ratio` of an evenly spaced account-value series, updated in O(1) per value.
 
     The prompt shows each agent its Sharpe ratio every cycle; recomputing it from the whole series
     would cost a long run more each cycle. The definition and the edge cases are `sharpe_ratio`'s
     (a test checks them against each other on random series): simple returns, sample standard
-    deviation, annualised by the periods of `interval` in a year, risk-free rate 0; None with fewer
-    than two returns, without spread, or once a value was zero or negative.
+    deviation, annualised by the periods of `interval` in a year, risk-free rate 0; None below
+    `minimum` (returns x `interval` is the span), without spread, or once a value was zero or
+    negative.
     """
 
-    def __init__(self, interval: timedelta) -> None:
+    def __init__(self, interval: timedelta, *, minimum: SampleMinimum = SHARPE_MINIMUM) -> None:
         self.periods_per_year = _SECONDS_PER_YEAR / interval.total_seconds()
+        self._spacing_s = interval.total_seconds()
+        self._minimum = minimum
         self._last: float | None = None
         self._count = 0
         self._mean = 0.0
@@ -118,16 +180,20 @@ class RunningSharpe:
         """Return the annualised Sharpe ratio so far, or None (see the class docstring)."""
         if self._broken or self._count < 2:
             return None
+        if self._minimum.shortfall(self._count, self._spacing_s) is not None:
+            return None
         spread = math.sqrt(max(self._m2, 0.0) / (self._count - 1))
         if not spread > _NOISE * abs(self._mean):
             return None
         return _finite(self._mean / spread * math.sqrt(self.periods_per_year))
 
 
-def sortino_ratio(equity: pd.Series) -> float | None:
-    """Return the annualised Sortino ratio of the series (target 0), or None."""
+def sortino_ratio(equity: pd.Series, *, minimum: SampleMinimum = SHARPE_MINIMUM) -> float | None:
+    """Return the annualised Sortino ratio of the series (target 0), or None (as Sharpe's)."""
     returns, per_year = _returns_and_periods(equity)
     if returns is None or per_year is None or len(returns) < 2:
+        return None
+    if minimum.shortfall(len(returns), _SECONDS_PER_YEAR / per_year) is not None:
         return None
     downside = float(np.sqrt(np.mean(np.minimum(returns, 0.0) ** 2)))
     if not downside > 0:
@@ -186,13 +252,14 @@ def compute_metrics(
     open_positions: Sequence[Position] = (),
     fees_paid_usd: float | None = None,
     funding_paid_usd: float | None = None,
+    minimum: SampleMinimum = SHARPE_MINIMUM,
 ) -> PerformanceMetrics:
     """Compute every metric from the account-value series and the closed trades.
 
     `equity` is indexed by UTC time. The total return is measured from `starting_cash_usd` when
     given (the account's start), else from the series' first value. Fees and funding default to
     the sums over the trades plus the open positions' entry fees and funding; pass the account's
-    totals to use those instead.
+    totals to use those instead. The Sharpe and Sortino ratios need `minimum`.
     """
     clean = _clean(equity)
     start_at = _to_datetime(clean.index[0]) if len(clean) else None
@@ -235,8 +302,8 @@ def compute_metrics(
         start_equity_usd=first,
         final_equity_usd=final,
         total_return_pct=_finite(total_return),
-        sharpe=sharpe_ratio(clean),
-        sortino=sortino_ratio(clean),
+        sharpe=sharpe_ratio(clean, minimum=minimum),
+        sortino=sortino_ratio(clean, minimum=minimum),
         max_drawdown_pct=max_drawdown_pct(clean),
         periods_per_year=periods_per_year(pd.DatetimeIndex(clean.index)),
         trades=count,
@@ -250,10 +317,14 @@ def compute_metrics(
         funding_paid_usd=funding,
         avg_holding_time=sum(holding, timedelta()) / count if count else None,
         trades_per_day=count / span_days if span_days > 0 else None,
+        sharpe_note=sharpe_note(clean, minimum=minimum),
     )
 
 
 def _clean(equity: pd.Series) -> pd.Series:
+    if equity.empty:
+        # No point at all (an agent before its first cycle): nothing to index, nothing to compute.
+        return pd.Series([], index=pd.DatetimeIndex([], tz="UTC"), dtype=np.float64)
     if not isinstance(equity.index, pd.DatetimeIndex):
         raise ValueError("the account-value series must be indexed by UTC time (DatetimeIndex)")
     clean = equity.astype(np.float64)
@@ -268,6 +339,15 @@ def _returns_and_periods(equity: pd.Series) -> tuple[np.ndarray | None, float | 
         return None, None
     returns = clean.pct_change().iloc[1:].to_numpy(dtype=np.float64)
     return returns, periods_per_year(pd.DatetimeIndex(clean.index))
+
+
+def _duration(span: timedelta) -> str:
+    """Return a span in the largest unit that keeps it readable: 7 days, 6.0 hours, 15 minutes."""
+    seconds = span.total_seconds()
+    units = (("day", 86_400.0), ("hour", 3_600.0))
+    unit, unit_s = next(((u, size) for u, size in units if seconds >= size), ("minute", 60.0))
+    amount = seconds / unit_s
+    return f"{amount:.3g} {unit}{'' if amount == 1 else 's'}"
 
 
 def _finite(value: float | None) -> float | None:

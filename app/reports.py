@@ -20,6 +20,15 @@ from app.db.llm_store import usage_by_agent
 from app.domain import ClosedTrade
 from app.metrics import compute_metrics
 
+# In the run id of a backtest on synthetic data (`backtest-SYNTHETIC-...`), so every output of
+# that run can say so.
+SYNTHETIC_MARK = "SYNTHETIC"
+
+
+def is_synthetic_run(run_id: str) -> bool:
+    """Return True for the run id of a backtest on synthetic data."""
+    return SYNTHETIC_MARK in run_id.split("-")
+
 
 @dataclass(frozen=True, slots=True)
 class LeaderboardRow:
@@ -46,6 +55,10 @@ class LeaderboardRow:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     mean_latency_ms: float = 0.0
+    # Why `sharpe` is None (too short a sample, no cycle yet...); None when it is a number.
+    sharpe_note: str | None = None
+    # The last account snapshot; None: the agent is registered but has no cycle yet.
+    last_at: datetime | None = None
 
     def as_contract(self) -> dict[str, Any]:
         """Return the agent object of `arena backtest --json`, exactly (README, Backtests)."""
@@ -54,6 +67,7 @@ class LeaderboardRow:
             "final_equity": _round(self.final_equity),
             "return_pct": _round(self.return_pct),
             "sharpe": _round(self.sharpe),
+            "sharpe_note": self.sharpe_note,
             "max_drawdown_pct": _round(self.max_drawdown_pct),
             "trades": self.trades,
             "win_rate": _round(self.win_rate),
@@ -113,6 +127,8 @@ def leaderboard(engine: Engine, run_id: str) -> list[LeaderboardRow]:
                 prompt_tokens=0 if usage is None else usage.prompt_tokens,
                 completion_tokens=0 if usage is None else usage.completion_tokens,
                 mean_latency_ms=0.0 if usage is None else usage.mean_latency_ms,
+                sharpe_note=metrics.sharpe_note,
+                last_at=agent.last_at,
             )
         )
     return sorted(rows, key=lambda row: row.final_equity, reverse=True)
@@ -120,6 +136,8 @@ def leaderboard(engine: Engine, run_id: str) -> list[LeaderboardRow]:
 
 def backtest_summary(
     *,
+    run_id: str,
+    synthetic: bool = False,
     start: datetime,
     end: datetime,
     cycles: int,
@@ -129,6 +147,9 @@ def backtest_summary(
 ) -> dict[str, Any]:
     """Return exactly the object `arena backtest --json` prints (README, Backtests)."""
     return {
+        "run_id": run_id,
+        # True when the candles were synthetic sample data, not market prices.
+        "synthetic": synthetic,
         "start": start.isoformat(),
         "end": end.isoformat(),
         "cycles": cycles,
@@ -195,39 +216,63 @@ def write_trades_csv(path: Path, trades: Mapping[str, Sequence[ClosedTrade]]) ->
                 )
 
 
-def write_equity_chart(
-    path: Path,
+def equity_chart(
     equity: pd.DataFrame,
     *,
     benchmark: pd.Series | None = None,
     title: str = "Total account value",
-) -> None:
-    """Draw every agent's account value (and the buy-and-hold line) into a PNG."""
+    returns_pct: Mapping[str, float] | None = None,
+    benchmark_return_pct: float | None = None,
+    label_suffix: str = "",
+) -> Any:
+    """Return a matplotlib figure of every agent's account value over the buy-and-hold line.
+
+    The benchmark is drawn first, thin and grey, so an agent that follows it (the
+    buy_and_hold baseline pays fees the benchmark does not) stays visible on top; each legend
+    entry ends with its final return.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    returns_pct = returns_pct or {}
     figure, axes = plt.subplots(figsize=(11, 5.5), dpi=110)
-    for name in equity.columns:
-        axes.plot(equity.index, equity[name], label=name, linewidth=1.4)
     if benchmark is not None and not benchmark.empty:
+        label = "buy & hold (equal weight, no fees)"
+        if benchmark_return_pct is not None:
+            label += f": {benchmark_return_pct:+.2f}%"
         axes.plot(
             benchmark.index,
             benchmark.to_numpy(),
-            label="buy & hold (equal weight, no fees)",
-            color="black",
+            label=label,
+            color="0.55",
             linestyle="--",
-            linewidth=1.0,
+            linewidth=0.9,
+            zorder=1,
         )
+    for name in equity.columns:
+        label = f"{name}{label_suffix}"
+        if name in returns_pct:
+            label += f": {returns_pct[name]:+.2f}%"
+        axes.plot(equity.index, equity[name], label=label, linewidth=1.6, zorder=3)
     axes.set_title(title)
     axes.set_ylabel("account value (USD)")
-    axes.grid(alpha=0.3)
+    axes.grid(alpha=0.3, zorder=0)
     axes.legend(loc="best", fontsize="small")
     figure.autofmt_xdate()
     figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+    return figure
+
+
+def save_chart(path: Path, figure: Any) -> None:
+    """Write a figure of `equity_chart` as a PNG at `path`, and free it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        figure.savefig(path)
+    finally:
+        plt.close(figure)
 
 
 def write_json(path: Path, payload: Mapping[str, Any]) -> None:

@@ -57,9 +57,10 @@ from app.llm.providers import make_provider
 from app.llm.quota import Clock, QuotaTracker, utc_now
 from app.llm.runtime import LlmRuntime
 from app.llm.strategy import DEFAULT_OPTIONS, LLMStrategy
-from app.market.ccxt_feed import CcxtMarketData, DownloadResult
+from app.market.ccxt_feed import CcxtMarketData, DownloadResult, cache_source
 from app.market.dataset import DataSet, load_data_set
 from app.market.download import ProgressFactory, download_candles
+from app.market.sample import is_synthetic
 from app.metrics import RunningSharpe
 from app.ports import Strategy
 from app.providers import BASELINE, PROVIDERS
@@ -440,9 +441,14 @@ def build_exchange_feed(
 
 
 def load_market_data(
-    data: Sequence[Path], *, coins: Sequence[str] | None, database: Database | None
+    data: Sequence[Path],
+    *,
+    coins: Sequence[str] | None,
+    database: Database | None,
+    cache_timeframe: str | None = None,
 ) -> DataSet:
-    """Load `--data`: candle files and folders, or `cache:EXCHANGE` (the `candle` table)."""
+    """Load `--data`: candle files and folders, or `cache:EXCHANGE` (the `candle` table, at
+    `cache_timeframe` or the finest timeframe held)."""
     if not data:
         raise ConfigError("give the candle files or folders to replay with --data PATH")
     cached = [str(path) for path in data if str(path).startswith(CACHE_PREFIX)]
@@ -456,8 +462,22 @@ def load_market_data(
     exchange = cached[0].removeprefix(CACHE_PREFIX).strip()
     if not exchange or database is None:
         raise ConfigError("--data cache: needs an exchange id, e.g. --data cache:binanceusdm")
-    candles, timeframe = load_cached_candles(database.engine, exchange, coins=coins)
+    candles, timeframe = load_cached_candles(
+        database.engine, exchange, coins=coins, timeframe=cache_timeframe
+    )
     return DataSet(candles=candles, timeframe=timeframe)
+
+
+def last_prices(
+    settings: Settings, database: Database, *, coins: Sequence[str]
+) -> dict[str, tuple[float, datetime]]:
+    """Return each coin's last close the live feed cached, and when that candle closed.
+
+    Read from the candle cache only (the daemon refreshes it every cycle): no exchange call.
+    """
+    exchange = settings.exchange
+    source = cache_source(exchange.id, sandbox=exchange.sandbox, api_url=exchange.api_url)
+    return CandleCache(database.engine).latest_closes(exchange=source, coins=coins)
 
 
 async def download(
@@ -623,9 +643,15 @@ async def build_backtest(
             options.agents,
             hint="or re-run with --llm-mode replay to use only answers stored by an earlier run",
         )
-    data = load_market_data(options.data, coins=options.symbols, database=database)
+    data = load_market_data(
+        options.data,
+        coins=options.symbols,
+        database=database,
+        cache_timeframe=options.cache_timeframe,
+    )
     plan = plan_backtest(settings, options, data)
-    run_id = run_id or new_run_id(datetime.now(UTC))
+    synthetic = options.synthetic or is_synthetic(options.data)
+    run_id = run_id or new_run_id(datetime.now(UTC), synthetic=synthetic)
     store = SqlCycleStore(database.engine, run_id=run_id)
     first = plan.times[0]
     store.register_agents(agent_identities(options.agents, cash_usd=options.cash_usd), at=first)

@@ -12,7 +12,17 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("ARENA_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+def shared_data_root(setting: str | None) -> Path:
+    """Return the real-data folder: `ARENA_SHARED_DATA` (the `shared` folder or its `data`
+    folder, either works), else `../shared/data` beside the repository."""
+    root = Path(setting) if setting else REPO_ROOT.parent / "shared" / "data"
+    inner = root / "data"
+    return inner if inner.is_dir() and not (root / "market").is_dir() else root
+
+
+SHARED_DATA = shared_data_root(os.environ.get("ARENA_SHARED_DATA"))
 
 # Settings the developer's shell or .env might carry; tests start from defaults.
 _SETTING_PREFIXES = (
@@ -47,7 +57,10 @@ def shared_data(*parts: str) -> Path:
     """Return a path under ../shared/data, skipping the test with the reason when it is absent."""
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"real data not available: {path} is absent (set ARENA_SHARED_DATA)")
+        pytest.skip(
+            f"real data not available: {path} is absent (set ARENA_SHARED_DATA to the shared "
+            "data folder, see the README's Testing section)"
+        )
     return path
 
 

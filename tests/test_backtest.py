@@ -29,13 +29,14 @@ AGENTS = (
     "hodl=baseline:buy_and_hold",
     "ema=baseline:ema_trend",
 )
-# DESIGN.md §3.5: exactly these keys, nothing else.
-SUMMARY_KEYS = {"start", "end", "cycles", "symbols", "benchmark", "agents"}
+# The README's `--json` shape: exactly these keys, nothing else.
+SUMMARY_KEYS = {"run_id", "synthetic", "start", "end", "cycles", "symbols", "benchmark", "agents"}
 AGENT_KEYS = {
     "name",
     "final_equity",
     "return_pct",
     "sharpe",
+    "sharpe_note",
     "max_drawdown_pct",
     "trades",
     "win_rate",
@@ -94,9 +95,12 @@ def test_backtest_replay_makes_no_http_call_and_gives_the_same_results(
     assert second.returncode == 0, second.stderr
     assert llm.request_count == calls_made, "a replay must not call the model"
 
-    # --json prints exactly one JSON object on stdout, in DESIGN.md §3.5's shape.
+    # --json prints exactly one JSON object on stdout, in the README's shape.
     one, two = json.loads(first.stdout), json.loads(second.stdout)
     assert set(one) == SUMMARY_KEYS
+    # Each run has its own id, which `--run` takes; the data was market prices.
+    assert one["run_id"] != two["run_id"] and one["run_id"].startswith("backtest-")
+    assert one["synthetic"] is False
     assert all(set(agent) == AGENT_KEYS for agent in one["agents"])
     assert one["cycles"] == CYCLES
     assert one["symbols"] == ["BTC", "ETH", "SOL", "BNB", "XRP", "DOGE"]
@@ -107,7 +111,7 @@ def test_backtest_replay_makes_no_http_call_and_gives_the_same_results(
             {k: v for k, v in agent.items() if k not in ("llm_calls", "cache_hits")}
             for agent in summary["agents"]  # type: ignore[attr-defined]
         ]
-        return {**summary, "agents": agents}
+        return {**summary, "agents": agents, "run_id": None}
 
     assert results(one) == results(two)
     by_name_one = {agent["name"]: agent for agent in one["agents"]}
@@ -128,7 +132,7 @@ def test_backtest_replay_makes_no_http_call_and_gives_the_same_results(
         rows = list(csv.DictReader(handle))
     assert len(rows) == sum(agent["trades"] for agent in two["agents"])
     saved = json.loads((report / "summary.json").read_text(encoding="utf-8"))
-    assert saved["agents"] == two["agents"]
+    assert saved["agents"] == two["agents"] and saved["run_id"] == two["run_id"]
     assert "funding charged from files" in saved["funding"]
 
     # Tokens and latency are summed per agent over the recorded calls.

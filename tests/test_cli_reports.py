@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -131,7 +132,14 @@ def test_backtest_replays_the_candle_cache(tmp_path: Path) -> None:
 def test_start_without_a_key_gives_an_offline_first_look_on_labelled_sample_data(
     tmp_path: Path,
 ) -> None:
-    result = arena("start", cwd=tmp_path, env={"DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}"})
+    # No exchange to download from (a closed loopback port): the sample data is the fallback.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        env = {
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}",
+            "EXCHANGE_API_URL": f"http://127.0.0.1:{closed.getsockname()[1]}",
+        }
+        result = arena("start", cwd=tmp_path, env=env)
     assert result.exit_code == 0, result.stderr
     assert "No model API key is set" in result.stderr
     assert SAMPLE_LABEL in result.stdout

@@ -11,11 +11,15 @@ import pytest
 
 from app.domain import ClosedTrade, Position
 from app.metrics import (
+    NO_MINIMUM,
+    SHARPE_MINIMUM,
     RunningSharpe,
+    SampleMinimum,
     compute_metrics,
     exposure_pct,
     max_drawdown_pct,
     periods_per_year,
+    sharpe_note,
     sharpe_ratio,
     sortino_ratio,
 )
@@ -64,9 +68,10 @@ def test_compute_metrics_on_a_worked_example() -> None:
     Trades: net +30, -10, +20: win rate 2/3, profit factor 50 / 10 = 5, expectancy 40 / 3.
     Held 1 h, 30 min, 2 h: average 70 min. Open [0, 1 h] and [0:30, 1 h] and [2 h, 4 h] cut at
     the 3 h end: 2 h of 3 h = 66.67% exposure. 3 trades in 0.125 day = 24 a day. Fees 6 USD,
-    funding 0.5 - 0.2 + 0.1 = 0.4 USD.
+    funding 0.5 - 0.2 + 0.1 = 0.4 USD. (Three returns are far below the minimum sample the
+    ratios are shown from: the definition is checked here without it.)
     """
-    m = compute_metrics(EQUITY, TRADES)
+    m = compute_metrics(EQUITY, TRADES, minimum=NO_MINIMUM)
 
     assert m.total_return_pct == pytest.approx(8.9)
     assert m.periods_per_year == pytest.approx(8760.0)
@@ -169,8 +174,8 @@ def test_metrics_of_one_point_have_no_ratios() -> None:
 def test_metrics_of_a_flat_series_have_no_sharpe() -> None:
     flat = series([100.0, 100.0, 100.0, 100.0])
 
-    assert sharpe_ratio(flat) is None
-    assert sortino_ratio(flat) is None
+    assert sharpe_ratio(flat, minimum=NO_MINIMUM) is None
+    assert sortino_ratio(flat, minimum=NO_MINIMUM) is None
     assert max_drawdown_pct(flat) == 0.0
     assert compute_metrics(flat, []).total_return_pct == 0.0
 
@@ -179,9 +184,9 @@ def test_sortino_without_a_losing_period_is_none() -> None:
     """Returns +10%, +10%: no downside, so the ratio is undefined (not infinity)."""
     rising = series([100.0, 110.0, 121.0])
 
-    assert sortino_ratio(rising) is None
-    assert sharpe_ratio(rising) is None  # no spread either
-    assert sharpe_ratio(series([100.0, 110.0, 120.0])) is not None
+    assert sortino_ratio(rising, minimum=NO_MINIMUM) is None
+    assert sharpe_ratio(rising, minimum=NO_MINIMUM) is None  # no spread either
+    assert sharpe_ratio(series([100.0, 110.0, 120.0]), minimum=NO_MINIMUM) is not None
 
 
 def test_profit_factor_without_losses_is_none_and_without_wins_is_zero() -> None:
@@ -198,9 +203,9 @@ def test_ratios_skip_missing_values_and_refuse_a_wiped_out_account() -> None:
     with_gap = series([100.0, math.nan, 110.0, 99.0, 108.9])
     wiped = series([100.0, 50.0, 0.0, 10.0])
 
-    assert sharpe_ratio(with_gap) is not None
+    assert sharpe_ratio(with_gap, minimum=NO_MINIMUM) is not None
     assert max_drawdown_pct(with_gap) == pytest.approx(10.0)
-    assert sharpe_ratio(wiped) is None
+    assert sharpe_ratio(wiped, minimum=NO_MINIMUM) is None
     assert max_drawdown_pct(wiped) == pytest.approx(100.0)
 
 
@@ -216,11 +221,18 @@ def test_metrics_need_a_time_index() -> None:
         compute_metrics(pd.Series([1.0, 2.0]), [])
 
 
-def running(values: list[float], step: timedelta = HOUR) -> float | None:
-    sharpe = RunningSharpe(step)
+def running(
+    values: list[float], step: timedelta = HOUR, *, minimum: SampleMinimum = SHARPE_MINIMUM
+) -> float | None:
+    sharpe = RunningSharpe(step, minimum=minimum)
     for value in values:
         sharpe.add(value)
     return sharpe.value()
+
+
+def walk(length: int, seed: int) -> list[float]:
+    rng = np.random.default_rng(seed)
+    return list(10_000.0 * np.cumprod(1.0 + rng.normal(0.0001, 0.004, length)))
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -228,11 +240,80 @@ def test_the_running_sharpe_equals_sharpe_ratio_on_random_series(seed: int) -> N
     """The prompt's Sharpe (updated per cycle) and the leaderboard's (from the series) agree."""
     rng = np.random.default_rng(seed)
     length = int(rng.integers(3, 400))
-    values = list(10_000.0 * np.cumprod(1.0 + rng.normal(0.0001, 0.004, length)))
+    values = walk(length, seed)
     step = timedelta(minutes=int(rng.choice([1, 3, 5, 60])))
-    expected = sharpe_ratio(series(values, step))
+    expected = sharpe_ratio(series(values, step), minimum=NO_MINIMUM)
     assert expected is not None
-    assert running(values, step) == pytest.approx(expected, rel=1e-9)
+    assert running(values, step, minimum=NO_MINIMUM) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_running_sharpe_and_sharpe_ratio_apply_the_same_minimum(seed: int) -> None:
+    """Series covering 3 to 14 days at the daemon's and backtests' cadences: below 7 days both
+    give None, above it both give the same number."""
+    rng = np.random.default_rng(seed)
+    step = timedelta(minutes=int(rng.choice([3, 5, 60])))
+    covered = timedelta(days=float(rng.uniform(3.0, 14.0)))
+    returns = int(covered / step)
+    values = walk(returns + 1, seed)
+
+    expected = sharpe_ratio(series(values, step))
+
+    assert (expected is None) == (returns < 30 or returns * step < timedelta(days=7))
+    if expected is None:
+        assert running(values, step) is None
+    else:
+        assert running(values, step) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("returns", "step", "shown", "note"),
+    [
+        # Hourly: 168 returns cover 7 days; 167 cover 6.96.
+        (168, HOUR, True, None),
+        (167, HOUR, False, "needs 7 days of returns, has 6.96 days"),
+        # Daily: 29 returns cover 29 days but are too few; 30 are enough.
+        (29, timedelta(days=1), False, "needs 30 returns, has 29"),
+        (30, timedelta(days=1), True, None),
+        # The issue's figures: 5 live cycles of 3 minutes, a 6-hour backtest at 5 minutes.
+        (5, timedelta(minutes=3), False, "needs 7 days of returns, has 15 minutes"),
+        (72, timedelta(minutes=5), False, "needs 7 days of returns, has 6 hours"),
+    ],
+)
+def test_the_sharpe_ratio_needs_thirty_returns_covering_seven_days(
+    returns: int, step: timedelta, shown: bool, note: str | None
+) -> None:
+    values = walk(returns + 1, seed=returns)
+
+    m = compute_metrics(series(values, step), [])
+
+    assert (m.sharpe is not None) == shown and (m.sortino is not None) == shown
+    assert m.sharpe_note == note
+    assert (running(values, step) is not None) == shown
+
+
+def test_above_the_minimum_the_sharpe_ratio_is_annualised_as_without_it() -> None:
+    """17 days of 5-minute returns (Season 1's length): the minimum changes nothing."""
+    values = walk(17 * 288 + 1, seed=1)
+    equity = series(values, timedelta(minutes=5))
+
+    assert sharpe_ratio(equity) == sharpe_ratio(equity, minimum=NO_MINIMUM) is not None
+    assert sharpe_note(equity) is None
+
+
+@pytest.mark.parametrize(
+    ("values", "note"),
+    [
+        ([], "no cycle yet"),
+        ([10_000.0] * 200, "the account value did not move"),
+        ([10_000.0, 10_100.0, 0.0] + [10_000.0] * 200, "the account value reached zero"),
+    ],
+)
+def test_the_sharpe_note_says_why_there_is_no_ratio(values: list[float], note: str) -> None:
+    equity = series(values) if values else pd.Series([], dtype=float)
+
+    assert sharpe_ratio(equity) is None
+    assert sharpe_note(equity) == note
 
 
 @pytest.mark.parametrize(
@@ -248,5 +329,5 @@ def test_the_running_sharpe_equals_sharpe_ratio_on_random_series(seed: int) -> N
     ids=["empty", "one value", "one return", "no spread", "zero value", "negative value"],
 )
 def test_the_running_sharpe_has_the_same_edge_cases_as_sharpe_ratio(values: list[float]) -> None:
-    assert sharpe_ratio(series(values)) is None
-    assert running(values) is None
+    assert sharpe_ratio(series(values), minimum=NO_MINIMUM) is None
+    assert running(values, minimum=NO_MINIMUM) is None

@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 
 from app.backtest import BacktestOptions
-from app.wiring import run_backtest
 from app.config import AgentConfig, load_settings
 from app.db import queries
 from app.domain import AccountView, CoinSnapshot, MarketSnapshot
@@ -28,7 +27,7 @@ from app.llm.baselines import (
 )
 from app.ports import DecisionRequest
 from app.trading import risk
-from app.wiring import open_database
+from app.wiring import open_database, run_backtest
 from tests.fakes.candles import random_walk_candles
 
 AT = datetime(2025, 10, 20, tzinfo=UTC)

@@ -9,7 +9,14 @@ import typer
 
 from app.cli.console import print_json, stderr, stdout
 from app.cli.context import get_settings
-from app.cli.options import AgentOption, agents_from, parse_coins, parse_time
+from app.cli.options import (
+    AgentOption,
+    WideOption,
+    agents_from,
+    parse_coins,
+    parse_time,
+    parse_timeframe,
+)
 from app.cli.views import leaderboard_table
 from app.domain import LlmMode
 from app.errors import ConfigError
@@ -55,6 +62,7 @@ def backtest_command(
     report: Annotated[
         Path | None, typer.Option("--report", help="Write chart, trades and summary here.")
     ] = None,
+    wide: WideOption = False,
 ) -> None:
     """Replay history through the same cycle code, with cached LLM answers."""
     import asyncio
@@ -75,7 +83,7 @@ def backtest_command(
         symbols=tuple(parse_coins(symbols)) if symbols else None,
         start=parse_time(start, option="--start") if start is not None else None,
         end=parse_time(end, option="--end") if end is not None else None,
-        interval=interval,
+        interval=parse_timeframe(interval, option="--interval") if interval is not None else None,
         llm_mode=llm_mode,
         cash_usd=cash,
         fee_bps=fee_bps,
@@ -89,14 +97,19 @@ def backtest_command(
     if as_json:
         print_json(result.summary)
         return
+    title = (
+        f"Backtest {result.start:%Y-%m-%d %H:%M} to {result.end:%Y-%m-%d %H:%M} UTC, "
+        f"{', '.join(result.symbols)}, every {result.interval} ({result.cycles:,} cycles)"
+    )
+    if result.synthetic:
+        title = f"SYNTHETIC DATA, NOT MARKET PRICES. {title}"
     stdout.print(
         leaderboard_table(
             result.rows,
-            title=(
-                f"Backtest {result.start:%Y-%m-%d %H:%M} to {result.end:%Y-%m-%d %H:%M} UTC, "
-                f"{', '.join(result.symbols)}, every {result.interval} ({result.cycles:,} cycles)"
-            ),
+            title=title,
             hodl_pct=result.buy_and_hold_return_pct,
+            wide=wide,
+            synthetic=result.synthetic,
         )
     )
     stderr.print(

@@ -3,13 +3,40 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
 from rich.console import Console
 
-# Piped output gets room for the wide leaderboard instead of a squeezed 80 columns.
-stdout = Console() if sys.stdout.isatty() else Console(width=220)
+
+def _piped_width() -> int:
+    """Return the width of output that goes to a file or a pipe: COLUMNS if set, else 220."""
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) > 0 else 220
+
+
+class _Stdout(Console):
+    """A console whose width follows where it writes now: the terminal's, or the piped width.
+
+    Decided at each print, not at import: the same process may print to a terminal, a pipe or a
+    captured buffer (tests), and COLUMNS may change in between.
+    """
+
+    @property
+    def width(self) -> int:
+        if self._width is not None or self.is_terminal:
+            return super().width
+        return _piped_width()
+
+    @width.setter
+    def width(self, width: int) -> None:
+        self._width = width
+
+
+# Piped output gets room for the wide leaderboard instead of a squeezed 80 columns, unless
+# COLUMNS says how wide it should be.
+stdout = _Stdout()
 stderr = Console(stderr=True)
 
 

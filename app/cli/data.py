@@ -9,7 +9,7 @@ import typer
 
 from app.cli.console import print_json, stdout
 from app.cli.context import get_settings
-from app.cli.options import parse_coins, parse_time
+from app.cli.options import parse_coins, parse_time, parse_timeframe
 from app.cli.views import download_json, download_lines
 
 data_app = typer.Typer(help="Market data: fill the candle cache.", no_args_is_help=True)
@@ -38,6 +38,7 @@ def data_download(
     from app.cli.progress import download_progress
     from app.wiring import download, open_database
 
+    timeframe = parse_timeframe(timeframe, option="--timeframe")
     start = parse_time(since, option="--since")
     end = parse_time(until, option="--until") if until else datetime.now(UTC)
     settings = get_settings()

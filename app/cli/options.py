@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from app.config import AgentConfig, Settings
-from app.domain import ensure_utc
+from app.domain import ensure_utc, timeframe_to_timedelta
 from app.errors import ConfigError
 
 ConfigOption = Annotated[
@@ -28,6 +28,12 @@ RunOption = Annotated[
     typer.Option("--run", help="Run to show: 'live' (default) or a backtest's run id."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+WideOption = Annotated[
+    bool,
+    typer.Option(
+        "--wide", help="Show every column, however narrow the terminal (default: what fits)."
+    ),
+]
 
 
 def parse_time(text: str, *, option: str) -> datetime:
@@ -40,6 +46,18 @@ def parse_time(text: str, *, option: str) -> datetime:
             "2025-10-17T22:00 (UTC unless it names a zone)"
         ) from None
     return ensure_utc(moment)
+
+
+def parse_timeframe(text: str, *, option: str) -> str:
+    """Check a timeframe such as 5m, 1h or 1d; a bad one is a `ConfigError` naming the option."""
+    try:
+        timeframe_to_timedelta(text)
+    except ValueError:
+        raise ConfigError(
+            f"{option} {text!r} is not a timeframe: use a positive number and a unit "
+            "(m, h, d), e.g. 5m, 1h or 1d"
+        ) from None
+    return text.strip()
 
 
 def parse_coins(text: str) -> list[str]:

@@ -31,10 +31,11 @@ class RichProgress:
     def __init__(self) -> None:
         self._progress = Progress(
             TextColumn("backtest"),
-            BarColumn(),
+            # A short bar: the figures after it fit an 80-column terminal.
+            BarColumn(bar_width=16),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]} cycles/s"),
-            TextColumn("LLM calls {task.fields[calls]}, cache hits {task.fields[hits]}"),
+            TextColumn("{task.fields[rate]}/s"),
+            TextColumn("calls {task.fields[calls]} hits {task.fields[hits]}"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=stderr,

@@ -8,7 +8,9 @@ import typer
 
 from app.cli.console import print_json, stderr, stdout
 from app.cli.context import get_settings
+from app.cli.options import WideOption
 from app.cli.views import probe_lines, quota_json, quota_table
+from app.errors import AppError, ConfigError
 from app.logs import mask_secrets
 
 
@@ -21,6 +23,7 @@ def show_quota(
         ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+    wide: WideOption = False,
 ) -> None:
     """Show each configured model's calls today, last-seen limits and calls left at the cadence."""
     import asyncio
@@ -55,7 +58,15 @@ def show_quota(
     interval = settings.schedule.interval
     if as_json:
         print_json(quota_json(interval, report, probes))
-        return
-    for line in probe_lines(probes):
-        stderr.print(mask_secrets(line), highlight=False)
-    stdout.print(quota_table(interval, report))
+    else:
+        for line in probe_lines(probes):
+            stderr.print(mask_secrets(line), highlight=False)
+        stdout.print(quota_table(interval, report, wide=wide))
+    if probes and not any(item.outcome == "ok" for item in probes):
+        if all(item.outcome == "no_key" for item in probes):
+            raise ConfigError(
+                "no probe succeeded: no API key for any model; set the key in .env "
+                "(see .env.example) and probe again"
+            )
+        outcomes = ", ".join(sorted({item.outcome for item in probes}))
+        raise AppError(f"no probe succeeded ({len(probes)} tried: {outcomes})")

@@ -8,7 +8,7 @@ import typer
 
 from app.cli.console import print_json, stdout
 from app.cli.context import get_settings
-from app.cli.options import JsonOption, RunOption
+from app.cli.options import JsonOption, RunOption, WideOption
 from app.cli.views import (
     chat_json,
     leaderboard_json,
@@ -48,43 +48,67 @@ def _pick_run(engine: Engine, run: str | None) -> str:
     return chosen
 
 
-def leaderboard_command(run: RunOption = None, as_json: JsonOption = False) -> None:
+def leaderboard_command(
+    run: RunOption = None, as_json: JsonOption = False, wide: WideOption = False
+) -> None:
     """Rank the agents of a run by account value."""
-    from app.reports import leaderboard
+    from app.reports import is_synthetic_run, leaderboard
 
     database = _open_existing(get_settings())
     run_id = _pick_run(database.engine, run)
     rows = leaderboard(database.engine, run_id)
+    synthetic = is_synthetic_run(run_id)
     if as_json:
-        print_json(leaderboard_json(run_id, rows))
+        print_json(leaderboard_json(run_id, rows, synthetic=synthetic))
         return
-    stdout.print(leaderboard_table(rows, title=f"Leaderboard ({run_id})", hodl_pct=None))
+    title = f"Leaderboard ({run_id})"
+    if synthetic:
+        title += ": SYNTHETIC data (a seeded random walk, not market prices)"
+    stdout.print(
+        leaderboard_table(rows, title=title, hodl_pct=None, wide=wide, synthetic=synthetic)
+    )
 
 
-def positions_command(run: RunOption = None, as_json: JsonOption = False) -> None:
-    """Show every agent's open positions with their exit plans."""
+def positions_command(
+    run: RunOption = None, as_json: JsonOption = False, wide: WideOption = False
+) -> None:
+    """Show every agent's open positions with their exit plans, price and unrealized PnL."""
     from app.db import queries
+    from app.wiring import last_prices
 
-    database = _open_existing(get_settings())
+    settings = get_settings()
+    database = _open_existing(settings)
     run_id = _pick_run(database.engine, run)
     items = [
         (agent.name, position)
         for agent in queries.agents(database.engine, run_id)
         for position in queries.open_positions(database.engine, agent.agent_id)
     ]
+    prices: dict[str, float] = {}
+    note = "price and uPnL are shown for the live run (the last candle the daemon cached)"
+    if run_id == "live" and items:
+        known = last_prices(settings, database, coins=sorted({p.coin for _, p in items}))
+        prices = {coin: price for coin, (price, _at) in known.items()}
+        if known:
+            newest = max(at for _price, at in known.values())
+            note = (
+                f"price: the last closed candle cached from {settings.exchange.id}, "
+                f"{newest:%Y-%m-%d %H:%M} UTC"
+            )
     if as_json:
-        print_json(positions_json(items))
+        print_json(positions_json(items, prices))
         return
     if not items:
         stdout.print(f"no open positions in run {run_id}")
         return
-    stdout.print(positions_table(run_id, items))
+    stdout.print(positions_table(run_id, items, prices=prices, prices_note=note, wide=wide))
 
 
 def trades_command(
     run: RunOption = None,
     limit: Annotated[int, typer.Option("--limit", help="Most recent trades to show.")] = 50,
     as_json: JsonOption = False,
+    wide: WideOption = False,
 ) -> None:
     """Show the closed trades (entry, exit, fees, funding, PnL, holding time)."""
     from app.db import queries
@@ -104,25 +128,52 @@ def trades_command(
     if not items:
         stdout.print(f"no closed trades in run {run_id}")
         return
-    stdout.print(trades_table(run_id, items))
+    stdout.print(trades_table(run_id, items, wide=wide))
 
 
 def chat_command(
     run: RunOption = None,
     agent: Annotated[str | None, typer.Option("--agent", help="Only this agent.")] = None,
+    coin: Annotated[
+        str | None, typer.Option("--coin", help="Only calls that decided on this coin.")
+    ] = None,
+    outcome: Annotated[
+        str | None,
+        typer.Option(
+            "--outcome",
+            help="Only calls with this outcome (ok, parse_error, error...) or with a decision "
+            "that was executed, rejected or held.",
+        ),
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="Calls per agent.")] = 5,
+    prompt: Annotated[
+        bool, typer.Option("--prompt", help="Show the messages each call was sent, in full.")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Show each agent's recent calls: time, reasoning summary, decisions and their outcome."""
+    """Show each agent's recent calls: reasoning summary, decisions in full and their outcome."""
     from app.db import queries
 
     database = _open_existing(get_settings())
     run_id = _pick_run(database.engine, run)
-    entries = queries.recent_chat(database.engine, run_id, agent=agent, limit=limit)
+    if agent is not None and agent not in {a.name for a in queries.agents(database.engine, run_id)}:
+        raise ConfigError(f"no agent {agent!r} in run {run_id}")
+    entries = queries.recent_chat(
+        database.engine, run_id, agent=agent, limit=limit, coin=coin, outcome=outcome
+    )
+    details = queries.decision_details(
+        database.engine, [e.cycle_id for e in entries if e.cycle_id is not None]
+    )
+    prompts = (
+        {e.call_id: queries.call_messages(database.engine, e.call_id) for e in entries if e.call_id}
+        if prompt
+        else None
+    )
     if as_json:
-        print_json(chat_json(entries))
+        print_json(chat_json(entries, details, prompts))
         return
     if not entries:
-        stdout.print(f"no model calls recorded in run {run_id}")
+        wanted = " matching the filters" if coin or outcome else ""
+        stdout.print(f"no model calls{wanted} recorded in run {run_id}")
         return
-    print_chat(stdout, entries)
+    print_chat(stdout, entries, details, prompts, coin=coin)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
+from rich.markup import escape
 
 from app import __version__
 from app.cli.backtest import backtest_command
@@ -77,7 +78,9 @@ app.add_typer(data_app, name="data")
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    stderr.print(f"[bold red]error:[/] {mask_secrets(message)}", highlight=False, soft_wrap=True)
+    # One line per problem, each marked; the text is shown as is (`[risk]` is not markup).
+    for line in mask_secrets(message).splitlines() or [""]:
+        stderr.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
     raise SystemExit(code)
 
 

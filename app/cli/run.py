@@ -1,4 +1,4 @@
-"""`arena run` (the live arena) and `arena start` (live with a key, else an offline first look)."""
+"""`arena run` (the live arena) and `arena start` (live with a key, else the first look)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ import typer
 
 from app.cli.console import stderr, stdout
 from app.cli.context import get_settings
-from app.cli.options import AgentOption, agents_from, parse_time
+from app.cli.options import AgentOption, WideOption, agents_from, parse_time
 from app.cli.views import leaderboard_table
-from app.config import AgentConfig, Settings
-from app.domain import LlmMode
+from app.config import Settings
 from app.errors import ConfigError
 
 # Said after the first look: how to go from the offline baselines to a model trading.
@@ -24,7 +23,9 @@ NEXT_STEPS = (
     "     OpenAI-compatible server work too, see README)\n"
     "  2. .venv/bin/python scripts/test_modelscope.py   checks the key with one call\n"
     "  3. bash scripts/run.sh   starts the live arena (arena run)\n"
-    "Backtest models on history: arena backtest --data PATH --agent NAME=PROVIDER:MODEL"
+    "Backtest models on more history:\n"
+    "  arena data download --exchange binanceusdm --timeframe 5m --since 2025-10-01\n"
+    "  arena backtest --data cache:binanceusdm --agent NAME=PROVIDER:MODEL"
 )
 
 
@@ -61,64 +62,76 @@ def run_command(
 def start_command(
     data: Annotated[
         list[Path] | None,
-        typer.Option("--data", help="Candle files or folders for the offline first look."),
+        typer.Option("--data", help="Candle files or folders for the first look (no download)."),
     ] = None,
+    wide: WideOption = False,
 ) -> None:
-    """The main job: the live arena when a model key is set, else an offline first look."""
+    """The main job: the live arena when a model key is set, else a first look at the baselines."""
     import asyncio
+
+    settings = get_settings()
 
     from app.wiring import llm_agents, missing_keys, run_arena
 
-    settings = get_settings()
     agents = list(settings.agents)
     lacking = {name for names in missing_keys(settings, agents).values() for name in names}
     if any(agent.name not in lacking for agent in llm_agents(agents)):
         raise typer.Exit(asyncio.run(run_arena(settings, agents, serve=True)))
-    _first_look(settings, data)
+    _first_look(settings, data, wide=wide)
 
 
-def _first_look(settings: Settings, data: list[Path] | None) -> None:
-    """Backtest the baselines offline and say how to bring a model in."""
+def _first_look(settings: Settings, data: list[Path] | None, *, wide: bool) -> None:
+    """Backtest the baselines on recent candles and say how to bring a model in."""
     import asyncio
 
-    from app.backtest import BacktestOptions
-    from app.cli.progress import RichProgress
-    from app.market.sample import SAMPLE_LABEL, write_sample_data
+    from app.cli.progress import RichProgress, download_progress
+    from app.first_look import FIRST_LOOK_TIMEFRAME, FirstLookData, first_look_data
+    from app.market.sample import is_synthetic
     from app.wiring import open_database, run_backtest
 
-    paths, label = _first_look_data(data)
+    database = open_database(settings)
     stderr.print(
-        "[bold]No model API key is set[/], so this is an offline first look: the two "
-        f"rule-based baselines replay the last two weeks of {label}.",
+        "[bold]No model API key is set[/], so this is a first look: the two rule-based "
+        "baselines (buy_and_hold, ema_trend) backtest the last two weeks of candles.",
         highlight=False,
     )
-    if paths is None:
-        paths = [write_sample_data(Path("data") / "sample-synthetic")]
-        label = SAMPLE_LABEL
-    options = BacktestOptions(
-        data=tuple(paths),
-        agents=(
-            AgentConfig(name="buy_and_hold", provider="baseline", model="buy_and_hold"),
-            AgentConfig(name="ema_trend", provider="baseline", model="ema_trend"),
-        ),
-        llm_mode=LlmMode.REPLAY,
-        cash_usd=settings.risk.starting_cash_usd,
-        window_days=14,
-    )
-    database = open_database(settings)
+    if data:
+        source = FirstLookData(
+            data=tuple(data),
+            label=", ".join(str(path) for path in data),
+            synthetic=is_synthetic(data),
+        )
+    else:
+        stderr.print(
+            f"Downloading {FIRST_LOOK_TIMEFRAME} candles of {', '.join(settings.symbols)} from "
+            f"{settings.exchange.id} (public data, no key; cached for the next time)...",
+            highlight=False,
+        )
+        with download_progress(FIRST_LOOK_TIMEFRAME) as track:
+            source = asyncio.run(
+                first_look_data(settings, database, now=datetime.now(UTC), progress=track)
+            )
+    for note in source.notes:
+        stderr.print(note, highlight=False)
     result = asyncio.run(
-        run_backtest(settings, options, database=database, progress=RichProgress())
+        run_backtest(settings, source.options(settings), database=database, progress=RichProgress())
     )
+    title = (
+        f"First look on {source.label}: {result.start:%Y-%m-%d %H:%M} to "
+        f"{result.end:%Y-%m-%d %H:%M} UTC, every {result.interval}"
+    )
+    if result.synthetic and "SYNTHETIC" not in source.label:
+        title = f"SYNTHETIC DATA, NOT MARKET PRICES. {title}"
     stdout.print(
         leaderboard_table(
             result.rows,
-            title=(
-                f"First look on {label}: {result.start:%Y-%m-%d %H:%M} to "
-                f"{result.end:%Y-%m-%d %H:%M} UTC, every {result.interval}"
-            ),
+            title=title,
             hodl_pct=result.buy_and_hold_return_pct,
+            wide=wide,
+            synthetic=result.synthetic,
         )
     )
+    stdout.print(see_it_again(result.run_id), highlight=False)
     stdout.print(NEXT_STEPS, highlight=False)
     stdout.print(
         f"See this run in the dashboard: arena serve --run {result.run_id}  "
@@ -127,11 +140,13 @@ def _first_look(settings: Settings, data: list[Path] | None) -> None:
     )
 
 
-def _first_look_data(data: list[Path] | None) -> tuple[list[Path] | None, str]:
-    """Return the data for the first look and how to describe it (None: generate a sample)."""
-    if data:
-        return list(data), ", ".join(str(path) for path in data)
-    for candidate in (Path("data") / "market", Path("..") / "shared" / "data" / "market"):
-        if candidate.is_dir() and any(candidate.glob("*-5m.*")):
-            return [candidate], f"the real candles in {candidate}"
-    return None, "generated sample data (no real candles found in data/market)"
+def see_it_again(run_id: str) -> str:
+    """Return the lines that give a run's id and the commands that show it again."""
+    return (
+        f"\nRun id: {run_id}\n"
+        f"  arena leaderboard --run {run_id}   the table above\n"
+        f"  arena trades --run {run_id}        every closed trade\n"
+        f"  arena positions --run {run_id}     what is still open\n"
+        f"  arena chat --run {run_id}          what the agents decided (models' runs)\n"
+        f"  arena serve --run {run_id}         the same in a browser (the dashboard)"
+    )

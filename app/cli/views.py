@@ -8,16 +8,19 @@ does not load the database and LLM stacks.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
+
+from app.cli.tables import Column, FittedTable
 
 if TYPE_CHECKING:
     from app.config import Settings
-    from app.db.queries import ChatEntry
-    from app.domain import ClosedTrade, Position
+    from app.db.queries import ChatEntry, DecisionDetail
+    from app.domain import ChatMessage, ClosedTrade, Position
     from app.market.ccxt_feed import DownloadResult
     from app.quota_report import ModelQuota, ProbeResult
     from app.reports import LeaderboardRow
@@ -26,138 +29,280 @@ if TYPE_CHECKING:
 KEYED_PROVIDERS = ("modelscope", "deepseek", "dashscope", "openai")
 
 
+# What a table shows for a figure that does not exist (no trade, too short a sample...).
+MISSING = "–"
+
+
 def _money(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.2f}"
+    return MISSING if value is None else f"{value:,.2f}"
 
 
 def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:+.2f}%"
+    return MISSING if value is None else f"{value:+.2f}%"
 
 
 def _ratio(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+    return MISSING if value is None else f"{value:.2f}"
+
+
+def _number(value: float | None, digits: int = 6) -> str:
+    """Return a quantity with up to `digits` significant digits, never in exponent form."""
+    if value is None or not math.isfinite(value):
+        return MISSING
+    if value == 0:
+        return "0"
+    magnitude = math.floor(math.log10(abs(value)))
+    decimals = max(0, digits - 1 - magnitude)
+    text = f"{value:,.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def _price(value: float | None) -> str:
-    return "-" if value is None else f"{value:.6g}"
+    """Return a price: cents from 1,000 up (110,234.50), else 6 significant digits (0.186540)."""
+    if value is None or not math.isfinite(value):
+        return MISSING
+    if abs(value) >= 1000:
+        return f"{value:,.2f}"
+    if value == 0:
+        return "0"
+    decimals = max(2, 5 - math.floor(math.log10(abs(value))))
+    return f"{value:,.{decimals}f}"
+
+
+def synthetic_label(name: str) -> str:
+    """Return an agent's label in a run on synthetic data."""
+    return f"{name} (SYNTHETIC)"
 
 
 def config_json(settings: Settings) -> dict[str, Any]:
-    """Return the settings as a JSON-ready dict, each API key shown only as set or not."""
+    """Return the settings as a JSON-ready dict, each API key shown only as set or not, the
+    database URL without its password, and the verdict (`config_verdict`) under `verdict`."""
+    from app.db.session import safe_url
+
     payload = settings.model_dump(mode="json")
     for provider in KEYED_PROVIDERS:
         key = settings.provider_settings(provider).api_key
         payload[provider]["api_key"] = "set" if key is not None else None
+    payload["database"]["url"] = safe_url(settings.database.url)
+    payload["verdict"] = config_verdict(settings)
     return payload
 
 
+def config_verdict(settings: Settings) -> dict[str, Any]:
+    """Return, per agent, whether it can run (and which key it lacks), and what `start` does."""
+    from app.providers import BASELINE, PROVIDERS
+
+    agents = []
+    for agent in settings.agents:
+        if agent.provider == BASELINE:
+            agents.append({"agent": agent.name, "ready": True, "detail": "rule-based, no key"})
+            continue
+        traits = PROVIDERS[agent.provider]
+        key = settings.provider_settings(agent.provider).api_key
+        if not traits.key_required:
+            detail, ready = f"{traits.key_env} not needed (any key is accepted)", True
+        elif key is None or not key.get_secret_value():
+            detail, ready = f"needs {traits.key_env}: not set", False
+        else:
+            detail, ready = f"{traits.key_env}: set", True
+        agents.append({"agent": agent.name, "ready": ready, "detail": detail})
+    models_ready = [
+        a
+        for a, agent in zip(agents, settings.agents, strict=True)
+        if a["ready"] and agent.provider != BASELINE
+    ]
+    if models_ready:
+        start = "arena start runs the live arena (arena run) with the agents that are ready"
+    else:
+        start = (
+            "no model agent can run: arena start gives the first look (the baselines on recent "
+            "candles); set a key in .env to let a model trade"
+        )
+    return {"agents": agents, "start": start}
+
+
+def config_verdict_lines(verdict: Mapping[str, Any]) -> list[str]:
+    """Return the verdict as lines for people (rich markup)."""
+    lines = ["[bold]Verdict[/]"]
+    for item in verdict["agents"]:
+        mark = "[green]ready[/]" if item["ready"] else "[red]not ready[/]"
+        lines.append(f"  agent {escape(item['agent'])}: {mark}, {escape(item['detail'])}")
+    lines.append(f"  {escape(verdict['start'])}")
+    return lines
+
+
+# The leaderboard's columns; priority 0 always shows, the others go highest first as the
+# terminal narrows (the order here is the order on screen).
+LEADERBOARD_COLUMNS = (
+    Column("#", "right"),
+    Column("agent", text=True, max_width=26),
+    Column("model", priority=9, text=True, max_width=40),
+    Column("account value", "right"),
+    Column("return", "right"),
+    Column("Sharpe", "right"),
+    Column("max DD", "right", priority=1),
+    Column("trades", "right"),
+    Column("win rate", "right", priority=2),
+    Column("fees", "right", priority=3),
+    Column("funding", "right", priority=6),
+    Column("LLM calls", "right", priority=4),
+    Column("failed", "right", priority=5),
+    Column("cache hits", "right", priority=7),
+    Column("parse failures", "right", priority=8),
+    Column("rejected", "right", priority=8),
+    Column("tokens in/out", "right", priority=10),
+)
+
+
 def leaderboard_table(
-    rows: Sequence[LeaderboardRow], *, title: str, hodl_pct: float | None
-) -> Table:
-    """Return the leaderboard as a rich table (buy-and-hold as the last line when known)."""
-    table = Table(title=title, title_justify="left")
-    for header, justify in (
-        ("#", "right"),
-        ("agent", "left"),
-        ("model", "left"),
-        ("account value", "right"),
-        ("return", "right"),
-        ("Sharpe", "right"),
-        ("max DD", "right"),
-        ("trades", "right"),
-        ("win rate", "right"),
-        ("fees", "right"),
-        ("funding", "right"),
-        ("LLM calls", "right"),
-        ("cache hits", "right"),
-        ("parse failures", "right"),
-        ("rejected", "right"),
-        ("tokens in/out", "right"),
-    ):
-        table.add_column(header, justify=justify)  # type: ignore[arg-type]
+    rows: Sequence[LeaderboardRow],
+    *,
+    title: str,
+    hodl_pct: float | None,
+    wide: bool = False,
+    synthetic: bool = False,
+) -> FittedTable:
+    """Return the leaderboard (buy-and-hold as the last line when known) fitted to the width.
+
+    An agent with no cycle yet shows its starting cash and "no cycle yet"; `synthetic` labels
+    every agent of a run on synthetic data.
+    """
+    cells: list[tuple[str, ...]] = []
     for rank, row in enumerate(rows, start=1):
-        table.add_row(
-            str(rank),
-            row.name,
-            f"{row.provider}:{row.model}",
-            _money(row.final_equity),
-            _pct(row.return_pct),
-            _ratio(row.sharpe),
-            f"{row.max_drawdown_pct:.2f}%",
-            str(row.trades),
-            "-" if row.win_rate is None else f"{row.win_rate * 100:.1f}%",
-            _money(row.fees_paid),
-            _money(row.funding_paid),
-            str(row.llm_calls),
-            str(row.cache_hits),
-            str(row.parse_failures),
-            str(row.rejected_decisions),
-            f"{row.prompt_tokens:,}/{row.completion_tokens:,}",
+        started = row.last_at is not None
+        cells.append(
+            (
+                str(rank),
+                synthetic_label(row.name) if synthetic else row.name,
+                f"{row.provider}:{row.model}",
+                _money(row.final_equity),
+                _pct(row.return_pct) if started else "no cycle yet",
+                _ratio(row.sharpe),
+                f"{row.max_drawdown_pct:.2f}%" if started else MISSING,
+                str(row.trades),
+                MISSING if row.win_rate is None else f"{row.win_rate * 100:.1f}%",
+                _money(row.fees_paid),
+                _money(row.funding_paid),
+                str(row.llm_calls),
+                str(row.failed_cycles),
+                str(row.cache_hits),
+                str(row.parse_failures),
+                str(row.rejected_decisions),
+                f"{row.prompt_tokens:,}/{row.completion_tokens:,}",
+            )
         )
     if hodl_pct is not None:
-        table.add_row("", "buy & hold", "equal weight, no fees", "", _pct(hodl_pct), *[""] * 11)
-    return table
+        benchmark = ["", "buy & hold (no fees)", "equal weight", "", _pct(hodl_pct)]
+        cells.append((*benchmark, *[""] * (len(LEADERBOARD_COLUMNS) - len(benchmark))))
+    notes = sorted({row.sharpe_note for row in rows if row.sharpe is None and row.sharpe_note})
+    caption = f"Sharpe {MISSING}: {'; '.join(notes)}" if notes else None
+    return FittedTable(LEADERBOARD_COLUMNS, cells, title=title, caption=caption, wide=wide)
 
 
-def leaderboard_json(run_id: str, rows: Sequence[LeaderboardRow]) -> dict[str, Any]:
-    """Return `arena leaderboard --json`'s document."""
-    return {"run": run_id, "agents": [dataclasses.asdict(row) for row in rows]}
+def leaderboard_json(
+    run_id: str, rows: Sequence[LeaderboardRow], *, synthetic: bool = False
+) -> dict[str, Any]:
+    """Return `arena leaderboard --json`'s document (`run` is the older name of `run_id`)."""
+    return {
+        "run": run_id,
+        "run_id": run_id,
+        "synthetic": synthetic,
+        "agents": [dataclasses.asdict(row) for row in rows],
+    }
 
 
-def positions_json(items: Sequence[tuple[str, Position]]) -> list[dict[str, Any]]:
-    """Return `arena positions --json`'s document from (agent name, position) pairs."""
-    return [
-        {
-            "agent": name,
-            "coin": p.coin,
-            "side": p.side,
-            "quantity": p.quantity,
-            "entry_price": p.entry_price,
-            "leverage": p.leverage,
-            "margin_usd": p.margin_usd,
-            "liquidation_price": p.liquidation_price,
-            "profit_target": p.exit_plan.profit_target,
-            "stop_loss": p.exit_plan.stop_loss,
-            "invalidation_condition": p.exit_plan.invalidation_condition,
-            "opened_at": p.opened_at.isoformat(),
-            "funding_usd": p.funding_usd,
-        }
-        for name, p in items
-    ]
+def positions_json(
+    items: Sequence[tuple[str, Position]], prices: Mapping[str, float] | None = None
+) -> list[dict[str, Any]]:
+    """Return `arena positions --json`'s document from (agent name, position) pairs.
 
-
-def positions_table(run_id: str, items: Sequence[tuple[str, Position]]) -> Table:
-    """Return the open positions, one row per (agent name, position), as a rich table."""
-    table = Table(title=f"Open positions ({run_id})", title_justify="left")
-    for header in (
-        "agent",
-        "coin",
-        "side",
-        "qty",
-        "entry",
-        "lev",
-        "margin",
-        "liq.",
-        "target",
-        "stop",
-        "opened (UTC)",
-    ):
-        table.add_column(header)
+    `prices` are the coins' last known prices: each position then carries `price` and
+    `unrealized_pnl_usd` (null where the price is unknown).
+    """
+    prices = prices or {}
+    documents = []
     for name, p in items:
-        table.add_row(
-            name,
-            p.coin,
-            p.side,
-            f"{p.quantity:.6g}",
-            f"{p.entry_price:.6g}",
-            f"{p.leverage}x",
-            _money(p.margin_usd),
-            f"{p.liquidation_price:.6g}",
-            _price(p.exit_plan.profit_target),
-            _price(p.exit_plan.stop_loss),
-            f"{p.opened_at:%Y-%m-%d %H:%M}",
+        price = prices.get(p.coin)
+        documents.append(
+            {
+                "agent": name,
+                "coin": p.coin,
+                "side": p.side,
+                "quantity": p.quantity,
+                "entry_price": p.entry_price,
+                "price": price,
+                "unrealized_pnl_usd": None if price is None else p.unrealized_pnl_usd(price),
+                "leverage": p.leverage,
+                "margin_usd": p.margin_usd,
+                "liquidation_price": p.liquidation_price,
+                "profit_target": p.exit_plan.profit_target,
+                "stop_loss": p.exit_plan.stop_loss,
+                "invalidation_condition": p.exit_plan.invalidation_condition,
+                "opened_at": p.opened_at.isoformat(),
+                "funding_usd": p.funding_usd,
+            }
         )
-    return table
+    return documents
+
+
+POSITION_COLUMNS = (
+    Column("agent", text=True, max_width=20),
+    Column("coin"),
+    Column("side"),
+    Column("qty", "right"),
+    Column("entry", "right"),
+    Column("price", "right"),
+    Column("uPnL", "right"),
+    Column("lev", "right", priority=2),
+    Column("margin", "right", priority=4),
+    Column("liq.", "right", priority=3),
+    Column("target", "right", priority=1),
+    Column("stop", "right", priority=1),
+    Column("opened (UTC)", priority=5),
+)
+
+
+def positions_table(
+    run_id: str,
+    items: Sequence[tuple[str, Position]],
+    *,
+    prices: Mapping[str, float] | None = None,
+    prices_note: str | None = None,
+    wide: bool = False,
+) -> FittedTable:
+    """Return the open positions, one row per (agent name, position), fitted to the width.
+
+    `prices` are the coins' last known prices (the price and unrealized PnL columns show
+    "–" without them); `prices_note` says where they come from.
+    """
+    prices = prices or {}
+    cells = []
+    for name, p in items:
+        price = prices.get(p.coin)
+        cells.append(
+            (
+                name,
+                p.coin,
+                p.side,
+                _number(p.quantity),
+                _price(p.entry_price),
+                _price(price),
+                MISSING if price is None else f"{p.unrealized_pnl_usd(price):+,.2f}",
+                f"{p.leverage}x",
+                _money(p.margin_usd),
+                _price(p.liquidation_price),
+                _price(p.exit_plan.profit_target),
+                _price(p.exit_plan.stop_loss),
+                f"{p.opened_at:%Y-%m-%d %H:%M}",
+            )
+        )
+    return FittedTable(
+        POSITION_COLUMNS,
+        cells,
+        title=f"Open positions ({run_id})",
+        caption=prices_note,
+        wide=wide,
+    )
 
 
 def trades_json(items: Sequence[tuple[str, ClosedTrade]]) -> list[dict[str, Any]]:
@@ -172,48 +317,86 @@ def trades_json(items: Sequence[tuple[str, ClosedTrade]]) -> list[dict[str, Any]
     ]
 
 
-def trades_table(run_id: str, items: Sequence[tuple[str, ClosedTrade]]) -> Table:
-    """Return the closed trades, one row per (agent name, trade), as a rich table."""
-    table = Table(title=f"Closed trades ({run_id}), newest first", title_justify="left")
-    for header in (
-        "agent",
-        "coin",
-        "side",
-        "qty",
-        "entry",
-        "exit",
-        "lev",
-        "fees",
-        "funding",
-        "net PnL",
-        "held",
-        "exit reason",
-        "closed (UTC)",
-    ):
-        table.add_column(header)
-    for name, t in items:
-        table.add_row(
+TRADE_COLUMNS = (
+    Column("agent", text=True, max_width=20),
+    Column("coin"),
+    Column("side"),
+    Column("qty", "right", priority=5),
+    Column("entry", "right", priority=2),
+    Column("exit", "right", priority=2),
+    Column("lev", "right", priority=6),
+    Column("fees", "right", priority=4),
+    Column("funding", "right", priority=4),
+    Column("net PnL", "right"),
+    Column("held", "right", priority=3),
+    Column("exit reason", priority=1, text=True, max_width=14),
+    Column("closed (UTC)"),
+)
+
+
+def trades_table(
+    run_id: str, items: Sequence[tuple[str, ClosedTrade]], *, wide: bool = False
+) -> FittedTable:
+    """Return the closed trades, one row per (agent name, trade), fitted to the width."""
+    cells = [
+        (
             name,
             t.coin,
             t.side,
-            f"{t.quantity:.6g}",
-            f"{t.entry_price:.6g}",
-            f"{t.exit_price:.6g}",
+            _number(t.quantity),
+            _price(t.entry_price),
+            _price(t.exit_price),
             f"{t.leverage}x",
             _money(t.entry_fee_usd + t.exit_fee_usd),
             _money(t.funding_usd),
-            _money(t.net_pnl_usd),
+            f"{t.net_pnl_usd:+,.2f}",
             f"{t.holding_time.total_seconds() / 3600:.1f}h",
             t.exit_reason,
             f"{t.closed_at:%Y-%m-%d %H:%M}",
         )
-    return table
+        for name, t in items
+    ]
+    return FittedTable(
+        TRADE_COLUMNS, cells, title=f"Closed trades ({run_id}), newest first", wide=wide
+    )
 
 
-def chat_json(entries: Sequence[ChatEntry]) -> list[dict[str, Any]]:
-    """Return `arena chat --json`'s document."""
-    return [
-        {
+def _decision_json(detail: DecisionDetail) -> dict[str, Any]:
+    return {
+        "coin": detail.coin,
+        "signal": detail.signal,
+        "outcome": detail.outcome,
+        "reason": detail.reason,
+        "quantity": detail.quantity,
+        "leverage": detail.leverage,
+        "confidence": detail.confidence,
+        "profit_target": detail.profit_target,
+        "stop_loss": detail.stop_loss,
+        "justification": detail.justification,
+        "filled_quantity": detail.filled_quantity,
+        "fill_price": detail.fill_price,
+    }
+
+
+def chat_json(
+    entries: Sequence[ChatEntry],
+    details: Mapping[int, Sequence[DecisionDetail]] | None = None,
+    prompts: Mapping[int, Sequence[ChatMessage]] | None = None,
+) -> list[dict[str, Any]]:
+    """Return `arena chat --json`'s document.
+
+    `details` (by cycle id) give each decision in full; `prompts` (by call id, with `--prompt`)
+    add the messages each call was sent.
+    """
+    documents = []
+    for e in entries:
+        full = (details or {}).get(e.cycle_id or -1)
+        decisions = (
+            [_decision_json(d) for d in full]
+            if full is not None
+            else [{"coin": c, "signal": s, "outcome": o, "reason": r} for c, s, o, r in e.decisions]
+        )
+        document: dict[str, Any] = {
             "agent": e.agent,
             "at": e.at.isoformat(),
             "model": e.model,
@@ -221,30 +404,77 @@ def chat_json(entries: Sequence[ChatEntry]) -> list[dict[str, Any]]:
             "reasoning": e.reasoning,
             "response": e.response_text,
             "error": e.error,
-            "decisions": [
-                {"coin": c, "signal": s, "outcome": o, "reason": r} for c, s, o, r in e.decisions
-            ],
+            "decisions": decisions,
         }
-        for e in entries
-    ]
+        if prompts is not None and e.call_id is not None:
+            document["prompt"] = [
+                {"role": m.role, "content": m.content} for m in prompts.get(e.call_id, ())
+            ]
+        documents.append(document)
+    return documents
 
 
-def print_chat(console: Console, entries: Sequence[ChatEntry]) -> None:
-    """Print each call as a rule, its reasoning summary, its error and its decisions."""
+def _decision_line(d: DecisionDetail) -> str:
+    """Return one decision as a line: signal, size, prices, confidence, and what became of it."""
+    parts = [f"{d.coin}: {d.signal}"]
+    if d.quantity:
+        parts.append(f"{_number(d.quantity)}")
+    if d.leverage:
+        parts.append(f"{d.leverage}x")
+    if d.fill_price is not None:
+        parts.append(f"@ {_price(d.fill_price)}")
+    if d.profit_target is not None or d.stop_loss is not None:
+        parts.append(f"target {_price(d.profit_target)} stop {_price(d.stop_loss)}")
+    if d.confidence is not None:
+        parts.append(f"confidence {d.confidence:.2f}")
+    line = "  " + " ".join(parts) + f" → {d.outcome}"
+    if d.reason:
+        line += f" ({d.reason})"
+    return line
+
+
+def print_chat(
+    console: Console,
+    entries: Sequence[ChatEntry],
+    details: Mapping[int, Sequence[DecisionDetail]] | None = None,
+    prompts: Mapping[int, Sequence[ChatMessage]] | None = None,
+    *,
+    coin: str | None = None,
+) -> None:
+    """Print each call as a rule, its reasoning summary, its error and its decisions.
+
+    With `details`, each decision shows its size, prices, confidence and justification; with
+    `prompts`, the messages the call was sent come first; `coin` shows that coin's decisions only.
+    """
     from app.db.queries import summarize_reasoning
 
     for e in entries:
         console.rule(
             f"{e.agent} · {e.at:%Y-%m-%d %H:%M:%S} UTC · {e.model} · {e.outcome}", align="left"
         )
+        if prompts is not None and e.call_id is not None:
+            for message in prompts.get(e.call_id, ()):
+                console.print(f"[bold]{message.role}[/]", highlight=False)
+                console.print(message.content, markup=False, highlight=False)
+            console.print("[bold]answer[/]", highlight=False)
         summary = summarize_reasoning(e.reasoning or e.response_text)
         if summary:
-            console.print(summary, highlight=False)
+            console.print(summary, markup=False, highlight=False)
         if e.error:
-            console.print(f"[red]{e.error}[/]", highlight=False)
-        for coin, signal, outcome, reason in e.decisions:
-            note = f" ({reason})" if reason else ""
-            console.print(f"  {coin}: {signal} → {outcome}{note}", highlight=False)
+            console.print(f"[red]{escape(e.error)}[/]", highlight=False)
+        full = (details or {}).get(e.cycle_id or -1)
+        if full is None:
+            for c, signal, outcome, reason in e.decisions:
+                if coin is None or c == coin.upper():
+                    note = f" ({reason})" if reason else ""
+                    console.print(f"  {c}: {signal} → {outcome}{note}", markup=False)
+            continue
+        for d in full:
+            if coin is not None and d.coin != coin.upper():
+                continue
+            console.print(_decision_line(d), markup=False, highlight=False)
+            if d.justification:
+                console.print(f"    why: {d.justification}", markup=False, highlight=False)
 
 
 def quota_json(
@@ -288,18 +518,24 @@ def _verdict(item: ModelQuota) -> str:
     return f"[yellow]runs out ~{item.runs_out_at}[/]: {left}"
 
 
-def quota_table(interval: str, report: Sequence[ModelQuota]) -> Table | str:
-    """Return the quota report as a rich table (or a sentence when no agent uses a model)."""
+QUOTA_COLUMNS = (
+    Column("model", text=True, max_width=48),
+    Column("calls today", "right"),
+    Column("model left", "right", priority=2),
+    Column("account left", "right", priority=3),
+    Column("needed today", "right", priority=1),
+    Column("verdict", text=True, max_width=30),
+)
+
+
+def quota_table(
+    interval: str, report: Sequence[ModelQuota], *, wide: bool = False
+) -> FittedTable | str:
+    """Return the quota report fitted to the width (or a sentence when no agent uses a model)."""
     if not report:
         return "No LLM agents configured (only baselines): no quota is used."
-    table = Table(
-        title=f"LLM quota, today (UTC), one decision every {interval}",
-        caption="model/account left: last-seen remainder/limit; unknown: run arena quota --probe",
-    )
-    for column in ("model", "calls today", "model left", "account left", "needed", "verdict"):
-        table.add_column(column, overflow="fold")
-    for item in report:
-        table.add_row(
+    cells = [
+        (
             f"{item.provider}:{item.model}",
             f"{item.calls_today}"
             + (f" ({item.failures_today} failed)" if item.failures_today else ""),
@@ -308,7 +544,19 @@ def quota_table(interval: str, report: Sequence[ModelQuota]) -> Table | str:
             str(item.calls_needed_today),
             _verdict(item),
         )
-    return table
+        for item in report
+    ]
+    return FittedTable(
+        QUOTA_COLUMNS,
+        cells,
+        title=f"LLM quota, today (UTC), one decision every {interval}",
+        caption=(
+            "model/account left: the last-seen remainder/limit (? unknown: arena quota --probe); "
+            f"needed today: the calls this model takes until 00:00 UTC at one decision every "
+            f"{interval} (cycles left x the agents that ask it first)"
+        ),
+        wide=wide,
+    )
 
 
 def download_json(results: Sequence[DownloadResult]) -> list[dict[str, Any]]:

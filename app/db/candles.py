@@ -84,6 +84,38 @@ class CandleCache:
         with self.engine.connect() as connection:
             return int(connection.execute(query).scalar_one())
 
+    def latest_closes(
+        self, *, exchange: str, coins: Sequence[str]
+    ) -> dict[str, tuple[float, datetime]]:
+        """Return each coin's last cached close and when its candle closed (any timeframe)."""
+        wanted = {coin.upper() for coin in coins}
+        found: dict[str, tuple[float, datetime]] = {}
+        query = (
+            select(Candle.symbol, Candle.timeframe, func.max(Candle.open_time_ms))
+            .where(Candle.exchange == exchange)
+            .group_by(Candle.symbol, Candle.timeframe)
+        )
+        with self.engine.connect() as connection:
+            for symbol, timeframe, open_ms in connection.execute(query).all():
+                coin = coin_of(symbol)
+                if coin not in wanted:
+                    continue
+                closed_at = datetime.fromtimestamp(open_ms / 1000, UTC) + timeframe_to_timedelta(
+                    timeframe
+                )
+                if coin in found and found[coin][1] >= closed_at:
+                    continue
+                close = connection.execute(
+                    select(Candle.close).where(
+                        Candle.exchange == exchange,
+                        Candle.symbol == symbol,
+                        Candle.timeframe == timeframe,
+                        Candle.open_time_ms == open_ms,
+                    )
+                ).scalar_one()
+                found[coin] = (float(close), closed_at)
+        return found
+
     def save(self, *, exchange: str, symbol: str, timeframe: str, frame: pd.DataFrame) -> int:
         """Store closed candles (replacing any with the same open time); return how many."""
         if frame.empty:
@@ -141,9 +173,14 @@ def coin_of(symbol: str) -> str:
 
 
 def load_cached_candles(
-    engine: Engine, exchange: str, *, coins: Sequence[str] | None = None
+    engine: Engine,
+    exchange: str,
+    *,
+    coins: Sequence[str] | None = None,
+    timeframe: str | None = None,
 ) -> tuple[dict[str, pd.DataFrame], str]:
-    """Return the candles cached for `exchange` per coin, and their timeframe (the finest held).
+    """Return the candles cached for `exchange` per coin, and their timeframe (the finest held,
+    or `timeframe` when given).
 
     Raise `ConfigError` naming what is cached when nothing usable is: the fix is a download.
     """
@@ -156,15 +193,15 @@ def load_cached_candles(
         series = connection.execute(query).all()
     wanted = {coin.upper() for coin in coins} if coins else None
     finest: dict[str, tuple[str, str]] = {}
-    for symbol, timeframe, _count in series:
+    for symbol, held, _count in series:
         coin = coin_of(symbol)
-        if wanted is not None and coin not in wanted:
+        if (wanted is not None and coin not in wanted) or timeframe not in (None, held):
             continue
-        finer = coin in finest and timeframe_to_timedelta(timeframe) < timeframe_to_timedelta(
+        finer = coin in finest and timeframe_to_timedelta(held) < timeframe_to_timedelta(
             finest[coin][1]
         )
         if coin not in finest or finer:
-            finest[coin] = (symbol, timeframe)
+            finest[coin] = (symbol, held)
     hint = (
         f"download some first: arena data download --exchange {exchange} "
         "--symbols BTC,ETH --timeframe 5m --since 2025-10-01 --until 2025-11-01"
@@ -179,19 +216,19 @@ def load_cached_candles(
             f"the candle cache holds no {exchange} candles for "
             f"{', '.join(sorted(wanted - set(finest)))}; {hint}"
         )
-    timeframes = {timeframe for _, timeframe in finest.values()}
+    timeframes = {held for _, held in finest.values()}
     if len(timeframes) != 1:
         raise ConfigError(
             f"the cached {exchange} candles mix timeframes ({', '.join(sorted(timeframes))}); "
             "download one timeframe for every coin, or pass --symbols to pick coins"
         )
-    timeframe = timeframes.pop()
+    chosen = timeframes.pop()
     cache = CandleCache(engine)
     far_past, far_future = datetime(1970, 1, 2, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
     candles = {
         coin: cache.load(
-            exchange=exchange, symbol=symbol, timeframe=timeframe, start=far_past, end=far_future
+            exchange=exchange, symbol=symbol, timeframe=chosen, start=far_past, end=far_future
         )
-        for coin, (symbol, timeframe) in sorted(finest.items())
+        for coin, (symbol, _) in sorted(finest.items())
     }
-    return candles, timeframe
+    return candles, chosen

@@ -6,9 +6,10 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.db import models
@@ -55,6 +56,26 @@ class ChatEntry:
     response_text: str
     error: str | None
     decisions: tuple[tuple[str, str, str, str | None], ...]  # coin, signal, outcome, reason
+    call_id: int | None = None
+    cycle_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionDetail:
+    """One decision of a cycle as the model gave it, what became of it and the fill it made."""
+
+    coin: str
+    signal: str
+    outcome: str
+    reason: str | None
+    quantity: float | None
+    leverage: int | None
+    confidence: float | None
+    profit_target: float | None
+    stop_loss: float | None
+    justification: str | None
+    filled_quantity: float | None
+    fill_price: float | None
 
 
 def run_ids(engine: Engine) -> list[str]:
@@ -109,7 +130,10 @@ def equity_series(engine: Engine, agent_id: int) -> pd.Series:
             .order_by(models.AccountSnapshot.at, models.AccountSnapshot.id)
         ).all()
     if not rows:
-        return pd.Series(dtype="float64", name="equity_usd")
+        # An agent registered before its first cycle: an empty series, still indexed by time.
+        return pd.Series(
+            [], index=pd.DatetimeIndex([], tz="UTC", name="at"), dtype="float64", name="equity_usd"
+        )
     index = pd.DatetimeIndex([row[0] for row in rows], name="at")
     series = pd.Series([row[1] for row in rows], index=index, name="equity_usd", dtype="float64")
     # Several snapshots can share a time (a cycle right after a monitor event): keep the last.
@@ -185,9 +209,20 @@ def call_counts(engine: Engine, agent_id: int) -> CallCounts:
 
 
 def recent_chat(
-    engine: Engine, run_id: str, *, agent: str | None = None, limit: int = 5
+    engine: Engine,
+    run_id: str,
+    *,
+    agent: str | None = None,
+    limit: int = 5,
+    coin: str | None = None,
+    outcome: str | None = None,
 ) -> list[ChatEntry]:
-    """Return the last `limit` answered calls per agent (or of one agent), newest first."""
+    """Return the last `limit` answered calls per agent (or of one agent), newest first.
+
+    `coin` keeps the calls that decided on that coin; `outcome` those whose call outcome
+    (`ok`, `parse_error`...) or one of whose decisions' outcome (`executed`, `rejected`,
+    `held`) is that.
+    """
     entries: list[ChatEntry] = []
     with Session(engine) as session:
         agent_rows: Sequence[models.Agent] = session.scalars(
@@ -196,12 +231,11 @@ def recent_chat(
         for row in agent_rows:
             if agent is not None and row.name != agent:
                 continue
-            calls = session.scalars(
-                select(models.LlmCall)
-                .where(models.LlmCall.agent_id == row.id, models.LlmCall.model.is_not(None))
-                .order_by(models.LlmCall.id.desc())
-                .limit(limit)
-            ).all()
+            query = select(models.LlmCall).where(
+                models.LlmCall.agent_id == row.id, models.LlmCall.model.is_not(None)
+            )
+            query = _chat_filters(query, coin=coin, outcome=outcome)
+            calls = session.scalars(query.order_by(models.LlmCall.id.desc()).limit(limit)).all()
             for call in calls:
                 decisions: tuple[tuple[str, str, str, str | None], ...] = ()
                 if call.cycle_id is not None:
@@ -223,9 +257,69 @@ def recent_chat(
                         response_text=call.response_text or "",
                         error=call.error,
                         decisions=decisions,
+                        call_id=call.id,
+                        cycle_id=call.cycle_id,
                     )
                 )
     return entries
+
+
+def _chat_filters(query: Select[Any], *, coin: str | None, outcome: str | None) -> Select[Any]:
+    """Narrow a query of calls to those deciding on `coin` and having `outcome`."""
+    if coin is not None:
+        query = query.where(
+            models.LlmCall.cycle_id.in_(
+                select(models.Decision.cycle_id).where(models.Decision.coin == coin.upper())
+            )
+        )
+    if outcome is not None:
+        query = query.where(
+            or_(
+                models.LlmCall.outcome == outcome,
+                models.LlmCall.cycle_id.in_(
+                    select(models.Decision.cycle_id).where(models.Decision.outcome == outcome)
+                ),
+            )
+        )
+    return query
+
+
+def decision_details(engine: Engine, cycle_ids: Sequence[int]) -> dict[int, list[DecisionDetail]]:
+    """Return each cycle's decisions in full, with the price of the fill each one made."""
+    details: dict[int, list[DecisionDetail]] = {}
+    if not cycle_ids:
+        return details
+    with Session(engine) as session:
+        fills: dict[tuple[int, str], float] = {}
+        for cycle_id, fill_coin, price in session.execute(
+            select(models.Fill.cycle_id, models.Fill.coin, models.Fill.price)
+            .where(models.Fill.cycle_id.in_(cycle_ids))
+            .order_by(models.Fill.id)
+        ):
+            if cycle_id is not None:
+                fills.setdefault((cycle_id, fill_coin), price)
+        for d in session.scalars(
+            select(models.Decision)
+            .where(models.Decision.cycle_id.in_(cycle_ids))
+            .order_by(models.Decision.id)
+        ):
+            details.setdefault(d.cycle_id, []).append(
+                DecisionDetail(
+                    coin=d.coin,
+                    signal=d.signal,
+                    outcome=d.outcome,
+                    reason=d.reason,
+                    quantity=d.quantity,
+                    leverage=d.leverage,
+                    confidence=d.confidence,
+                    profit_target=d.profit_target,
+                    stop_loss=d.stop_loss,
+                    justification=d.justification,
+                    filled_quantity=d.filled_quantity,
+                    fill_price=fills.get((d.cycle_id, d.coin)) if d.outcome == "executed" else None,
+                )
+            )
+    return details
 
 
 def summarize_reasoning(text: str, limit: int = 240) -> str:

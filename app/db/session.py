@@ -6,9 +6,10 @@ Every engine raises `app.errors.DatabaseError` in place of SQLAlchemy's `Operati
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
@@ -27,9 +28,10 @@ def sqlite_path(url: str) -> Path | None:
     """Return the file behind a SQLite URL, or None for in-memory and non-SQLite databases."""
     try:
         parsed = make_url(url)
-    except ArgumentError as error:
+    except (ArgumentError, ValueError) as error:
         raise ConfigError(
-            f"DATABASE_URL {url!r} is not a database URL: use e.g. sqlite:///data/arena.db"
+            f"DATABASE_URL {safe_url(url)!r} is not a database URL: use e.g. "
+            "sqlite:///data/arena.db"
         ) from error
     if not parsed.drivername.startswith("sqlite"):
         return None
@@ -63,10 +65,18 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     """Create an engine for `url`, creating the SQLite file's folder on demand."""
     path = sqlite_path(url)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(
+                f"DATABASE_URL {safe_url(url)!r}: the folder {path.parent} cannot be created "
+                f"({error.strerror or error}); point DATABASE_URL at a folder you can write to"
+            ) from error
     try:
         engine = create_engine(url, echo=echo, future=True)
-    except (ArgumentError, ImportError) as error:
+    except ImportError as error:
+        raise ConfigError(_missing_driver(url, error)) from error
+    except ArgumentError as error:
         raise ConfigError(f"DATABASE_URL {safe_url(url)!r} cannot be opened: {error}") from error
     event.listen(engine, "handle_error", translate_operational_error)
     if engine.dialect.name == "sqlite":
@@ -83,13 +93,40 @@ class Database:
     sessions: sessionmaker[Session]
 
 
+# Database backends and the extra that installs their driver (`pip install '.[postgres]'`).
+DRIVER_EXTRAS: Final = {"postgresql": ("postgres", "psycopg 3")}
+# `scheme://user:password@host`: what a URL SQLAlchemy cannot parse still masks.
+_CREDENTIALS: Final = re.compile(r"(?P<head>[A-Za-z0-9+.-]+://[^:/@]*:)(?P<password>[^@]*)@")
+
+
 def safe_url(url: str) -> str:
     """Return `url` fit for a message: its password, if any, masked."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
-        return url
+    except (ArgumentError, ValueError):
+        return _CREDENTIALS.sub(r"\g<head>***@", url)
     return url if parsed.password is None else parsed.render_as_string(hide_password=True)
+
+
+def _missing_driver(url: str, error: ImportError) -> str:
+    """Return what to install for a database URL whose driver is missing."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    extra = DRIVER_EXTRAS.get(backend)
+    missing = error.name or str(error)
+    if extra is None:
+        return (
+            f"DATABASE_URL {safe_url(url)!r} needs the Python driver {missing}, which is not "
+            "installed; the arena supports SQLite and PostgreSQL"
+        )
+    name, driver = extra
+    dialect = f"{backend}+psycopg"
+    other = "" if parsed.get_driver_name() == "psycopg" else f", and use a {dialect}:// URL"
+    return (
+        f"DATABASE_URL {safe_url(url)!r} needs the {backend} driver ({driver}), which is not "
+        f"installed: pip install '.[{name}]' (in .venv: .venv/bin/pip install -e '.[{name}]')"
+        f"{other}"
+    )
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Final
 
+from app.domain import timeframe_to_timedelta
 from app.errors import ConfigError
 from app.market.ccxt_feed import CcxtMarketData, DownloadResult
 from app.market.resample import step_ns
@@ -12,6 +14,21 @@ from app.market.resample import step_ns
 # Called once per coin with (coin, expected candle count); returns the callback that receives
 # how many more candles were found (cached or fetched).
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
+
+# Exchanges that serve only their latest candles of a series, whatever the start asked for:
+# Hyperliquid's candleSnapshot keeps the last 5,000 (about 17 days of 5m candles).
+HISTORY_CANDLES: Final = {"hyperliquid": 5000}
+
+
+def history_start(exchange_id: str, timeframe: str, start: datetime, end: datetime) -> datetime:
+    """Return the later of `start` and the oldest candle before `end` the exchange still serves."""
+    kept = HISTORY_CANDLES.get(exchange_id)
+    if kept is None:
+        return start
+    # 2% short of the limit: the oldest candle asked for is still served when the page arrives,
+    # so the next download does not find it missing and fetch everything again.
+    oldest = end - timeframe_to_timedelta(timeframe) * int(kept * 0.98)
+    return max(start, oldest)
 
 
 def expected_candles(start: datetime, end: datetime, timeframe: str) -> int:

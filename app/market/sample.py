@@ -7,6 +7,7 @@ reads them like any data; the folder's README and every report say they are a ra
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
@@ -15,6 +16,8 @@ import numpy as np
 import pandas as pd
 
 SAMPLE_LABEL: Final = "SYNTHETIC sample data (seeded random walk, not market prices)"
+# The folder's README, whose first line is `SAMPLE_LABEL`: how a backtest recognises the data.
+README_NAME: Final = "README.txt"
 # A fixed window, so every first look gives the same numbers.
 SAMPLE_END: Final = datetime(2025, 11, 3, 22, 0, tzinfo=UTC)
 # Rough price levels and 5-minute volatilities of the six coins in late 2025.
@@ -70,5 +73,20 @@ def write_sample_data(folder: Path, *, days: int = 21, seed: int = 2025) -> Path
             }
         )
         funding.to_csv(folder / f"{coin}_USDT-funding.csv.gz", index=False)
-    (folder / "README.txt").write_text(_README, encoding="utf-8")
+    (folder / README_NAME).write_text(_README, encoding="utf-8")
     return folder
+
+
+def is_synthetic(paths: Iterable[Path]) -> bool:
+    """Return True when any of the candle files or folders is synthetic sample data.
+
+    A folder `write_sample_data` wrote (or a file in one) holds its README, labelled first line.
+    """
+    for path in paths:
+        folder = path if path.is_dir() else path.parent
+        readme = folder / README_NAME
+        if readme.is_file():
+            with readme.open(encoding="utf-8") as handle:
+                if handle.readline().strip() == SAMPLE_LABEL:
+                    return True
+    return False

@@ -16,6 +16,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from app.metrics import SHARPE_MINIMUM
 from app.web.readmodel import (
     AgentFacts,
     AgentInfo,
@@ -29,8 +30,9 @@ from app.web.readmodel import (
 
 SKILL: Final = "swing_trading"
 _HOUR_MS: Final = 3_600_000
-# Below this many returns a Sharpe ratio says more about the sample than the agent: nof1 showed 0.
-MIN_RETURNS_FOR_SHARPE: Final = 30
+# Below the arena's minimum sample (`app.metrics.SHARPE_MINIMUM`: 30 returns covering 7 days) a
+# Sharpe ratio says more about the sample than the agent: nof1's shape has a number, so 0.
+MIN_RETURNS_FOR_SHARPE: Final = SHARPE_MINIMUM.returns
 _MINUTE_MS: Final = 60_000
 
 
@@ -234,7 +236,10 @@ def _running_sharpe(times_ms: np.ndarray, values: np.ndarray) -> np.ndarray:
         spacing_s = float(np.median(np.diff(times_ms))) / 1000.0
         per_year = 365.0 * 86_400.0 / spacing_s if spacing_s > 0 else 0.0
         ratio = mean / np.sqrt(variance) * math.sqrt(per_year)
-    ratio[(count < MIN_RETURNS_FOR_SHARPE) | ~np.isfinite(ratio) | (variance <= 1e-18)] = 0.0
+    short = (count < MIN_RETURNS_FOR_SHARPE) | (
+        count * spacing_s < SHARPE_MINIMUM.span.total_seconds()
+    )
+    ratio[short | ~np.isfinite(ratio) | (variance <= 1e-18)] = 0.0
     result[1:] = ratio
     return result
 
