@@ -74,6 +74,10 @@ def unset_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     unset_settings(monkeypatch)
+    # A terminal size inherited from the runner (pytest-xdist workers get COLUMNS=80) would
+    # squeeze piped output that tests read; tests that want a width set one.
+    for name in ("COLUMNS", "LINES"):
+        monkeypatch.delenv(name, raising=False)
     # Run from an empty folder so a developer's .env or arena.toml never leaks into a test.
     monkeypatch.chdir(tmp_path)
     yield

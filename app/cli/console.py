@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 
 
 def _piped_width() -> int:
@@ -24,19 +24,22 @@ class _Stdout(Console):
     """
 
     @property
-    def width(self) -> int:
+    def size(self) -> ConsoleDimensions:
+        found = super().size
         if self._width is not None or self.is_terminal:
-            return super().width
-        return _piped_width()
+            return found
+        return ConsoleDimensions(_piped_width(), found.height)
 
-    @width.setter
-    def width(self, width: int) -> None:
-        self._width = width
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._width, self._height = new_size
 
 
 # Piped output gets room for the wide leaderboard instead of a squeezed 80 columns, unless
 # COLUMNS says how wide it should be.
 stdout = _Stdout()
+# Rich took COLUMNS as a fixed width at construction; the width is decided at each print instead.
+stdout._width = None
 stderr = Console(stderr=True)
 
 
