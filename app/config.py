@@ -59,6 +59,9 @@ class AgentConfig(BaseModel):
     starting_cash_usd: float | None = Field(default=None, gt=0)
     # Thinking on/off where the provider has a switch (DeepSeek, hybrid Qwen3); None: its default.
     thinking: bool | None = None
+    # Chart images in the prompt: None decides by the model (the Qwen-VL family and the models
+    # in `[vision] models` take images), True or False decides for this agent.
+    vision: bool | None = None
 
     @classmethod
     def from_spec(cls, spec: str) -> AgentConfig:

@@ -6,11 +6,12 @@ datetimes. Nothing here performs I/O or reads the clock.
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
@@ -395,11 +396,67 @@ class LlmMode(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class ChartImage:
+    """A PNG chart: its bytes, their sha256 (the storage key), size and what it shows.
+
+    `spec_key` is the sha256 of what was drawn (the chart spec: candles, levels, layout and the
+    renderer's version), known before drawing: the answer cache and a replay name the image by
+    it without rendering. `caption` is one line: coins, timeframes and the UTC time range.
+    """
+
+    png: bytes
+    sha256: str
+    width_px: int
+    height_px: int
+    caption: str
+    kind: str
+    coins: tuple[str, ...]
+    timeframes: tuple[str, ...]
+    spec_key: str
+
+    @property
+    def size_bytes(self) -> int:
+        """Return the PNG's length in bytes."""
+        return len(self.png)
+
+    def data_url(self) -> str:
+        """Return the image as a `data:image/png;base64,...` URI (an `image_url` part's url)."""
+        return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ImagePart:
+    """A chart image of a prompt, named before it is drawn.
+
+    `key` is the chart's spec key (a sha256 of everything it shows, with the renderer's
+    version; the same key always draws the same PNG bytes), so the answer cache and a replay
+    identify the image without drawing it; `image()` draws it (once: the source remembers).
+    """
+
+    key: str
+    caption: str
+    kind: str
+    width_px: int
+    height_px: int
+    draw: Callable[[], ChartImage]
+
+    def image(self) -> ChartImage:
+        """Return the drawn image."""
+        return self.draw()
+
+
+@dataclass(frozen=True, slots=True)
 class ChatMessage:
-    """One message of a chat prompt."""
+    """One message of a chat prompt; a vision agent's user message also carries chart images
+    (sent as content parts after the text)."""
 
     role: Role
     content: str
+    images: tuple[ImagePart, ...] = ()
+
+    def without_images(self) -> ChatMessage:
+        """Return the message as a text-only model gets it."""
+        return ChatMessage(self.role, self.content) if self.images else self
 
 
 @dataclass(frozen=True, slots=True)
@@ -504,8 +561,22 @@ class ExhaustedModel:
 
 
 def prompt_hash(messages: Sequence[ChatMessage]) -> str:
-    """Return the sha256 of the messages' canonical JSON (compact, `[{"role", "content"}, ...]`)."""
-    return pairs_hash(tuple((m.role, m.content) for m in messages))
+    """Return the sha256 of the messages' canonical JSON (compact, `[{"role", "content"}, ...]`).
+
+    Messages with chart images hash their images' keys too (a text-only prompt hashes as it
+    always did), so a prompt with other charts is another prompt.
+    """
+    text = pairs_hash(tuple((m.role, m.content) for m in messages))
+    images = [[index, *image_keys(m.images)] for index, m in enumerate(messages) if m.images]
+    if not images:
+        return text
+    canonical = json.dumps({"text": text, "images": images}, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def image_keys(images: Iterable[ImagePart]) -> list[str]:
+    """Return what identifies images in a prompt hash: each one's key and caption."""
+    return [f"{image.key}:{image.caption}" for image in images]
 
 
 # The same prompt is hashed for the cache key of each model in a chain and again for its record.

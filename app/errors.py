@@ -106,6 +106,13 @@ class ModelRequestError(ModelCallError, TemporaryError):
     """The provider rejected this request (a 4xx other than key, balance, quota or model id)."""
 
 
+class ModelImagesRefusedError(ModelRequestError):
+    """The model takes no images (a 400 saying so to a request with chart images).
+
+    A vision agent goes on text-only for the rest of the run (`app.llm.strategy`).
+    """
+
+
 class NoModelAvailableError(ModelQuotaError):
     """Every model of a chain is skipped (quota, cooldown or not served): hold until `until`.
 

@@ -25,8 +25,10 @@ from app.domain import (
     ExhaustedModel,
     Fill,
     FundingPayment,
+    ImagePart,
     MarketRules,
     MarketSnapshot,
+    Position,
     QuotaDelta,
     RecordedFailure,
     Settlements,
@@ -195,6 +197,25 @@ class Strategy(Protocol):
 
     async def decide(self, request: DecisionRequest) -> StrategyAnswer:
         """Return this cycle's decisions; raise `app.errors` types when no answer came back."""
+        ...
+
+
+@runtime_checkable
+class SeesCharts(Protocol):
+    """A strategy that may be shown chart images (a vision agent), while `wants_images` holds."""
+
+    wants_images: bool
+
+
+class ChartSource(Protocol):
+    """Chart images of a market snapshot, for vision agents' prompts."""
+
+    def charts(
+        self, snapshot: MarketSnapshot, positions: Mapping[str, Position]
+    ) -> tuple[ImagePart, ...]:
+        """Return the images for an agent holding `positions`, drawn only from candles closed
+        by `snapshot.at` (named now, drawn when first needed, each the same for every agent
+        with the same positions)."""
         ...
 
 

@@ -12,7 +12,7 @@ Adding a provider is one `ProviderTraits` value added to `PROVIDERS` (see docs/p
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
@@ -192,3 +192,16 @@ def provider_traits(name: str) -> ProviderTraits:
     if found is None:
         raise ConfigError(f"{name!r} is not a model provider; use one of {', '.join(PROVIDERS)}")
     return found
+
+
+# The Qwen vision-language family: Qwen/Qwen3-VL-30B-A3B-Instruct, qwen-vl-max,
+# qwen2.5-vl-72b-instruct, qwen3-vl-plus (any provider, any case).
+_QWEN_VL: Final = re.compile(r"qwen[\w.]*-vl", re.IGNORECASE)
+
+
+def takes_images(model: str, extra_models: Iterable[str] = ()) -> bool:
+    """Return True for a model known to read images: the Qwen-VL family, or one of
+    `extra_models` (the `[vision] models` setting, compared without case)."""
+    if _QWEN_VL.search(model):
+        return True
+    return model.lower() in {name.lower() for name in extra_models}

@@ -37,6 +37,8 @@ from app.backtest import (
     new_run_id,
     plan_backtest,
 )
+from app.charts.source import MarketCharts
+from app.charts.spec import ChartLimits
 from app.config import AgentConfig, Settings
 from app.db import queries
 from app.db.answer_cache import ResponseCache
@@ -63,7 +65,7 @@ from app.market.download import ProgressFactory, download_candles
 from app.market.sample import is_synthetic
 from app.metrics import RunningSharpe
 from app.ports import Strategy
-from app.providers import BASELINE, PROVIDERS
+from app.providers import BASELINE, PROVIDERS, takes_images
 from app.quota_report import ProbeTarget, configured_models
 from app.scheduler import Daemon
 from app.trading.engine import AgentSlot, CycleEngine, EngineConfig
@@ -270,7 +272,39 @@ def build_llm_strategy(
     """Return `agent` as an `LLMStrategy` over its fallback chain."""
     options = replace(DEFAULT_OPTIONS, thinking=agent.thinking)
     chain = build_chat_model(agent, settings, runtime, sleep=sleep, monotonic=monotonic)
-    return LLMStrategy(agent.name, chain, options=options)
+    return LLMStrategy(
+        agent.name, chain, options=options, wants_images=is_vision_agent(agent, settings)
+    )
+
+
+def is_vision_agent(agent: AgentConfig, settings: Settings) -> bool:
+    """Return True when `agent` is shown chart images: its `vision` setting, or else whether
+    its first model takes images (the Qwen-VL family, or a model in `[vision] models`)."""
+    if agent.provider == BASELINE:
+        return False
+    if agent.vision is not None:
+        return agent.vision
+    return takes_images(agent.model, settings.vision.models)
+
+
+def chart_limits(settings: Settings) -> ChartLimits:
+    """Return the `[vision]` size limits of each request's images."""
+    vision = settings.vision
+    return ChartLimits(
+        max_width_px=vision.max_image_width_px,
+        max_height_px=vision.max_image_height_px,
+        max_image_bytes=vision.max_image_bytes,
+        max_images=vision.max_images_per_request,
+    )
+
+
+def build_chart_source(
+    settings: Settings, agents: Sequence[AgentConfig], *, coins: Sequence[str]
+) -> MarketCharts | None:
+    """Return the chart images of vision agents' prompts (None when no agent is one)."""
+    if not any(is_vision_agent(agent, settings) for agent in agents):
+        return None
+    return MarketCharts(chart_limits(settings), coins=coins)
 
 
 def build_strategies(
@@ -547,6 +581,7 @@ async def build_live_arena(
                 clock=clock,
                 rules=await market.market_rules(),
                 fresh_prices=fresh_prices,
+                charts=build_chart_source(settings, agents, coins=coins),
             )
             daemon = Daemon(
                 LoggingRunner(engine),
@@ -686,6 +721,7 @@ async def build_backtest(
         clock=clock,
         fill_prices=fill_prices_of(plan.market),
         rules=await plan.market.market_rules(),
+        charts=build_chart_source(settings, options.agents, coins=plan.market.coins),
     )
     return Backtest(
         run_id=run_id,

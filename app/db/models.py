@@ -122,6 +122,37 @@ class PromptPart(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class ChartImage(Base):
+    """A chart image a vision agent was shown, kept once by the sha256 of its PNG bytes.
+
+    `spec_key` names what it draws (known before drawing), so a replayed run links the image
+    an earlier run stored without drawing it again.
+    """
+
+    __tablename__ = "chart_image"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    spec_key: Mapped[str] = mapped_column(String(64), unique=True)
+    png: Mapped[bytes] = mapped_column(LargeBinary)
+    width_px: Mapped[int] = mapped_column(Integer)
+    height_px: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    caption: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LlmCallImage(Base):
+    """Which images one `llm_call` row sent, in their order in the prompt."""
+
+    __tablename__ = "llm_call_image"
+
+    llm_call_id: Mapped[int] = mapped_column(
+        ForeignKey("llm_call.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_sha256: Mapped[str] = mapped_column(ForeignKey("chart_image.sha256"), index=True)
+
+
 class Decision(Base):
     """One per-coin decision of one agent-cycle, with what became of it."""
 

@@ -20,7 +20,15 @@ from sqlalchemy.exc import IntegrityError
 from app.db import models
 from app.db.base import UTCDateTime
 from app.db.llm_rows import LLM_CALL_DEFAULTS, StoredPart, compress_text, llm_call_values
-from app.domain import AccountState, ClosedTrade, ExitPlan, Fill, FundingPayment, Position
+from app.domain import (
+    AccountState,
+    ClosedTrade,
+    ExitPlan,
+    Fill,
+    FundingPayment,
+    ImagePart,
+    Position,
+)
 from app.errors import InvariantError
 from app.ports import AccountEventsRecord, AgentCycleRecord, DecisionRecord
 
@@ -125,9 +133,13 @@ class _PositionChanges:
     opened: dict[tuple[int, str], int] = field(default_factory=dict)
     closed: set[tuple[int, str]] = field(default_factory=set)
     new_parts: set[str] = field(default_factory=set)
+    # Chart images written (spec key -> sha256 of the PNG).
+    new_images: dict[str, str] = field(default_factory=dict)
 
     def copy(self) -> _PositionChanges:
-        return _PositionChanges(dict(self.opened), set(self.closed), set(self.new_parts))
+        return _PositionChanges(
+            dict(self.opened), set(self.closed), set(self.new_parts), dict(self.new_images)
+        )
 
     def apply(self, index: dict[tuple[int, str], int]) -> None:
         for key in self.closed:
@@ -146,6 +158,8 @@ class SqlCycleStore:
         self._open_positions: dict[tuple[int, str], int] = {}
         # Shared prompt texts already in `prompt_part` (so each is written once).
         self._known_parts: set[str] = set()
+        # Chart images already in `chart_image`: spec key -> sha256 of the PNG.
+        self._known_images: dict[str, str] = {}
 
     # -- agents and restore -------------------------------------------------------------------
 
@@ -361,6 +375,7 @@ class SqlCycleStore:
         # The in-memory index follows the database only once the transaction has committed.
         changes.apply(self._open_positions)
         self._known_parts |= changes.new_parts
+        self._known_images.update(changes.new_images)
         return len(written)
 
     def record_events(self, record: AccountEventsRecord) -> None:
@@ -406,6 +421,8 @@ class SqlCycleStore:
                 ).scalars()
             )
         calls: list[dict[str, Any]] = []
+        # Per call row (by index in `calls`): the images its prompt carried.
+        call_images: dict[int, tuple[ImagePart, ...]] = {}
         decisions: list[dict[str, Any]] = []
         snapshots: list[dict[str, Any]] = []
         parts: dict[str, StoredPart] = {}
@@ -415,7 +432,15 @@ class SqlCycleStore:
             cycle_id: int | None = None
             if isinstance(record, AgentCycleRecord):
                 cycle_id = next(next_cycle_id)
-                calls.extend(_llm_call_rows(agent_id, cycle_id, record, parts))
+                rows = _llm_call_rows(agent_id, cycle_id, record, parts)
+                images = tuple(image for m in record.messages for image in m.images)
+                if images:
+                    call_images.update(
+                        (len(calls) + i, images)
+                        for i, row in enumerate(rows)
+                        if row["messages_z"] is not None
+                    )
+                calls.extend(rows)
                 decisions.extend(_decision_values(cycle_id, item) for item in record.decisions)
                 at = record.scheduled_at
             else:
@@ -434,7 +459,19 @@ class SqlCycleStore:
             snapshots.append(_snapshot_values(agent_id, cycle_id, at, record))
         if cycles:
             self._write_parts(connection, parts, changes, at=cycles[-1].finished_at)
-        if calls:
+        if calls and call_images:
+            call_ids = list(
+                connection.execute(
+                    insert(models.LlmCall).returning(
+                        models.LlmCall.id, sort_by_parameter_order=True
+                    ),
+                    calls,
+                ).scalars()
+            )
+            self._write_images(
+                connection, call_ids, call_images, changes, at=cycles[-1].finished_at
+            )
+        elif calls:
             connection.execute(insert(models.LlmCall), calls)
         if decisions:
             connection.execute(insert(models.Decision), decisions)
@@ -470,6 +507,60 @@ class SqlCycleStore:
         )
         # Known once the transaction commits; until then a rollback may still drop them.
         changes.new_parts.update(new)
+
+    def _write_images(
+        self,
+        connection: Connection,
+        call_ids: Sequence[int],
+        call_images: dict[int, tuple[ImagePart, ...]],
+        changes: _PositionChanges,
+        *,
+        at: datetime,
+    ) -> None:
+        """Keep each chart image once and link it to the calls that sent it.
+
+        An image is named by its spec key: one this store (or an earlier run in the same
+        database) already wrote is linked without drawing it again.
+        """
+        known = {**self._known_images, **changes.new_images}
+        wanted = {image.key: image for images in call_images.values() for image in images}
+        unknown = [key for key in wanted if key not in known]
+        if unknown:
+            found = connection.execute(
+                select(models.ChartImage.spec_key, models.ChartImage.sha256).where(
+                    models.ChartImage.spec_key.in_(unknown)
+                )
+            ).all()
+            known.update({key: sha for key, sha in found})
+        new_rows = []
+        for key in unknown:
+            if key in known:
+                continue
+            drawn = wanted[key].image()
+            known[key] = drawn.sha256
+            new_rows.append(
+                {
+                    "sha256": drawn.sha256,
+                    "spec_key": key,
+                    "png": drawn.png,
+                    "width_px": drawn.width_px,
+                    "height_px": drawn.height_px,
+                    "kind": drawn.kind,
+                    "caption": drawn.caption,
+                    "created_at": at,
+                }
+            )
+        if new_rows:
+            connection.execute(sqlite_insert(models.ChartImage).on_conflict_do_nothing(), new_rows)
+        changes.new_images.update({key: known[key] for key in wanted})
+        connection.execute(
+            insert(models.LlmCallImage),
+            [
+                {"llm_call_id": call_ids[index], "position": position, "image_sha256": known[image.key]}
+                for index, images in call_images.items()
+                for position, image in enumerate(images)
+            ],
+        )
 
     def _write_trading(
         self,

@@ -13,7 +13,7 @@ import hashlib
 import json
 from typing import Any
 
-from app.domain import pairs_hash
+from app.domain import image_keys, pairs_hash
 from app.llm.openai_compat import PreparedRequest
 
 
@@ -21,7 +21,8 @@ def cache_key(provider: str, request: PreparedRequest) -> str:
     """Return the sha256 of the canonical JSON of (provider, model, prompt hash, parameters).
 
     The prompt enters by its `prompt_hash` (of the messages exactly as sent), which the call's
-    record stores too: the long prompt is serialised once, not once per model and record.
+    record stores too: the long prompt is serialised once, not once per model and record. A
+    vision agent's chart images enter by their keys and captions.
     """
     if any(set(message) != {"role", "content"} for message in request.messages):
         raise ValueError("a cached request's messages have exactly a role and a content")
@@ -32,5 +33,9 @@ def cache_key(provider: str, request: PreparedRequest) -> str:
         "prompt_hash": pairs_hash(pairs),
         "parameters": request.answer_parameters(),
     }
+    if request.images:
+        # Each chart by its spec key (the same key always draws the same PNG bytes), so a
+        # replay finds the answer without drawing; a text-only key is exactly as before.
+        payload["images"] = [[index, *image_keys(images)] for index, images in request.images]
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

@@ -38,6 +38,7 @@ from app.domain import (
 from app.errors import (
     EmptyAnswerError,
     ModelCallError,
+    ModelImagesRefusedError,
     ModelNotServedError,
     ModelQuotaError,
     ModelRequestError,
@@ -64,6 +65,7 @@ FAILURE_KINDS: Final[tuple[tuple[str, type[ModelCallError]], ...]] = (
     ("unavailable", ModelUnavailableError),
     ("truncated", TruncatedAnswerError),
     ("empty", EmptyAnswerError),
+    ("images_refused", ModelImagesRefusedError),
     ("rejected", ModelRequestError),
 )
 # The caller cancelled the call (the engine's own timeout): replayed as a timeout.

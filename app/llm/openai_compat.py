@@ -30,13 +30,14 @@ from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
 from pydantic import SecretStr
 
-from app.domain import CallAttempt, ChatMessage, ChatOptions, ChatResult, TokenUsage
+from app.domain import CallAttempt, ChatMessage, ChatOptions, ChatResult, ImagePart, TokenUsage
 from app.errors import (
     ConfigError,
     EmptyAnswerError,
     ModelAuthError,
     ModelBillingError,
     ModelCallError,
+    ModelImagesRefusedError,
     ModelNotServedError,
     ModelQuotaError,
     ModelRequestError,
@@ -53,6 +54,10 @@ log = logging.getLogger(__name__)
 _PLACEHOLDER_KEY: Final = "not-needed"
 _MAX_ERROR_CHARS: Final = 300
 _CONNECT_TIMEOUT_S: Final = 10.0
+# Lowercase fragments of a 400 that refuses a request's images (ModelScope "is not a multimodal
+# model", DashScope and DeepSeek "does not support image input", OpenAI "image_url is only
+# supported by certain models"); read only when the request carried images.
+IMAGE_REFUSAL_MARKERS: Final = ("image", "multimodal", "vision")
 # Outcomes worth another try of the same model (anything else is final for this model).
 RETRYABLE_OUTCOMES: Final = frozenset(
     {"timeout", "server_error", "network_error", "truncated", "empty_text"}
@@ -91,6 +96,9 @@ class PreparedRequest:
     json_mode: bool = False
     extra_body: Mapping[str, Any] = field(default_factory=dict)
     stream_usage: bool = False
+    # Chart images by the index of the message they follow (sent as content parts after its
+    # text); empty for a text-only prompt, whose request is exactly as before.
+    images: tuple[tuple[int, tuple[ImagePart, ...]], ...] = ()
 
     def answer_parameters(self) -> dict[str, Any]:
         """Return the parameters that change the answer (not streaming or timeouts)."""
@@ -148,7 +156,7 @@ def fold_system_messages(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
         return rest
     for index, message in enumerate(rest):
         if message.role == "user":
-            rest[index] = ChatMessage("user", f"{system}\n\n{message.content}")
+            rest[index] = ChatMessage("user", f"{system}\n\n{message.content}", message.images)
             return rest
     return [ChatMessage("user", system), *rest]
 
@@ -267,6 +275,7 @@ class OpenAIChatModel:
             json_mode=options.json_mode and traits.json_mode and says_json,
             extra_body=extra_body,
             stream_usage=stream and traits.stream_usage,
+            images=tuple((index, m.images) for index, m in enumerate(messages) if m.images),
         )
 
     # -- the call ------------------------------------------------------------------------------
@@ -405,7 +414,9 @@ class OpenAIChatModel:
                 progress,
             ) from error
         except openai.APIStatusError as error:
-            raise self._status_failure(error, progress) from error
+            raise self._status_failure(
+                error, progress, images=bool(request.images)
+            ) from error
         except openai.APIConnectionError as error:
             if progress.in_stream:
                 raise self._failure(
@@ -514,7 +525,7 @@ class OpenAIChatModel:
         )
 
     def _arguments(self, request: PreparedRequest) -> dict[str, Any]:
-        messages = cast(list[ChatCompletionMessageParam], [dict(m) for m in request.messages])
+        messages = cast(list[ChatCompletionMessageParam], _with_images(request))
         return {
             "model": request.model,
             "messages": messages,
@@ -613,7 +624,9 @@ class OpenAIChatModel:
             usage=usage or TokenUsage(),
         )
 
-    def _status_failure(self, error: openai.APIStatusError, progress: _Progress) -> ModelCallError:
+    def _status_failure(
+        self, error: openai.APIStatusError, progress: _Progress, *, images: bool = False
+    ) -> ModelCallError:
         self._note_response(error.response, progress)
         status = error.status_code
         detail = _error_message(error.body) or error.response.reason_phrase
@@ -635,6 +648,15 @@ class OpenAIChatModel:
                 "billing_error",
                 f"{traits.label} says the account cannot pay for calls {where}: top up the "
                 f"balance or give this agent another provider",
+                progress,
+            )
+        if images and status == 400 and any(marker in text for marker in IMAGE_REFUSAL_MARKERS):
+            return self._failure(
+                ModelImagesRefusedError,
+                "images_refused",
+                f"{self._who()} takes no images {where}: the agent goes on with the text prompt "
+                "only (leave vision off for this model, or list only vision models in "
+                "VISION_MODELS)",
                 progress,
             )
         # Ollama and OpenAI answer 404 for an unknown model; any other 404 is a wrong URL.
@@ -673,6 +695,19 @@ class OpenAIChatModel:
             f"{self._who()} rejected the request {where}{hint}",
             progress,
         )
+
+
+def _with_images(request: PreparedRequest) -> list[dict[str, Any]]:
+    """Return the messages as sent: a message with images becomes a list of content parts
+    (its text, then each image's caption and the image as a data URL)."""
+    messages: list[dict[str, Any]] = [dict(m) for m in request.messages]
+    for index, images in request.images:
+        parts: list[dict[str, Any]] = [{"type": "text", "text": messages[index]["content"]}]
+        for image in images:
+            parts.append({"type": "text", "text": f"Chart: {image.caption}"})
+            parts.append({"type": "image_url", "image_url": {"url": image.image().data_url()}})
+        messages[index] = {**messages[index], "content": parts}
+    return messages
 
 
 def is_day_quota(error: ModelCallError, traits: ProviderTraits) -> bool:

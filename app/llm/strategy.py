@@ -11,14 +11,17 @@ lists the requests it had made (the `ReportsAttempts` port). `request.budget_s` 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 from app.decisions import parse_decisions_report
 from app.domain import CallAttempt, ChatOptions, ChatResult
-from app.errors import DecisionError, InvariantError, ReplayMissError
+from app.errors import DecisionError, InvariantError, ModelImagesRefusedError, ReplayMissError
 from app.llm.fallback import FallbackChain
 from app.llm.openai_compat import OpenAIChatModel
 from app.ports import ChatModel, DecisionRequest, StrategyAnswer
+
+log = logging.getLogger(__name__)
 
 # The prompt asks for JSON; providers that can enforce it (DeepSeek) are told to.
 DEFAULT_OPTIONS = ChatOptions(json_mode=True)
@@ -29,10 +32,20 @@ class LLMStrategy:
 
     uses_prompt = True
 
-    def __init__(self, name: str, chat_model: ChatModel, *, options: ChatOptions | None = None):
+    def __init__(
+        self,
+        name: str,
+        chat_model: ChatModel,
+        *,
+        options: ChatOptions | None = None,
+        wants_images: bool = False,
+    ):
         self.name = name
         self.chat_model = chat_model
         self.options = options or DEFAULT_OPTIONS
+        # A vision agent: the engine adds chart images to its prompt while this holds. A model
+        # that refuses images turns it off for the rest of the run.
+        self.wants_images = wants_images
         self._latest: tuple[DecisionRequest, list[CallAttempt]] | None = None
 
     def __repr__(self) -> str:
@@ -61,6 +74,15 @@ class LLMStrategy:
         except ReplayMissError as error:
             at = request.at.isoformat()
             raise ReplayMissError(f"{error} (cycle at {at})", attempts=error.attempts) from error
+        except ModelImagesRefusedError as error:
+            # Recorded as this cycle's error; the next prompts are text only, for the whole run.
+            self.wants_images = False
+            log.warning("agent %s: %s; text-only from the next cycle on", self.name, error)
+            raise ModelImagesRefusedError(
+                f"{error} (agent {self.name} falls back to text-only prompts for the rest of "
+                "the run)",
+                attempts=error.attempts,
+            ) from error
         try:
             report = parse_decisions_report(result.text, request.coins)
         except DecisionError as error:

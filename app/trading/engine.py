@@ -24,7 +24,7 @@ import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -38,6 +38,7 @@ from app.domain import (
     ClosedTrade,
     Fill,
     FundingPayment,
+    ImagePart,
     MarketRules,
     MarketSnapshot,
     PaperCosts,
@@ -63,10 +64,12 @@ from app.ports import (
     AccountEventsRecord,
     AgentCycleRecord,
     BarSource,
+    ChartSource,
     DecisionRecord,
     DecisionRequest,
     MarketData,
     ReportsAttempts,
+    SeesCharts,
     Strategy,
     StrategyAnswer,
 )
@@ -166,6 +169,18 @@ class _Answer:
     finished_at: datetime
 
 
+def _with_charts(
+    messages: tuple[ChatMessage, ...], images: tuple[ImagePart, ...]
+) -> tuple[ChatMessage, ...]:
+    """Return `messages` with `images` on the last user message (its text unchanged)."""
+    if not images:
+        return messages
+    last = max(index for index, message in enumerate(messages) if message.role == "user")
+    changed = list(messages)
+    changed[last] = replace(messages[last], images=images)
+    return tuple(changed)
+
+
 class CycleEngine:
     """Runs cycles and the exit monitor for a set of agents over one market and one recorder."""
 
@@ -181,8 +196,11 @@ class CycleEngine:
         rules: Mapping[str, MarketRules] | None = None,
         fresh_prices: FreshPrices | None = None,
         time_limit: TimeLimit = asyncio.timeout,
+        charts: ChartSource | None = None,
     ) -> None:
         self.market = market
+        # Chart images for vision agents' prompts (None: no agent is shown charts).
+        self.charts = charts
         self.recorder = recorder
         self.slots = list(agents)
         self.config = config
@@ -423,6 +441,11 @@ class CycleEngine:
                     market_section=market_section,
                 )
             )
+            if self.charts is not None and isinstance(slot.strategy, SeesCharts):
+                if slot.strategy.wants_images:
+                    messages = _with_charts(
+                        messages, self.charts.charts(snapshot, slot.account.positions)
+                    )
         return DecisionRequest(
             at=at,
             snapshot=snapshot,
