@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from app.cli.console import print_json, stdout
+from app.cli.console import print_json, stderr, stdout
 from app.cli.context import get_settings
 from app.cli.options import JsonOption, RunOption, WideOption
 from app.cli.views import (
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from app.config import Settings
+    from app.db.queries import ChatEntry
     from app.db.session import Database
 
 
@@ -131,6 +134,32 @@ def trades_command(
     stdout.print(trades_table(run_id, items, wide=wide))
 
 
+def write_call_images(engine: Engine, entries: Sequence[ChatEntry], folder: Path) -> list[Path]:
+    """Write what each call's model saw: `AGENT-YYYYMMDDTHHMM-call<ID>-<N>-<KIND>.png`."""
+    from app.db import queries
+
+    by_call = queries.call_images(engine, [e.call_id for e in entries if e.call_id is not None])
+    if not by_call:
+        return []
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"cannot write images to {folder}: {error}") from error
+    written = []
+    for entry in entries:
+        if entry.call_id is None:
+            continue
+        for image in by_call.get(entry.call_id, []):
+            name = (
+                f"{entry.agent}-{entry.at:%Y%m%dT%H%M}-call{entry.call_id}-"
+                f"{image.position + 1}-{image.kind}.png"
+            )
+            path = folder / name
+            path.write_bytes(image.png)
+            written.append(path)
+    return written
+
+
 def chat_command(
     run: RunOption = None,
     agent: Annotated[str | None, typer.Option("--agent", help="Only this agent.")] = None,
@@ -149,6 +178,14 @@ def chat_command(
     prompt: Annotated[
         bool, typer.Option("--prompt", help="Show the messages each call was sent, in full.")
     ] = False,
+    images: Annotated[
+        Path | None,
+        typer.Option(
+            "--images",
+            help="Write the chart images each shown call sent (a vision agent's) as PNG files "
+            "into this folder.",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Show each agent's recent calls: reasoning summary, decisions in full and their outcome."""
@@ -169,6 +206,10 @@ def chat_command(
         if prompt
         else None
     )
+    if images is not None:
+        written = write_call_images(database.engine, entries, images)
+        # On stderr: `--json` keeps stdout one JSON document.
+        stderr.print(f"wrote {len(written)} chart image(s) to {images}")
     if as_json:
         print_json(chat_json(entries, details, prompts))
         return

@@ -368,6 +368,46 @@ def call_messages(engine: Engine, call_id: int) -> list[ChatMessage]:
         return decode_messages(blob, load_part)
 
 
+@dataclass(frozen=True, slots=True)
+class SentImage:
+    """A chart image a recorded call sent: its place in the prompt and the stored PNG."""
+
+    position: int
+    sha256: str
+    kind: str
+    caption: str
+    width_px: int
+    height_px: int
+    png: bytes
+
+
+def call_images(engine: Engine, call_ids: Sequence[int]) -> dict[int, list[SentImage]]:
+    """Return the chart images each of `call_ids` sent (a vision agent's calls), in order."""
+    if not call_ids:
+        return {}
+    link, image = models.LlmCallImage, models.ChartImage
+    statement = (
+        select(
+            link.llm_call_id,
+            link.position,
+            image.sha256,
+            image.kind,
+            image.caption,
+            image.width_px,
+            image.height_px,
+            image.png,
+        )
+        .join(image, image.sha256 == link.image_sha256)
+        .where(link.llm_call_id.in_(list(call_ids)))
+        .order_by(link.llm_call_id, link.position)
+    )
+    found: dict[int, list[SentImage]] = {}
+    with engine.connect() as connection:
+        for row in connection.execute(statement):
+            found.setdefault(row[0], []).append(SentImage(*row[1:]))
+    return found
+
+
 def ledger(engine: Engine, agent_id: int) -> tuple[list[Fill], list[FundingPayment]]:
     """Return every fill and funding payment of an agent, oldest first (the books' ledgers)."""
     with Session(engine) as session:

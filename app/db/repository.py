@@ -556,7 +556,11 @@ class SqlCycleStore:
         connection.execute(
             insert(models.LlmCallImage),
             [
-                {"llm_call_id": call_ids[index], "position": position, "image_sha256": known[image.key]}
+                {
+                    "llm_call_id": call_ids[index],
+                    "position": position,
+                    "image_sha256": known[image.key],
+                }
                 for index, images in call_images.items()
                 for position, image in enumerate(images)
             ],

@@ -414,9 +414,7 @@ class OpenAIChatModel:
                 progress,
             ) from error
         except openai.APIStatusError as error:
-            raise self._status_failure(
-                error, progress, images=bool(request.images)
-            ) from error
+            raise self._status_failure(error, progress, images=bool(request.images)) from error
         except openai.APIConnectionError as error:
             if progress.in_stream:
                 raise self._failure(

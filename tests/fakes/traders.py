@@ -23,7 +23,14 @@ def prompt_text(request: Mapping[str, Any]) -> str:
     """Return the user message of a chat request (the system prompt may be folded into it)."""
     messages = request.get("messages") or []
     users = [m.get("content", "") for m in messages if m.get("role") == "user"]
-    return str(users[-1]) if users else ""
+    if not users:
+        return ""
+    content = users[-1]
+    if isinstance(content, list):  # a vision agent's content parts: their texts
+        return "\n".join(
+            str(part.get("text", "")) for part in content if part.get("type") == "text"
+        )
+    return str(content)
 
 
 def market_view(prompt: str) -> dict[str, tuple[float, float | None, float | None]]:
