@@ -101,7 +101,7 @@ def test_a_vision_agent_sends_charts_a_text_agent_none_and_the_replay_sends_noth
         assert kinds == ["image/png", "image/png"]
         for image in seen.images:
             assert image.data.startswith(PNG_SIGNATURE)
-            assert (image.width_px, image.height_px) == (896, 352)  # three coins: 2 x 2 grid
+            assert (image.width_px, image.height_px) == (896, 576)  # three coins: a 2 x 2 grid
             assert image.size_bytes < 1_000_000
         user = seen.body["messages"][-1]["content"]
         assert user[0]["type"] == "text"
