@@ -2,12 +2,18 @@
 """Check the ModelScope connection with one real decision call, the way the daemon makes it.
 
     .venv/bin/python scripts/test_modelscope.py [--model ID] [--stream] [--base-url URL]
+    .venv/bin/python scripts/test_modelscope.py --vision [--model ID]
 
 Reads MODELSCOPE_API_KEY (environment or .env), asks the model for decisions on a small
 two-coin market built by the project's own prompt code, prints the reasoning and the parsed
 decisions, and ends with a PASS line (exit 0) or a FAIL line naming the cause (exit 1): no key,
 bad key, quota exhausted, model not served, network, timeout. One request is spent; nothing is
 retried and nothing is written to the database.
+
+With `--vision` it sends one chart instead (the intraday chart a vision agent would get for the
+same market, default model Qwen/Qwen3-VL-30B-A3B-Instruct), prints what the model says it sees,
+and passes when the answer names a coin of the chart; a model that takes no images fails with
+the cause "images refused".
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from app.errors import (
     EmptyAnswerError,
     ModelAuthError,
     ModelCallError,
+    ModelImagesRefusedError,
     ModelNotServedError,
     ModelQuotaError,
     ModelTimeoutError,
@@ -53,6 +60,11 @@ from app.prompts.builder import PROMPT_VERSION, build_messages
 from app.wiring import build_model
 
 RULE = "=" * 60
+VISION_MODEL = "Qwen/Qwen3-VL-30B-A3B-Instruct"
+VISION_QUESTION = (
+    "What does this chart show? Name the coins, the timeframe, and whether each price rose or "
+    "fell over the chart. Answer in two or three sentences."
+)
 SAMPLE_AT = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 SAMPLE_PRICES = {"BTC": 97_000.0, "ETH": 3_400.0}
 REASONING_SHOWN_CHARS = 1200
@@ -86,8 +98,8 @@ def _candles(last_price: float, timeframe: timedelta, count: int, seed: int) -> 
     )
 
 
-def sample_messages(settings: Settings) -> list[ChatMessage]:
-    """Return the project's prompt for a small made-up BTC/ETH market and a fresh account."""
+def sample_snapshot() -> MarketSnapshot:
+    """Return a small made-up BTC/ETH market."""
     coins = {}
     for seed, (coin, price) in enumerate(SAMPLE_PRICES.items()):
         coins[coin] = CoinSnapshot(
@@ -98,9 +110,23 @@ def sample_messages(settings: Settings) -> list[ChatMessage]:
             context=add_context_indicators(_candles(price, timedelta(hours=4), 120, seed + 10)),
             funding_rate=0.0000125,
         )
-    snapshot = MarketSnapshot(
+    return MarketSnapshot(
         at=SAMPLE_AT, intraday_timeframe="3m", context_timeframe="4h", coins=coins
     )
+
+
+def vision_messages() -> list[ChatMessage]:
+    """Return one question with the sample market's intraday chart (as a vision agent gets it)."""
+    from app.charts.render import ChartRenderer
+    from app.charts.source import MarketCharts
+
+    charts = MarketCharts(renderer=ChartRenderer()).charts(sample_snapshot(), {})
+    return [ChatMessage("user", VISION_QUESTION, images=charts[:1])]
+
+
+def sample_messages(settings: Settings) -> list[ChatMessage]:
+    """Return the project's prompt for a small made-up BTC/ETH market and a fresh account."""
+    snapshot = sample_snapshot()
     cash = settings.risk.starting_cash_usd
     account = AccountView(
         at=SAMPLE_AT,
@@ -132,6 +158,8 @@ def cause_of(error: ModelCallError) -> str:
         return "bad key"
     if isinstance(error, ModelQuotaError):
         return "quota exhausted"
+    if isinstance(error, ModelImagesRefusedError):
+        return "images refused"
     if isinstance(error, ModelNotServedError):
         return "model not served"
     if isinstance(error, ModelTimeoutError):
@@ -151,9 +179,11 @@ def fail(cause: str, detail: str, secrets: list[str]) -> int:
     return 1
 
 
-async def ask(model: OpenAIChatModel, messages: list[ChatMessage], stream: bool) -> ChatResult:
+async def ask(
+    model: OpenAIChatModel, messages: list[ChatMessage], stream: bool, *, json_mode: bool = True
+) -> ChatResult:
     """Ask once through the daemon's adapter, with no retry."""
-    options = ChatOptions(json_mode=True, stream=stream)
+    options = ChatOptions(json_mode=json_mode, stream=stream)
     return await model.send(model.prepare(messages, options), max_retries=0)
 
 
@@ -211,12 +241,34 @@ def print_decisions(text: str) -> str | None:
     return None
 
 
+def vision_verdict(result: ChatResult) -> int:
+    """Print what the model says it sees and the PASS line; return the exit code."""
+    print("What the model sees:")
+    print(textwrap.indent(textwrap.fill(result.text.strip()[:1200], 96), "  "))
+    named = [coin for coin in SAMPLE_PRICES if coin in result.text.upper()]
+    print(RULE)
+    if named:
+        print(f"PASS: {result.model} read the chart (it named {', '.join(named)})")
+    else:
+        print(
+            f"PASS (with a warning): {result.model} answered, but named none of the chart's "
+            f"coins ({', '.join(SAMPLE_PRICES)}): check that it really reads images"
+        )
+    print(RULE)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the check; return the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--model", help=f"model id (default: {DEFAULT_MODELSCOPE_MODEL})")
     parser.add_argument("--stream", action="store_true", help="stream the answer")
     parser.add_argument("--base-url", help="API base URL (default: MODELSCOPE_BASE_URL)")
+    parser.add_argument(
+        "--vision",
+        action="store_true",
+        help=f"send one chart image and print what the model sees (default model {VISION_MODEL})",
+    )
     args = parser.parse_args(argv)
 
     print(RULE)
@@ -237,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     secrets = [key]
     print(f"✓ API key configured: {masked(key)}")
-    model_id = args.model or DEFAULT_MODELSCOPE_MODEL
+    model_id = args.model or (VISION_MODEL if args.vision else DEFAULT_MODELSCOPE_MODEL)
     if args.base_url:
         endpoint = settings.modelscope.model_copy(update={"base_url": args.base_url})
         settings = settings.model_copy(update={"modelscope": endpoint})
@@ -251,11 +303,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  base URL: {model.base_url}")
             streamed = args.stream or model.model_traits.stream_only
             print(f"  model:    {model_id} (streaming: {'yes' if streamed else 'no'})")
-            messages = sample_messages(settings)
-            print(f"  prompt:   {PROMPT_VERSION}, {sum(len(m.content) for m in messages):,} chars")
+            if args.vision:
+                messages = vision_messages()
+                image = messages[0].images[0].image()
+                print(
+                    f"  chart:    {image.width_px}x{image.height_px} PNG, "
+                    f"{image.size_bytes:,} bytes ({image.caption})"
+                )
+            else:
+                messages = sample_messages(settings)
+                chars = sum(len(m.content) for m in messages)
+                print(f"  prompt:   {PROMPT_VERSION}, {chars:,} chars")
             print()
             print("Calling the model…")
-            result = await ask(model, messages, args.stream)
+            result = await ask(model, messages, args.stream, json_mode=not args.vision)
             print_result(result, messages)
             return result
         finally:
@@ -267,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
         return fail(cause_of(error), str(error), secrets)
     except ConfigError as error:
         return fail("settings", str(error), secrets)
+    if args.vision:
+        return vision_verdict(result)
     problem = print_decisions(result.text)
     print(RULE)
     if problem is not None:

@@ -172,3 +172,36 @@ def test_no_key_fails_before_any_call(run_script: Callable[..., ScriptRun]) -> N
 
     assert result.returncode == 1
     assert last_line(result).startswith("FAIL: no key: MODELSCOPE_API_KEY is not set")
+
+
+def test_vision_sends_one_chart_to_a_qwen3_vl_model_and_prints_what_it_sees(
+    fake_server: Server, run_script: Callable[..., ScriptRun]
+) -> None:
+    seen = "Two 3m candle charts: BTC drifts up to 97,000 while ETH falls back to 3,400."
+    server = fake_server("modelscope", default=answer(seen))
+
+    result = run_script("--base-url", server.base_url, "--vision")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "model:    Qwen/Qwen3-VL-30B-A3B-Instruct" in result.stdout
+    assert "BTC drifts up to 97,000" in result.stdout
+    assert (
+        last_line(result)
+        == "PASS: Qwen/Qwen3-VL-30B-A3B-Instruct read the chart (it named BTC, ETH)"
+    )
+    (request,) = server.requests
+    (image,) = request.images
+    assert request.image_problem is None and image.media_type == "image/png"
+    assert (image.width_px, image.height_px) == (896, 320)  # two coins side by side
+    assert "response_format" not in request.body
+
+
+def test_vision_against_a_model_taking_no_images_fails_with_that_cause(
+    fake_server: Server, run_script: Callable[..., ScriptRun]
+) -> None:
+    server = fake_server("modelscope", refuse_images={MODEL})
+
+    result = run_script("--base-url", server.base_url, "--vision", "--model", MODEL)
+
+    assert result.returncode == 1
+    assert last_line(result).startswith(f"FAIL: images refused: ModelScope model {MODEL} takes no")
