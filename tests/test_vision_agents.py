@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import func, select
 
+from app.charts.png import expand_png
 from app.db import models
 from app.db.session import make_engine
 from app.market.sample import SAMPLE_END, write_sample_data
@@ -111,11 +112,19 @@ def test_a_vision_agent_sends_charts_a_text_agent_none_and_the_replay_sends_noth
     # Stored once by content hash, linked to the calls that sent them.
     engine = make_engine(env["DATABASE_URL"])
     with engine.connect() as connection:
-        stored = connection.execute(select(models.ChartImage.sha256, models.ChartImage.png)).all()
+        stored = [
+            (sha, expand_png(data) if encoding == "compact" else data)
+            for sha, encoding, data in connection.execute(
+                select(models.ChartImage.sha256, models.ChartImage.encoding, models.ChartImage.data)
+            )
+        ]
         links = connection.execute(select(func.count()).select_from(models.LlmCallImage)).scalar()
     sent = {image.sha256 for request in vision for image in request.images}
     assert {sha for sha, _ in stored} == sent
     assert all(hashlib.sha256(png).hexdigest() == sha for sha, png in stored)
+    with engine.connect() as connection:
+        encodings = set(connection.execute(select(models.ChartImage.encoding)).scalars())
+    assert encodings == {"compact"}, "charts are kept a quarter smaller than the PNG sent"
     # 25 intraday charts (a new candle each cycle) and the 4h chart, which changed at most once.
     assert len(stored) <= CYCLES + 2
     assert links == 2 * CYCLES

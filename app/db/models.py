@@ -133,7 +133,10 @@ class ChartImage(Base):
 
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     spec_key: Mapped[str] = mapped_column(String(64), unique=True)
-    png: Mapped[bytes] = mapped_column(LargeBinary)
+    # "png": `data` is the PNG as sent; "compact": the chart PNG's rows in LZMA (a quarter
+    # smaller; `app.charts.png.expand_png` gives back the identical bytes).
+    encoding: Mapped[str] = mapped_column(String(8), default="png")
+    data: Mapped[bytes] = mapped_column(LargeBinary)
     width_px: Mapped[int] = mapped_column(Integer)
     height_px: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(16))

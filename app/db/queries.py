@@ -12,6 +12,7 @@ import pandas as pd
 from sqlalchemy import Engine, Select, func, or_, select
 from sqlalchemy.orm import Session
 
+from app.charts.png import expand_png
 from app.db import models
 from app.db.llm_rows import decode_messages, decode_segments, decompress_text
 from app.db.repository import position_from_row
@@ -395,7 +396,8 @@ def call_images(engine: Engine, call_ids: Sequence[int]) -> dict[int, list[SentI
             image.caption,
             image.width_px,
             image.height_px,
-            image.png,
+            image.encoding,
+            image.data,
         )
         .join(image, image.sha256 == link.image_sha256)
         .where(link.llm_call_id.in_(list(call_ids)))
@@ -404,7 +406,8 @@ def call_images(engine: Engine, call_ids: Sequence[int]) -> dict[int, list[SentI
     found: dict[int, list[SentImage]] = {}
     with engine.connect() as connection:
         for row in connection.execute(statement):
-            found.setdefault(row[0], []).append(SentImage(*row[1:]))
+            png = expand_png(row.data) if row.encoding == "compact" else row.data
+            found.setdefault(row[0], []).append(SentImage(*row[1:7], png=png))
     return found
 
 

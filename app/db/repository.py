@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Engine, bindparam, func, insert, select, upda
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
+from app.charts.png import compact_png
 from app.db import models
 from app.db.base import UTCDateTime
 from app.db.llm_rows import LLM_CALL_DEFAULTS, StoredPart, compress_text, llm_call_values
@@ -538,11 +539,13 @@ class SqlCycleStore:
                 continue
             drawn = wanted[key].image()
             known[key] = drawn.sha256
+            encoding, data = _stored_png(drawn.png)
             new_rows.append(
                 {
                     "sha256": drawn.sha256,
                     "spec_key": key,
-                    "png": drawn.png,
+                    "encoding": encoding,
+                    "data": data,
                     "width_px": drawn.width_px,
                     "height_px": drawn.height_px,
                     "kind": drawn.kind,
@@ -737,6 +740,16 @@ def _llm_call_rows(
             parts=parts,
         )
     ]
+
+
+def _stored_png(png: bytes) -> tuple[str, bytes]:
+    """Return how a chart is kept: its rows in LZMA when that is smaller (a quarter, for the
+    palette PNGs the renderer writes), else the PNG as it is."""
+    try:
+        compact = compact_png(png)
+    except ValueError:  # not one of our palette PNGs
+        return "png", png
+    return ("compact", compact) if len(compact) < len(png) else ("png", png)
 
 
 def _record_time(record: AgentCycleRecord | AccountEventsRecord) -> datetime:
