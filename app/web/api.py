@@ -521,6 +521,32 @@ def run_call(
 
 
 @v1_router.get(
+    "/runs/{run_id}/calls/{call_id}/images/{number}.png",
+    response_class=Response,
+    summary="A chart image a vision agent's call sent",
+    responses={200: {"content": {"image/png": {}}}},
+)
+def run_call_image(
+    request: Request,
+    run_id: RunPath,
+    call_id: Annotated[int, Path(ge=1, le=2**62, description="The call's id.")],
+    number: Annotated[int, Path(ge=1, le=64, description="The image's place, from 1.")],
+) -> Response:
+    """Return the PNG exactly as the model was sent it."""
+    model = read_model(request)
+    require_run(model, run_id)
+    png = model.call_image(run_id, call_id, number)
+    if png is None:
+        raise HTTPException(
+            status_code=404, detail=f"no image {number} of call {call_id} in run {run_id!r}"
+        )
+    # An image of a recorded call never changes.
+    return Response(
+        content=png, media_type="image/png", headers={"Cache-Control": "private, max-age=86400"}
+    )
+
+
+@v1_router.get(
     "/runs/{run_id}/decisions", response_model=list[DecisionItem], summary="Latest decisions"
 )
 def run_decisions(

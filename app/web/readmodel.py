@@ -256,14 +256,27 @@ class CallCard:
 
 
 @dataclass(frozen=True, slots=True)
+class CallImage:
+    """A chart image a vision agent's call sent; `number` counts from 1 in the prompt's order."""
+
+    number: int
+    kind: str
+    caption: str
+    width_px: int
+    height_px: int
+
+
+@dataclass(frozen=True, slots=True)
 class CallDetail:
-    """A call in full: the prompt it was sent, its reasoning and its raw answer."""
+    """A call in full: the prompt it was sent (and its chart images), its reasoning and its raw
+    answer."""
 
     card: CallCard
     system_prompt: str
     user_prompt: str
     reasoning: str
     response_text: str
+    images: tuple[CallImage, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -1213,13 +1226,36 @@ class ReadModel:
         messages = queries.call_messages(self.engine, call_id)
         system = "\n\n".join(m.content for m in messages if m.role == "system")
         user = "\n\n".join(m.content for m in messages if m.role == "user")
+        link, image = models.LlmCallImage, models.ChartImage
+        with self.engine.connect() as connection:
+            images = connection.execute(
+                select(link.position, image.kind, image.caption, image.width_px, image.height_px)
+                .join(image, image.sha256 == link.image_sha256)
+                .where(link.llm_call_id == call_id)
+                .order_by(link.position)
+            ).all()
         return CallDetail(
             card=cards[0],
             system_prompt=system,
             user_prompt=user,
             reasoning=decompress_text(row.reasoning_z),
             response_text=row.response_text or "",
+            images=tuple(CallImage(i.position + 1, *i[1:]) for i in images),
         )
+
+    def call_image(self, run_id: str, call_id: int, number: int) -> bytes | None:
+        """Return the PNG a call of the run sent as its `number`th image, or None."""
+        call, agent = models.LlmCall, models.Agent
+        with self.engine.connect() as connection:
+            found = connection.execute(
+                select(call.id)
+                .join(agent, agent.id == call.agent_id)
+                .where(call.id == call_id, agent.run_id == run_id)
+            ).first()
+        if found is None:
+            return None
+        images = queries.call_images(self.engine, [call_id]).get(call_id, [])
+        return next((i.png for i in images if i.position + 1 == number), None)
 
     def cycles(self, run_id: str, *, agent: str | None = None, limit: int = 50) -> list[Any]:
         """Return the latest agent-cycles: when, status, error and invocation."""

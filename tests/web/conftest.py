@@ -1,5 +1,5 @@
-"""The dashboard's test database: a real short backtest (two fake LLM agents and the baselines)
-replayed from the candle cache, built once per session."""
+"""The dashboard's test database: a real short backtest (two fake LLM agents, one of them shown
+chart images, and the baselines) replayed from the candle cache, built once per session."""
 
 from __future__ import annotations
 
@@ -66,7 +66,10 @@ def arena(tmp_path_factory: pytest.TempPathFactory) -> Arena:
         options = BacktestOptions(
             data=(Path(f"cache:{EXCHANGE}"),),
             agents=(
-                AgentConfig.from_spec(f"trend=modelscope:{TREND_MODEL}"),
+                # A vision agent: its calls carry chart images the chat card shows.
+                AgentConfig.from_spec(f"trend=modelscope:{TREND_MODEL}").model_copy(
+                    update={"vision": True}
+                ),
                 AgentConfig.from_spec(f"contra=modelscope:{CONTRA_MODEL}"),
                 AgentConfig.from_spec("hodl=baseline:buy_and_hold"),
                 AgentConfig.from_spec("ema=baseline:ema_trend"),

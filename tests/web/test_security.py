@@ -25,8 +25,15 @@ CANARY_TOKEN = "serve-canary-0d9e8f7a6b5c4d3e"
 
 def every_get_path(client: TestClient, read_model: ReadModel, run: str) -> list[str]:
     """Every GET route of the spec with real parameters, and every page."""
-    call = read_model.calls(run, limit=1)[0].call_id
-    values = {"run_id": run, "model_id": "trend", "coin": "BTC", "call_id": str(call)}
+    # The vision agent's latest call, which sent chart images.
+    call = read_model.calls(run, agent="trend", limit=1)[0].call_id
+    values = {
+        "run_id": run,
+        "model_id": "trend",
+        "coin": "BTC",
+        "call_id": str(call),
+        "number": "1",
+    }
     paths = []
     for path, methods in client.get("/openapi.json").json()["paths"].items():
         if "get" in methods:

@@ -200,6 +200,20 @@ function lazyCards(run) {
     try {
       const call = await getJson(`/api/v1/runs/${encodeURIComponent(run)}/calls/${card.dataset.call}`);
       lazy.querySelector(".prompt").textContent = call.user_prompt || "(not recorded)";
+      const charts = lazy.querySelector(".charts");
+      if (charts && call.images && call.images.length) {
+        charts.replaceChildren(Object.assign(document.createElement("h4"), { textContent: "Charts the model saw" }));
+        for (const image of call.images) {
+          const img = document.createElement("img");
+          img.src = `/api/v1/runs/${encodeURIComponent(run)}/calls/${card.dataset.call}/images/${image.number}.png`;
+          img.alt = img.title = image.caption;
+          img.width = image.width_px;
+          img.height = image.height_px;
+          img.loading = "lazy";
+          img.className = "chart-image";
+          charts.appendChild(img);
+        }
+      }
       lazy.querySelector(".reasoning").textContent = call.reasoning || "(the model gave no separate reasoning)";
       lazy.querySelector(".answer").textContent = call.response_text || "(no answer)";
       lazy.dataset.loaded = "yes";
