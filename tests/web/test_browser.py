@@ -185,6 +185,17 @@ def test_a_chat_card_expands_to_the_prompt_and_the_decisions(
     assert len(decisions) == 6  # one per coin
     assert any("filled" in row.text for row in decisions)
     assert card.find_element("css selector", ".answer").text.startswith("{")
+    # trend is a vision agent: the card shows the two charts its call sent, loaded.
+    wait(browser, lambda d: len(card.find_elements("css selector", "img.chart-image")) == 2)
+    images = card.find_elements("css selector", "img.chart-image")
+    wait(
+        browser,
+        lambda d: all(
+            d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", i)
+            for i in images
+        ),
+    )
+    assert [i.get_attribute("naturalWidth") for i in images] == ["896", "896"]
     save(browser, "dashboard-chat.png")
     assert console_errors(browser) == []
 
