@@ -235,3 +235,35 @@ def test_changing_every_candle_after_t_leaves_every_image_sent_by_t_byte_identic
     for i in by_t:
         assert redrawn[i] == original[i], f"an image sent at {times[i]} saw a candle after {cut}"
     assert redrawn[12][0] != original[12][0], "the change must show after T"
+
+
+def test_a_chart_over_the_byte_limit_stops_the_run_with_the_setting_named(
+    llm: FakeOpenAIServer, sample: Path, tmp_path: Path
+) -> None:
+    """A six-coin chart is about 16 kB; a 10,000-byte limit refuses it before any request,
+    and the backtest stops with one line naming the setting (exit 2, nothing to retry)."""
+    env = {**_env(llm, tmp_path), "VISION_MAX_IMAGE_BYTES": "10000"}
+    result = arena(
+        "backtest",
+        "--data",
+        str(sample),
+        "--start",
+        START.strftime("%Y-%m-%dT%H:%M"),
+        "--end",
+        END.strftime("%Y-%m-%dT%H:%M"),
+        "--interval",
+        "5m",
+        "--agent",
+        f"vl=modelscope:{VL_MODEL}",
+        cwd=tmp_path,
+        env=env,
+    )
+    assert result.exit_code == 2
+    assert "the intraday chart of BTC, ETH, SOL, BNB, XRP, DOGE is" in result.stderr
+    assert "over the limit of 10000 (VISION_MAX_IMAGE_BYTES)" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert llm.requests_for(VL_MODEL) == []
+    engine = make_engine(env["DATABASE_URL"])
+    with engine.connect() as connection:
+        stored = connection.execute(select(func.count()).select_from(models.ChartImage)).scalar()
+    assert stored == 0

@@ -30,7 +30,7 @@ from app.domain import (
     ImagePart,
     Position,
 )
-from app.errors import InvariantError
+from app.errors import AppError, InvariantError
 from app.ports import AccountEventsRecord, AgentCycleRecord, DecisionRecord
 
 log = logging.getLogger(__name__)
@@ -537,7 +537,11 @@ class SqlCycleStore:
         for key in unknown:
             if key in known:
                 continue
-            drawn = wanted[key].image()
+            try:
+                drawn = wanted[key].image()
+            except AppError as error:  # e.g. over VISION_MAX_IMAGE_BYTES: it was never sent
+                log.warning("chart not stored: %s", error)
+                continue
             known[key] = drawn.sha256
             encoding, data = _stored_png(drawn.png)
             new_rows.append(
@@ -555,19 +559,19 @@ class SqlCycleStore:
             )
         if new_rows:
             connection.execute(sqlite_insert(models.ChartImage).on_conflict_do_nothing(), new_rows)
-        changes.new_images.update({key: known[key] for key in wanted})
-        connection.execute(
-            insert(models.LlmCallImage),
-            [
-                {
-                    "llm_call_id": call_ids[index],
-                    "position": position,
-                    "image_sha256": known[image.key],
-                }
-                for index, images in call_images.items()
-                for position, image in enumerate(images)
-            ],
-        )
+        changes.new_images.update({key: known[key] for key in wanted if key in known})
+        links = [
+            {
+                "llm_call_id": call_ids[index],
+                "position": position,
+                "image_sha256": known[image.key],
+            }
+            for index, images in call_images.items()
+            for position, image in enumerate(images)
+            if image.key in known
+        ]
+        if links:
+            connection.execute(insert(models.LlmCallImage), links)
 
     def _write_trading(
         self,
