@@ -272,9 +272,10 @@ def build_llm_strategy(
     """Return `agent` as an `LLMStrategy` over its fallback chain."""
     options = replace(DEFAULT_OPTIONS, thinking=agent.thinking)
     chain = build_chat_model(agent, settings, runtime, sleep=sleep, monotonic=monotonic)
-    return LLMStrategy(
-        agent.name, chain, options=options, wants_images=is_vision_agent(agent, settings)
-    )
+    vision = is_vision_agent(agent, settings)
+    if vision:
+        log.info("agent %s: a vision agent (chart images in its prompt)", agent.name)
+    return LLMStrategy(agent.name, chain, options=options, wants_images=vision)
 
 
 def is_vision_agent(agent: AgentConfig, settings: Settings) -> bool:
