@@ -404,12 +404,13 @@ def test_live_fills_use_the_price_when_the_answer_is_ready(market, database) -> 
 def test_a_slow_model_is_cut_at_the_agents_budget_and_its_request_recorded(
     market, database, db_url, monkeypatch
 ) -> None:
-    """The model never answers; the agent has 0.5 s per cycle, so the call gets a budget of
-    max(0.5 - 3, 0.5 / 2) = 0.25 s, and its request is cut at that. The cycle holds with the
+    """The model never answers; the agent has 4 s per cycle, so the call gets a budget of
+    max(4 - 3, 4 / 2) = 2 s, and its request is cut at that (2 s, not less, so that the request
+    reaches the server on a loaded machine before it is cut). The cycle holds with the
     reason, and the request it made (which spent quota) is an `llm_call` row with the prompt.
 
     No real durations race: the call's deadline is read on a clock that stands still (its one
-    request starts with exactly 0.25 s left), and the engine's own 0.5 s limit, the safety net
+    request starts with exactly 2 s left), and the engine's own 4 s limit, the safety net
     behind the budget, is held off by the test, so the budget's cut is the only one."""
     from app.config import AgentConfig, load_settings
     from app.db.session import make_session_factory
@@ -434,7 +435,7 @@ def test_a_slow_model_is_cut_at_the_agents_budget_and_its_request_recorded(
                 market,
                 database,
                 [strategy],  # type: ignore[list-item]
-                timeout_s=0.5,
+                timeout_s=4.0,
                 time_limit=limits,
             )
             try:
@@ -444,7 +445,7 @@ def test_a_slow_model_is_cut_at_the_agents_budget_and_its_request_recorded(
 
         asyncio.run(run())
         assert len(llm.requests_for(model)) == 1
-    assert limits.asked_s == [0.5]
+    assert limits.asked_s == [4.0]
 
     with Session(database) as session:
         cycle = session.scalars(select(models.Cycle)).one()
