@@ -30,6 +30,7 @@ from typing import Literal
 
 import numpy as np
 
+from app.candle_checks import DEFAULT_MAX_PRICE_GAP_PCT, snapshot_problems
 from app.decisions import TradeDecision
 from app.domain import (
     Bars,
@@ -115,6 +116,8 @@ class EngineConfig:
     limits: risk.RiskLimits
     agent_timeout_s: float = 120.0
     exit_timeframe: str = "1m"
+    # Ticker and newest close further apart than this: the cycle is skipped (app.candle_checks).
+    max_price_gap_pct: float = DEFAULT_MAX_PRICE_GAP_PCT
 
     @property
     def costs(self) -> PaperCosts:
@@ -312,6 +315,12 @@ class CycleEngine:
 
     async def _run_cycle(self, at: datetime, pending: list[AgentSlot]) -> CycleReport:
         snapshot = await self.market.snapshot(at)
+        problems = snapshot_problems(snapshot, max_price_gap_pct=self.config.max_price_gap_pct)
+        if problems:
+            # Stale or contradictory data: no model is asked and nothing fills this cycle.
+            return self._skip_cycle(
+                snapshot, pending, "market data unusable: " + "; ".join(problems)
+            )
         exit_fills = 0
         skipped: list[AgentCycleSummary] = []
         ready: list[AgentSlot] = []
@@ -357,11 +366,36 @@ class CycleEngine:
     ) -> AgentCycleSummary:
         answer = await self._ask(slot, request)
         if self.fresh_prices is not None and _has_orders(answer.answer):
-            fill_prices = {**fill_prices, **await self._fresh_prices()}
+            fresh = await self._fresh_prices()
+            # Never the snapshot's older price: a coin without a current price is not filled.
+            fill_prices = {coin: fresh.get(coin) for coin in fill_prices}
         async with slot.lock:
             trial, record, summary = self._settle(answer, snapshot, fill_prices)
             self._commit(slot, trial, record)
         return summary
+
+    def _skip_cycle(
+        self, snapshot: MarketSnapshot, pending: Sequence[AgentSlot], reason: str
+    ) -> CycleReport:
+        """Record every pending agent-cycle as `skipped` with `reason`; the accounts stay."""
+        log.warning("cycle %s skipped: %s", snapshot.at.isoformat(), reason)
+        now = self.clock()
+        summaries = []
+        for slot in pending:
+            record = AgentCycleRecord(
+                agent=slot.name,
+                scheduled_at=snapshot.at,
+                started_at=now,
+                finished_at=now,
+                invocation=slot.invocations,  # the model was not invoked
+                status="skipped",
+                books=slot.account.state(),
+                view=slot.account.view(snapshot.prices(), snapshot.at),
+                error=reason,
+            )
+            self._commit(slot, slot.account, record)
+            summaries.append(_skipped(slot, reason, recorded=True))
+        return CycleReport(scheduled_at=snapshot.at, agents=tuple(summaries))
 
     def flush(self) -> None:
         """Write what the recorder still holds back (a backtest's last step)."""
@@ -381,8 +415,8 @@ class CycleEngine:
         assert self.fresh_prices is not None
         try:
             return await self.fresh_prices() or {}
-        except Exception as error:  # the snapshot's prices still fill the answer
-            log.warning("current prices unavailable (%s): filling at the snapshot's prices", error)
+        except Exception as error:  # the orders are rejected for want of a price, and say so
+            log.warning("current prices unavailable (%s): this cycle's orders do not fill", error)
             return {}
 
     @staticmethod
@@ -510,6 +544,8 @@ class CycleEngine:
             decisions = traded + decisions
         status: Literal["ok", "failed"] = "ok" if error is None else "failed"
         view = trial.view(snapshot.prices(), snapshot.at)
+        # What the adapter did to the data (implausible candles dropped) stays with the record.
+        noted = "; ".join((*([error] if error else []), *snapshot.notes)) or None
         chat = None if answer is None else answer.chat
         if answer is None and asked.attempts:
             answer = StrategyAnswer(decisions=(), attempts=asked.attempts)
@@ -522,7 +558,7 @@ class CycleEngine:
             status=status,
             books=trial.state(),
             view=view,
-            error=error,
+            error=noted,
             prompt_version=request.prompt_version,
             messages=request.messages,
             answer=answer,
@@ -578,7 +614,9 @@ class CycleEngine:
             price = fill_prices.get(item.intent.coin)
             if price is None or not math.isfinite(price):
                 records.append(
-                    DecisionRecord(item.decision, "rejected", "no price to fill at this cycle")
+                    DecisionRecord(
+                        item.decision, "rejected", "no current price to fill at this cycle"
+                    )
                 )
                 continue
             executed = account.execute(item.intent, reference_price=price, at=fill_at)
@@ -618,8 +656,8 @@ def _has_orders(answer: StrategyAnswer | None) -> bool:
     return answer is not None and any(d.signal != "hold" for d in answer.decisions)
 
 
-def _skipped(slot: AgentSlot, reason: str) -> AgentCycleSummary:
-    return AgentCycleSummary(agent=slot.name, status="skipped", recorded=False, error=reason)
+def _skipped(slot: AgentSlot, reason: str, *, recorded: bool = False) -> AgentCycleSummary:
+    return AgentCycleSummary(agent=slot.name, status="skipped", recorded=recorded, error=reason)
 
 
 def _before(bars: Bars, end_ns: int) -> Bars:
