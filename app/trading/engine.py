@@ -367,8 +367,9 @@ class CycleEngine:
         answer = await self._ask(slot, request)
         if self.fresh_prices is not None and _has_orders(answer.answer):
             fresh = await self._fresh_prices()
-            # Never the snapshot's older price: a coin without a current price is not filled.
-            fill_prices = {coin: fresh.get(coin) for coin in fill_prices}
+            if fresh is not None:
+                # Never the snapshot's older price: a coin without a current price is not filled.
+                fill_prices = {coin: fresh.get(coin) for coin in fill_prices}
         async with slot.lock:
             trial, record, summary = self._settle(answer, snapshot, fill_prices)
             self._commit(slot, trial, record)
@@ -411,10 +412,11 @@ class CycleEngine:
             record.scheduled_at.isoformat(),
         )
 
-    async def _fresh_prices(self) -> Mapping[str, float]:
+    async def _fresh_prices(self) -> Mapping[str, float] | None:
+        """Return the current prices; None when this cycle fills at its own (a replay's)."""
         assert self.fresh_prices is not None
         try:
-            return await self.fresh_prices() or {}
+            return await self.fresh_prices()
         except Exception as error:  # the orders are rejected for want of a price, and say so
             log.warning("current prices unavailable (%s): this cycle's orders do not fill", error)
             return {}
