@@ -158,6 +158,32 @@ class CycleReport:
     exit_fills: int = 0
 
 
+@dataclass
+class _SharedMarket:
+    """Candles and funding fetched once per coin for every agent of one monitor pass."""
+
+    # coin -> (from when, bars from then on)
+    bars: dict[str, tuple[datetime, Bars]] = field(default_factory=dict)
+    settlements: dict[str, Settlements | None] = field(default_factory=dict)
+
+    def bars_from(self, coin: str, start: datetime) -> Bars | None:
+        """Return the coin's bars opening at or after `start` (None: not fetched from there)."""
+        found = self.bars.get(coin)
+        if found is None or found[0] > start:
+            return None
+        bars = found[1]
+        first = int(np.searchsorted(bars.open_ns, datetime_to_ns(start), side="left"))
+        if first == 0:
+            return bars
+        return Bars(
+            open_ns=bars.open_ns[first:],
+            open=bars.open[first:],
+            high=bars.high[first:],
+            low=bars.low[first:],
+            close=bars.close[first:],
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class _Answer:
     slot: AgentSlot
@@ -212,19 +238,58 @@ class CycleEngine:
     async def run_monitor(self, now: datetime) -> int:
         """Apply exits and funding up to `now` to every open position; return the exit count."""
         now = ensure_utc(now)
+        shared = await self._shared_market(self.slots, now)
         exits = 0
         for slot in self.slots:
             try:
-                exits += await self._catch_up(slot, now)
+                exits += await self._catch_up(slot, now, shared)
             except Exception:  # one agent's trouble must not stop the others' stops
                 log.exception("agent %s: exits could not be checked up to %s", slot.name, now)
         return exits
 
-    async def _catch_up(self, slot: AgentSlot, now: datetime) -> int:
-        async with slot.lock:
-            return await self._catch_up_locked(slot, now)
+    async def _shared_market(self, slots: Sequence[AgentSlot], now: datetime) -> _SharedMarket:
+        """Fetch, concurrently and once per coin, the candles and funding every agent's catch-up
+        up to `now` needs: from the earliest point any agent holding the coin was checked to.
 
-    async def _catch_up_locked(self, slot: AgentSlot, now: datetime) -> int:
+        A coin whose fetch fails is left out; the agents holding it then ask for it themselves
+        (and sit out with the reason if it fails again).
+        """
+        shared = _SharedMarket()
+        if self._bar_source is not None:
+            return shared  # in memory already: nothing to share
+        starts: dict[str, datetime] = {}
+        for slot in slots:
+            start = slot.checked_until
+            if start is None or start >= now:
+                continue
+            for coin in slot.account.positions:
+                starts[coin] = min(starts.get(coin, start), start)
+        if not starts:
+            return shared
+        coins = list(starts)
+        bars_found, settlements_found = await asyncio.gather(
+            asyncio.gather(
+                *(self._bars(coin, starts[coin], now) for coin in coins), return_exceptions=True
+            ),
+            asyncio.gather(
+                *(self._settlements(coin, starts[coin], now) for coin in coins),
+                return_exceptions=True,
+            ),
+        )
+        for coin, bars, settlements in zip(coins, bars_found, settlements_found, strict=True):
+            if not isinstance(bars, BaseException):
+                shared.bars[coin] = (starts[coin], bars)
+            if not isinstance(settlements, BaseException):
+                shared.settlements[coin] = settlements
+        return shared
+
+    async def _catch_up(
+        self, slot: AgentSlot, now: datetime, shared: _SharedMarket | None = None
+    ) -> int:
+        async with slot.lock:
+            return await self._catch_up_locked(slot, now, shared or _SharedMarket())
+
+    async def _catch_up_locked(self, slot: AgentSlot, now: datetime, shared: _SharedMarket) -> int:
         start = slot.checked_until
         if start is None or not slot.account.positions:
             # Nothing open (or never run): there is nothing to catch up on before `now`.
@@ -232,7 +297,7 @@ class CycleEngine:
             return 0
         if start >= now:
             return 0
-        bars = {coin: await self._bars(coin, start, now) for coin in slot.account.positions}
+        bars = await self._held_bars(slot, start, now, shared)
         horizon_ns = _common_horizon(bars.values(), datetime_to_ns(now), self._exit_step_ns)
         if horizon_ns is None or horizon_ns <= datetime_to_ns(start):
             return 0
@@ -247,7 +312,10 @@ class CycleEngine:
             if len(block) == 0:
                 continue  # this coin's candles all start after the common horizon
             last_prices[coin] = float(block.close[-1])
-            settlements = await self._settlements(coin, start, horizon)
+            if coin in shared.settlements:
+                settlements = _settlements_within(shared.settlements[coin], start, horizon)
+            else:
+                settlements = await self._settlements(coin, start, horizon)
             position = slot.account.positions[coin]
             if settlements is None and not _may_exit(position, block):
                 continue
@@ -276,6 +344,16 @@ class CycleEngine:
             slot.account = trial
         slot.checked_until = horizon
         return len(fills)
+
+    async def _held_bars(
+        self, slot: AgentSlot, start: datetime, end: datetime, shared: _SharedMarket
+    ) -> dict[str, Bars]:
+        """Return the bars of each coin `slot` holds, from `shared` where it has them."""
+        bars: dict[str, Bars] = {}
+        for coin in slot.account.positions:
+            fetched = shared.bars_from(coin, start)
+            bars[coin] = fetched if fetched is not None else await self._bars(coin, start, end)
+        return bars
 
     async def _bars(self, coin: str, start: datetime, end: datetime) -> Bars:
         if self._bar_source is not None:
@@ -324,9 +402,10 @@ class CycleEngine:
         exit_fills = 0
         skipped: list[AgentCycleSummary] = []
         ready: list[AgentSlot] = []
+        fetched = await self._shared_market(pending, at)
         for slot in pending:
             try:
-                exit_fills += await self._catch_up(slot, at)
+                exit_fills += await self._catch_up(slot, at, fetched)
             except Exception as error:  # this agent sits the cycle out; the others trade
                 log.exception("agent %s: exits could not be checked before the cycle", slot.name)
                 skipped.append(_skipped(slot, f"exits could not be checked: {error}"))
@@ -651,6 +730,21 @@ def _common_horizon(blocks: Iterable[Bars], now_ns: int, step_ns: int) -> int | 
             return None
         horizon_ns = min(horizon_ns, int(block.open_ns[-1]) + step_ns)
     return horizon_ns
+
+
+def _settlements_within(
+    found: Settlements | None, start: datetime, end: datetime
+) -> Settlements | None:
+    """Return the settlements in (`start`, `end`] of `found` (None when there are none)."""
+    if found is None:
+        return None
+    times = found.settled_ns
+    keep = (times > datetime_to_ns(start)) & (times <= datetime_to_ns(end))
+    if not keep.any():
+        return None
+    if keep.all():
+        return found
+    return Settlements(settled_ns=times[keep], rates=found.rates[keep], marks=found.marks[keep])
 
 
 def _has_orders(answer: StrategyAnswer | None) -> bool:
