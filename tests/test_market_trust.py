@@ -309,3 +309,131 @@ def test_tickers_failing_when_the_answer_is_ready_fill_nothing_at_an_older_price
     assert [tuple(row) for row in outcomes] == [
         ("rejected", "no current price to fill at this cycle")
     ]
+
+
+# -- point 3: the exchange at start, the exit checks, one bulk request, exact coins ---------------
+
+
+def test_an_exchange_unreachable_at_start_is_waited_for(
+    llm: FakeOpenAIServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The exchange answers its first three market requests with HTTP 500 (Binance's -1000
+    "unknown error"). `arena run --once` waits and tries again (after 0.5, 1 and 2 s; the
+    EXCHANGE_STARTUP_RETRY_S default is 300 s) instead of exiting 1, and runs its cycle."""
+    database = tmp_path / "arena.db"
+    with FakeExchange(clean_candles(), now=EXCHANGE_NOW) as exchange:
+        exchange.fail("/fapi/v1/exchangeInfo", "500", times=3)
+        settings_for(monkeypatch, exchange, llm, database)
+        result = arena("run", "--once", "--at", CYCLE.isoformat(), "--agent", HODL)
+        tries = len(exchange.requests_to("/fapi/v1/exchangeInfo"))
+    assert result.exit_code == 0, result.stderr
+    assert tries == 4
+    assert [status for _, status, _ in cycle_rows(database)] == ["ok"]
+
+
+def test_markets_not_loaded_within_the_startup_time_fail_with_the_reason() -> None:
+    """With EXCHANGE_STARTUP_RETRY_S = 10 and a first pause of 0.5 s, the pauses double up to
+    what is left: 0.5 + 1 + 2 + 4 + 2.5 = 10 s, then the exchange's error is raised."""
+    from app.errors import TemporaryError
+    from app.market.ccxt_feed import CcxtMarketData
+
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+
+    with FakeExchange(clean_candles(), now=EXCHANGE_NOW) as exchange:
+        exchange.fail("/fapi/v1/exchangeInfo", "500")
+        feed = CcxtMarketData(
+            coins=["BTC"],
+            exchange_id="binanceusdm",
+            api_url=exchange.url,
+            max_retries=0,
+            retry_backoff_s=0.5,
+            startup_retry_s=10.0,
+            sleep=sleep,
+        )
+
+        async def start() -> None:
+            try:
+                await feed.load_markets()
+            finally:
+                await feed.close()
+
+        with pytest.raises(TemporaryError, match="binanceusdm load_markets"):
+            asyncio.run(start())
+    assert pauses == [0.5, 1.0, 2.0, 4.0, 2.5]
+
+
+def test_exit_checks_fetch_each_coin_once_for_all_agents_at_once(
+    llm: FakeOpenAIServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twelve buy_and_hold agents hold the same six coins. One exit-monitor pass asks the
+    exchange for each coin's one-minute candles and funding once (6 + 6 requests, not 72 + 72)
+    and all at once: the fake exchange holds every request until six are in flight together
+    (a sequential monitor never gets there; the gate then gives up after 5 s)."""
+    agents = [AgentConfig.from_spec(f"hodl{i}=baseline:buy_and_hold") for i in range(12)]
+    database = tmp_path / "arena.db"
+    with FakeExchange(clean_candles(), now=EXCHANGE_NOW) as exchange:
+        settings = settings_for(monkeypatch, exchange, llm, database)
+
+        async def run() -> int:
+            async with build_live_arena(settings, agents) as live:
+                await live.run_once(CYCLE)
+                exchange.reset()
+                exchange.hold_until_in_flight(6, limit_s=5.0)
+                return await live.engine.run_monitor(CYCLE + timedelta(minutes=2))
+
+        exits = asyncio.run(run())
+        klines = exchange.requests_to("/fapi/v1/klines")
+        funding = exchange.requests_to("/fapi/v1/fundingRate")
+        most_at_once = exchange.max_in_flight
+    assert exits == 0
+    assert len(fills(database)) == 12 * 6
+    assert sorted(request.query["symbol"] for request in klines) == sorted(
+        f"{coin}USDT" for coin in ("BTC", "ETH", "SOL", "BNB", "XRP", "DOGE")
+    )
+    assert len(funding) == 6
+    assert most_at_once >= 6
+
+
+def _exchange_info_with(exchange: FakeExchange, *extra: dict[str, object]) -> dict[str, object]:
+    import copy
+
+    from tests.fakes.exchange import _Binance
+
+    info = _Binance(exchange).exchange_info()
+    btc = next(s for s in info["symbols"] if s["symbol"] == "BTCUSDT")
+    added = []
+    for changes in extra:
+        market = copy.deepcopy(btc)
+        market.update(changes)
+        added.append(market)
+    return {**info, "symbols": [*info["symbols"], *added]}
+
+
+def test_a_look_alike_market_is_never_read_as_the_coin() -> None:
+    """The exchange lists, after the real BTCUSDT, a perpetual `BTCUSD_FAKE` whose base asset is
+    BTC (ccxt files it under BTC/USDT:USDT, hiding BTCUSDT) and `1000BTCUSDT` (base 1000BTC).
+    BTC is not read from either: the start fails naming the look-alike. Without the look-alike,
+    BTC is BTCUSDT, whatever 1000BTC does."""
+    from app.errors import ConfigError
+    from app.market.ccxt_feed import CcxtMarketData
+
+    async def markets(exchange: FakeExchange) -> dict[str, str]:
+        feed = CcxtMarketData(coins=["BTC"], exchange_id="binanceusdm", api_url=exchange.url)
+        try:
+            symbols = await feed.load_markets()
+            return {coin: feed.exchange.markets[s]["id"] for coin, s in symbols.items()}
+        finally:
+            await feed.close()
+
+    fake_btc = {"symbol": "BTCUSD_FAKE", "pair": "BTCUSD_FAKE"}
+    thousand = {"symbol": "1000BTCUSDT", "pair": "1000BTCUSDT", "baseAsset": "1000BTC"}
+    with FakeExchange(clean_candles(), now=EXCHANGE_NOW) as exchange:
+        exchange.respond("/fapi/v1/exchangeInfo", _exchange_info_with(exchange, fake_btc, thousand))
+        with pytest.raises(ConfigError, match="BTC/USDT:USDT is BTCUSD_FAKE"):
+            asyncio.run(markets(exchange))
+        exchange.reset()
+        exchange.respond("/fapi/v1/exchangeInfo", _exchange_info_with(exchange, thousand))
+        assert asyncio.run(markets(exchange)) == {"BTC": "BTCUSDT"}

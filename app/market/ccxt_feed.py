@@ -156,6 +156,7 @@ def build_exchange(
     if api_url:
         exchange.urls["api"] = replace_api_host(exchange.urls["api"], api_url)
     _refuse_unparsed_bodies(exchange)
+    _share_identical_requests(exchange)
     if burst_tokens and float(exchange.rateLimit or 0) > 0:
         bucket = TokenBucket(capacity=burst_tokens, refill_per_s=1000.0 / float(exchange.rateLimit))
         # fetch2 awaits `self.throttle(cost)` for every request: same costs, our bucket.
@@ -182,6 +183,34 @@ def _refuse_unparsed_bodies(exchange: Any) -> None:
         return response
 
     exchange.fetch = strict_fetch
+
+
+def _share_identical_requests(exchange: Any) -> None:
+    """Make identical requests in flight at once share one answer.
+
+    On Hyperliquid, ccxt's tickers, funding rates and open interest each post the same
+    `metaAndAssetCtxs` request; a snapshot asks all three at once, so they go out once. Only
+    requests under way together are shared: nothing is cached once answered.
+    """
+    fetch = exchange.fetch
+    in_flight: dict[tuple[str, str, str], asyncio.Future[Any]] = {}
+
+    async def shared_fetch(
+        url: str, method: str = "GET", headers: Any = None, body: Any = None
+    ) -> Any:
+        key = (method, url, body if isinstance(body, str) else repr(body))
+        pending = in_flight.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        task = asyncio.ensure_future(fetch(url, method, headers, body))
+        in_flight[key] = task
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if in_flight.get(key) is task:
+                del in_flight[key]
+
+    exchange.fetch = shared_fetch
 
 
 def translate_error(error: Exception, *, exchange_id: str, what: str) -> AppError:
