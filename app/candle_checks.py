@@ -8,10 +8,10 @@ A candle is implausible when
 - a price is not a finite number above 0, or `low <= min(open, close) <= max(open, close) <= high`
   does not hold (a small relative tolerance allows for rounding in files);
 - or one of its prices lies beyond `max_move_pct` of the reference around it: the median close
-  of up to `NEIGHBOURS` sound candles on each side. A median of neighbours is not moved by the
-  bad candle itself, nor by one or two others next to it. For the last `NEIGHBOURS` candles,
-  which have few neighbours after them, a price within the band of the venue's mark price (when
-  given) is accepted: a real move shows there too, a bad print does not.
+  of the sound candles up to `NEIGHBOURS` on each side (its own close among them). A median of
+  eleven is not moved by the bad candle itself, nor by a few others next to it. For the last
+  `NEIGHBOURS` candles, which have few neighbours after them, a price within the band of the
+  venue's mark price (when given) is accepted: a real move shows there too, a bad print does not.
 The band is a ratio either way: with 200 %, a price is plausible from a third to three times
 the reference.
 """
@@ -77,9 +77,9 @@ def _band_ratio(max_move_pct: float) -> float:
     return 1.0 + max_move_pct / 100.0
 
 
-def _structural_problems(prices: np.ndarray) -> list[str | None]:
-    """Return, per row of [open, high, low, close], what makes it impossible (None: nothing)."""
-    problems: list[str | None] = [None] * len(prices)
+def _structural_problems(prices: np.ndarray) -> dict[int, str]:
+    """Return {row: what makes it impossible} for the rows of [open, high, low, close]."""
+    problems: dict[int, str] = {}
     finite = np.isfinite(prices).all(axis=1)
     positive = finite & (np.where(np.isfinite(prices), prices, 1.0) > 0).all(axis=1)
     open_, high, low, close = (prices[:, i] for i in range(4))
@@ -105,18 +105,12 @@ def _structural_problems(prices: np.ndarray) -> list[str | None]:
 
 
 def _neighbour_reference(closes: np.ndarray, sound: np.ndarray) -> np.ndarray:
-    """Return each candle's reference: the median close of up to NEIGHBOURS sound candles on
-    each side, itself excluded (NaN when it has no sound neighbour)."""
-    size = len(closes)
-    values = np.where(sound, closes, np.nan)
-    padded = np.concatenate([np.full(NEIGHBOURS, np.nan), values, np.full(NEIGHBOURS, np.nan)])
-    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * NEIGHBOURS + 1).copy()
-    windows[:, NEIGHBOURS] = np.nan  # not the candle itself
-    reference = np.full(size, np.nan)
-    has_any = ~np.isnan(windows).all(axis=1)
-    if has_any.any():
-        reference[has_any] = np.nanmedian(windows[has_any], axis=1)
-    return reference
+    """Return each candle's reference: the median close of the sound candles within NEIGHBOURS
+    on each side (NaN when there is none). Its own close counts as one of up to 11: a bad
+    price among them cannot move a median of the rest."""
+    values = pd.Series(np.where(sound, closes, np.nan))
+    window = values.rolling(2 * NEIGHBOURS + 1, center=True, min_periods=1)
+    return window.median().to_numpy(dtype=float)
 
 
 def check_candles(
@@ -135,28 +129,28 @@ def check_candles(
         return CandleCheck(kept=frame)
     prices = frame[list(_PRICES)].to_numpy(dtype=float)
     problems = _structural_problems(prices)
-    sound = np.array([problem is None for problem in problems])
+    sound = np.ones(len(frame), dtype=bool)
+    sound[list(problems)] = False
     reference = _neighbour_reference(prices[:, 3], sound)
-    mark = (
-        mark_price
-        if mark_price is not None and math.isfinite(mark_price) and mark_price > 0
-        else None
-    )
-    tail_start = len(frame) - NEIGHBOURS
-    for i in np.flatnonzero(sound & np.isfinite(reference)).tolist():
-        ref = float(reference[i])
-        for name, value in zip(_PRICES, prices[i].tolist(), strict=True):
-            if ref / ratio <= value <= ref * ratio:
-                continue
-            if mark is not None and i >= tail_start and mark / ratio <= value <= mark * ratio:
-                continue
-            direction = "above" if value > ref else "below"
-            problems[i] = (
-                f"{name} {value:g} is {abs(value / ref - 1) * 100:.1f} % {direction} "
-                f"the median close {ref:g} of its neighbours"
-            )
-            break
-    flagged_rows = [i for i, problem in enumerate(problems) if problem is not None]
+    with np.errstate(invalid="ignore"):
+        beyond = (prices < (reference / ratio)[:, None]) | (prices > (reference * ratio)[:, None])
+        usable_mark = mark_price is not None and math.isfinite(mark_price) and mark_price > 0
+        if usable_mark:
+            assert mark_price is not None
+            # The last candles have few neighbours after them: the mark speaks for them.
+            vouched = (prices >= mark_price / ratio) & (prices <= mark_price * ratio)
+            vouched[: max(0, len(frame) - NEIGHBOURS)] = False
+            beyond &= ~vouched
+    beyond &= (sound & np.isfinite(reference))[:, None]
+    for i in np.flatnonzero(beyond.any(axis=1)).tolist():
+        column = int(np.argmax(beyond[i]))
+        ref, value = float(reference[i]), float(prices[i, column])
+        direction = "above" if value > ref else "below"
+        problems[i] = (
+            f"{_PRICES[column]} {value:g} is {abs(value / ref - 1) * 100:.1f} % {direction} "
+            f"the median close {ref:g} of its neighbours"
+        )
+    flagged_rows = sorted(problems)
     if not flagged_rows:
         return CandleCheck(kept=frame)
     opens_ns = index_ns(frame)
