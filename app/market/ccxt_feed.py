@@ -612,6 +612,18 @@ class CcxtMarketData:
                 f"{self.exchange_id} has no closed {timeframe} candles of {symbol} "
                 f"before {_datetime(at_ms)}"
             )
+        newest_close_ms = int(index_ns(window)[-1] // 1_000_000) + step
+        if newest_close_ms < end_ms - step:
+            # The exchange brought nothing new: what was held is returned, and the engine's
+            # freshness check (app.candle_checks) keeps the cycle from deciding on it.
+            log.warning(
+                "%s: no %s candle of %s since %s (the newest should close at %s)",
+                self.exchange_id,
+                timeframe,
+                symbol,
+                _datetime(newest_close_ms),
+                _datetime(end_ms),
+            )
         return window
 
     # Optional data: ticker, funding, open interest.
