@@ -87,6 +87,8 @@ class BacktestResult:
     summary: Mapping[str, Any] = field(default_factory=dict)
     elapsed_s: float = 0.0
     synthetic: bool = False
+    # What the data check left out (implausible candles), or "" when nothing.
+    data_note: str = ""
 
 
 class Progress(Protocol):
@@ -326,6 +328,7 @@ class Backtest:
             summary=summary,
             elapsed_s=elapsed_s,
             synthetic=synthetic,
+            data_note="; ".join(plan.data.notes),
         )
         if options.report_dir is not None:
             write_report(options.report_dir, result, database=self.database, benchmark=benchmark)
@@ -366,5 +369,6 @@ def write_report(
             **result.summary,
             "interval": result.interval,
             "funding": result.funding_note,
+            "data": result.data_note or "every candle passed the plausibility check",
         },
     )

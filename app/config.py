@@ -117,6 +117,13 @@ class ExchangeSettings(BaseModel):
     sandbox: bool = False
     timeout_s: float = Field(default=10.0, gt=0)
     quote: str | None = None
+    # How long `arena run` waits at start for an unreachable exchange, retrying with backoff.
+    startup_retry_s: float = Field(default=300.0, ge=0)
+    # A candle price beyond this band around its neighbours' median close is implausible and
+    # dropped (200: from a third to three times it); live candles and candle files alike.
+    max_candle_move_pct: float = Field(default=200.0, gt=0)
+    # Ticker and newest intraday close further apart than this: the cycle is skipped.
+    max_price_gap_pct: float = Field(default=5.0, gt=0)
 
     @field_validator("api_url")
     @classmethod

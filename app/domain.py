@@ -129,12 +129,17 @@ class CoinSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class MarketSnapshot:
-    """The market as one cycle sees it at `at`: one `CoinSnapshot` per coin, in prompt order."""
+    """The market as one cycle sees it at `at`: one `CoinSnapshot` per coin, in prompt order.
+
+    `notes` says what the adapter did to the data it was given (implausible candles dropped),
+    so the cycle's record can say it too.
+    """
 
     at: datetime
     intraday_timeframe: str
     context_timeframe: str
     coins: Mapping[str, CoinSnapshot]
+    notes: tuple[str, ...] = ()
 
     def price(self, coin: str) -> float:
         """Return the last price of `coin`."""

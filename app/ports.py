@@ -256,7 +256,8 @@ class AgentCycleRecord:
     started_at: datetime
     finished_at: datetime
     invocation: int
-    status: Literal["ok", "failed"]
+    # skipped: the data was unusable (stale, contradictory); the model was not asked.
+    status: Literal["ok", "failed", "skipped"]
     books: AccountState
     view: AccountView
     error: str | None = None

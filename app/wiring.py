@@ -37,6 +37,7 @@ from app.backtest import (
     new_run_id,
     plan_backtest,
 )
+from app.candle_checks import DEFAULT_MAX_MOVE_PCT
 from app.charts.source import MarketCharts
 from app.charts.spec import ChartLimits
 from app.config import AgentConfig, Settings
@@ -60,7 +61,7 @@ from app.llm.quota import Clock, QuotaTracker, utc_now
 from app.llm.runtime import LlmRuntime
 from app.llm.strategy import DEFAULT_OPTIONS, LLMStrategy
 from app.market.ccxt_feed import CcxtMarketData, DownloadResult, cache_source
-from app.market.dataset import DataSet, load_data_set
+from app.market.dataset import DataSet, drop_implausible, load_data_set
 from app.market.download import ProgressFactory, download_candles
 from app.market.sample import is_synthetic
 from app.metrics import RunningSharpe
@@ -388,6 +389,7 @@ def engine_config(
         # inside it, and never runs into the next cycle.
         agent_timeout_s=interval.total_seconds() * 0.9,
         exit_timeframe=exit_timeframe,
+        max_price_gap_pct=settings.exchange.max_price_gap_pct,
     )
 
 
@@ -456,8 +458,13 @@ def build_exchange_feed(
     clock: Callable[[], datetime] | None = None,
     coins: Sequence[str] | None = None,
     exchange_id: str | None = None,
+    startup_retry_s: float = 0.0,
 ) -> CcxtMarketData:
-    """Return the exchange feed of the settings, caching closed candles in the database."""
+    """Return the exchange feed of the settings, caching closed candles in the database.
+
+    `startup_retry_s`: how long the first market load waits for an unreachable exchange (the
+    daemon's `EXCHANGE_STARTUP_RETRY_S`; commands fail at once).
+    """
     exchange = settings.exchange
     schedule = settings.schedule
     return CcxtMarketData(
@@ -472,6 +479,8 @@ def build_exchange_feed(
         timeout_s=exchange.timeout_s,
         cache=None if database is None else CandleCache(database.engine),
         clock=clock,
+        max_candle_move_pct=exchange.max_candle_move_pct,
+        startup_retry_s=startup_retry_s,
     )
 
 
@@ -481,14 +490,17 @@ def load_market_data(
     coins: Sequence[str] | None,
     database: Database | None,
     cache_timeframe: str | None = None,
+    max_move_pct: float = DEFAULT_MAX_MOVE_PCT,
 ) -> DataSet:
     """Load `--data`: candle files and folders, or `cache:EXCHANGE` (the `candle` table, at
-    `cache_timeframe` or the finest timeframe held)."""
+    `cache_timeframe` or the finest timeframe held); implausible candles are dropped."""
     if not data:
         raise ConfigError("give the candle files or folders to replay with --data PATH")
     cached = [str(path) for path in data if str(path).startswith(CACHE_PREFIX)]
     if not cached:
-        return load_data_set(list(data), coins=list(coins) if coins else None)
+        return load_data_set(
+            list(data), coins=list(coins) if coins else None, max_move_pct=max_move_pct
+        )
     if len(cached) != len(data) or len(cached) > 1:
         raise ConfigError(
             "--data cache:EXCHANGE replays the candle cache on its own: give it once, "
@@ -500,7 +512,9 @@ def load_market_data(
     candles, timeframe = load_cached_candles(
         database.engine, exchange, coins=coins, timeframe=cache_timeframe
     )
-    return DataSet(candles=candles, timeframe=timeframe)
+    return drop_implausible(
+        DataSet(candles=candles, timeframe=timeframe), max_move_pct=max_move_pct
+    )
 
 
 def last_prices(
@@ -567,7 +581,13 @@ async def build_live_arena(
         coins = _coins_in_play(settings.symbols, slots)
         config = replace(config, coins=coins)
         clock = ArenaClock()
-        market = build_exchange_feed(settings, database=database, clock=feed_clock, coins=coins)
+        market = build_exchange_feed(
+            settings,
+            database=database,
+            clock=feed_clock,
+            coins=coins,
+            startup_retry_s=settings.exchange.startup_retry_s,
+        )
         try:
 
             async def fresh_prices() -> Mapping[str, float] | None:
@@ -684,6 +704,7 @@ async def build_backtest(
         coins=options.symbols,
         database=database,
         cache_timeframe=options.cache_timeframe,
+        max_move_pct=settings.exchange.max_candle_move_pct,
     )
     plan = plan_backtest(settings, options, data)
     synthetic = options.synthetic or is_synthetic(options.data)

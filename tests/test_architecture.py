@@ -23,6 +23,7 @@ CORE_MODULES = (
     "decisions",
     "indicators",
     "metrics",
+    "candle_checks",
     "ports",
     # The evaluation's statistics and windows are pure too.
     "evaluation/windows",

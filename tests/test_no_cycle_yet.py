@@ -37,9 +37,11 @@ def refused_url() -> Iterator[str]:
 def registered_without_cycle(tmp_path: Path, refused_url: str) -> str:
     """Follow the README with the exchange down; return the database URL it leaves behind."""
     url = f"sqlite:///{tmp_path / 'data' / 'arena.db'}"
-    # The README: cp .env.example .env and put the key in; the exchange is not reachable.
+    # The README: cp .env.example .env and put the key in; the exchange is not reachable, and
+    # the daemon gives up on it at once (by default it waits EXCHANGE_STARTUP_RETRY_S for it).
     (tmp_path / ".env").write_text(
-        f"MODELSCOPE_API_KEY=ms-test-0000\nDATABASE_URL={url}\nEXCHANGE_API_URL={refused_url}\n",
+        f"MODELSCOPE_API_KEY=ms-test-0000\nDATABASE_URL={url}\nEXCHANGE_API_URL={refused_url}\n"
+        "EXCHANGE_STARTUP_RETRY_S=0\n",
         encoding="utf-8",
     )
 

@@ -116,5 +116,7 @@ def backtest_command(
         f"{result.funding_note}. Run id {result.run_id} (arena leaderboard --run "
         f"{result.run_id}); {result.cycles / max(result.elapsed_s, 1e-9):,.0f} cycles/s."
     )
+    if result.data_note:
+        stderr.print(result.data_note, markup=False, highlight=False)
     if report is not None:
         stderr.print(f"report written to {report}/ (account_value.png, trades.csv, summary.json)")

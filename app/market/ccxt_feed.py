@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from ccxt.base import errors as ccxt_errors
 
+from app.candle_checks import DEFAULT_MAX_MOVE_PCT, NEIGHBOURS, check_candles
 from app.domain import (
     CoinSnapshot,
     MarketRules,
@@ -74,6 +75,8 @@ SETTLE_GRACE_MS: Final = 10_000
 _BULK_BACKED: Final = frozenset({"hyperliquid"})
 # A snapshot older than this (or two intraday candles) is of the past, not of "now".
 _PAST_TOLERANCE: Final = timedelta(minutes=2)
+# The longest pause between two attempts to load the markets at start.
+_STARTUP_PAUSE_MAX_S: Final = 60.0
 _SCHEME_AND_HOST: Final = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://[^/]+")
 
 Mode = Literal["single", "bulk", "none"]
@@ -153,6 +156,7 @@ def build_exchange(
     if api_url:
         exchange.urls["api"] = replace_api_host(exchange.urls["api"], api_url)
     _refuse_unparsed_bodies(exchange)
+    _share_identical_requests(exchange)
     if burst_tokens and float(exchange.rateLimit or 0) > 0:
         bucket = TokenBucket(capacity=burst_tokens, refill_per_s=1000.0 / float(exchange.rateLimit))
         # fetch2 awaits `self.throttle(cost)` for every request: same costs, our bucket.
@@ -179,6 +183,34 @@ def _refuse_unparsed_bodies(exchange: Any) -> None:
         return response
 
     exchange.fetch = strict_fetch
+
+
+def _share_identical_requests(exchange: Any) -> None:
+    """Make identical requests in flight at once share one answer.
+
+    On Hyperliquid, ccxt's tickers, funding rates and open interest each post the same
+    `metaAndAssetCtxs` request; a snapshot asks all three at once, so they go out once. Only
+    requests under way together are shared: nothing is cached once answered.
+    """
+    fetch = exchange.fetch
+    in_flight: dict[tuple[str, str, str], asyncio.Future[Any]] = {}
+
+    async def shared_fetch(
+        url: str, method: str = "GET", headers: Any = None, body: Any = None
+    ) -> Any:
+        key = (method, url, body if isinstance(body, str) else repr(body))
+        pending = in_flight.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        task = asyncio.ensure_future(fetch(url, method, headers, body))
+        in_flight[key] = task
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if in_flight.get(key) is task:
+                del in_flight[key]
+
+    exchange.fetch = shared_fetch
 
 
 def translate_error(error: Exception, *, exchange_id: str, what: str) -> AppError:
@@ -315,6 +347,9 @@ class CcxtMarketData:
         open_interest_history: bool = True,
         exchange_config: Mapping[str, Any] | None = None,
         clock: Callable[[], datetime] | None = None,
+        max_candle_move_pct: float = DEFAULT_MAX_MOVE_PCT,
+        startup_retry_s: float = 0.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         if not coins:
             raise ConfigError("no coins to fetch: set SYMBOLS, e.g. BTC,ETH")
@@ -351,6 +386,12 @@ class CcxtMarketData:
         self._rules: dict[str, MarketRules] = {}
         self._markets_lock = asyncio.Lock()
         self._windows: dict[tuple[str, str], pd.DataFrame] = {}
+        # Candles found implausible (app.candle_checks) and left out, since the feed started.
+        self.max_candle_move_pct = max_candle_move_pct
+        self.dropped_candles = 0
+        # How long the first `load_markets` keeps trying an unreachable exchange.
+        self.startup_retry_s = startup_retry_s
+        self.sleep = sleep
 
     # Plumbing: retries, error translation, markets.
 
@@ -374,13 +415,40 @@ class CcxtMarketData:
                 ) from error
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def _first_markets(self) -> Any:
+        """Load the markets, trying an unreachable exchange again for `startup_retry_s` seconds.
+
+        A daemon started while the exchange (or the network) is down waits for it instead of
+        exiting; the pauses double from `retry_backoff_s` up to a minute.
+        """
+        waited_s = 0.0
+        pause_s = max(self.retry_backoff_s, 0.5)
+        while True:
+            try:
+                return await self._call("load_markets", self.exchange.load_markets)
+            except TemporaryError as error:
+                left_s = self.startup_retry_s - waited_s
+                if left_s <= 0:
+                    raise
+                pause_s = min(pause_s, left_s)
+                log.warning(
+                    "%s: markets not loaded (%s); trying again in %.1f s (giving up after %g s)",
+                    self.exchange_id,
+                    error,
+                    pause_s,
+                    self.startup_retry_s,
+                )
+                await self.sleep(pause_s)
+                waited_s += pause_s
+                pause_s = min(pause_s * 2, _STARTUP_PAUSE_MAX_S)
+
     async def load_markets(self) -> dict[str, str]:
         """Load the exchange's markets once; return {coin: unified symbol}."""
         if self._symbols is not None:
             return self._symbols
         async with self._markets_lock:
             if self._symbols is None:
-                markets = await self._call("load_markets", self.exchange.load_markets)
+                markets = await self._first_markets()
                 if not isinstance(markets, Mapping) or not markets:
                     raise DataUnavailableError(f"{self.exchange_id} returned no markets")
                 symbols = resolve_symbols(
@@ -392,6 +460,18 @@ class CcxtMarketData:
                 }
                 self._symbols = symbols
         return self._symbols
+
+    def _plausible(
+        self, frame: pd.DataFrame, what: str, mark_price: float | None = None
+    ) -> tuple[pd.DataFrame, str | None]:
+        """Return `frame` without its implausible candles, and a note saying what was dropped."""
+        checked = check_candles(frame, max_move_pct=self.max_candle_move_pct, mark_price=mark_price)
+        if not checked.flagged:
+            return frame, None
+        self.dropped_candles += len(checked.flagged)
+        note = checked.summary(f"{self.exchange_id} {what}")
+        log.warning("%s", note)
+        return checked.kept, note
 
     def _symbol(self, coin: str) -> str:
         assert self._symbols is not None
@@ -531,6 +611,18 @@ class CcxtMarketData:
             raise DataUnavailableError(
                 f"{self.exchange_id} has no closed {timeframe} candles of {symbol} "
                 f"before {_datetime(at_ms)}"
+            )
+        newest_close_ms = int(index_ns(window)[-1] // 1_000_000) + step
+        if newest_close_ms < end_ms - step:
+            # The exchange brought nothing new: what was held is returned, and the engine's
+            # freshness check (app.candle_checks) keeps the cycle from deciding on it.
+            log.warning(
+                "%s: no %s candle of %s since %s (the newest should close at %s)",
+                self.exchange_id,
+                timeframe,
+                symbol,
+                _datetime(newest_close_ms),
+                _datetime(end_ms),
             )
         return window
 
@@ -694,10 +786,25 @@ class CcxtMarketData:
                 continue
             results[key] = outcome
         coins: dict[str, CoinSnapshot] = {}
+        notes: list[str] = []
         for coin, symbol in symbols.items():
-            intraday_raw: pd.DataFrame = results[(coin, "intraday")]
-            context_raw: pd.DataFrame = results[(coin, "context")]
             extras, missing = self._extras(coin, symbol, results, at_ms)
+            mark = extras.mark_price or extras.last_price
+            checked: list[pd.DataFrame] = []
+            for part, timeframe in (
+                ("intraday", self.intraday_timeframe),
+                ("context", self.context_timeframe),
+            ):
+                frame, note = self._plausible(results[(coin, part)], f"{coin} {timeframe}", mark)
+                if note is not None:
+                    notes.append(note)
+                if frame.empty:
+                    raise DataUnavailableError(
+                        f"{self.exchange_id} has no plausible closed {timeframe} candles of "
+                        f"{symbol} before {at}"
+                    )
+                checked.append(frame)
+            intraday_raw, context_raw = checked
             last_price = extras.last_price or float(intraday_raw["close"].iloc[-1])
             coins[coin] = CoinSnapshot(
                 coin=coin,
@@ -718,12 +825,18 @@ class CcxtMarketData:
             intraday_timeframe=self.intraday_timeframe,
             context_timeframe=self.context_timeframe,
             coins=coins,
+            notes=tuple(notes),
         )
 
     async def candles(
         self, coin: str, timeframe: str, start: datetime, end: datetime
     ) -> pd.DataFrame:
-        """Return the candles of `coin` opened at or after `start` and closed by `end`."""
+        """Return the plausible candles of `coin` opened at or after `start` and closed by `end`.
+
+        The exit monitor reads these: an implausible candle (app.candle_checks) is left out, so it
+        never triggers an exit. The candles just before `start` are read too (from the cache, as a
+        rule), so the first ones have neighbours to be judged against.
+        """
         await self.load_markets()
         symbol = self._symbol(coin)
         step = step_ns(timeframe) // 1_000_000
@@ -732,9 +845,14 @@ class CcxtMarketData:
         if end_ms <= start_ms:
             return empty_candles()
         frame, _ = await self._cached_range(
-            symbol, timeframe, start_ms, end_ms, settled_before_ms=_ms(end) - SETTLE_GRACE_MS
+            symbol,
+            timeframe,
+            start_ms - NEIGHBOURS * step,
+            end_ms,
+            settled_before_ms=_ms(end) - SETTLE_GRACE_MS,
         )
-        return frame
+        frame, _ = self._plausible(frame, f"{coin} {timeframe}")
+        return frame[index_ns(frame) // 1_000_000 >= start_ms]
 
     async def funding(self, coin: str, start: datetime, end: datetime) -> pd.DataFrame:
         """Return the settlements in (`start`, `end`]: `funding_rate` and `mark_price` (NaN where

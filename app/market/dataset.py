@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
 
+from app.candle_checks import DEFAULT_MAX_MOVE_PCT, check_candles
 from app.errors import ConfigError
 from app.market.files import (
     DataFileInfo,
@@ -34,6 +35,9 @@ class DataSet:
     funding: dict[str, pd.Series] = field(default_factory=dict)
     marks: dict[str, pd.DataFrame] = field(default_factory=dict)
     files: tuple[DataFileInfo, ...] = ()
+    # What `drop_implausible` left out, one line per coin (shown with the backtest's results).
+    notes: tuple[str, ...] = ()
+    dropped_candles: int = 0
 
     @property
     def coins(self) -> tuple[str, ...]:
@@ -114,12 +118,39 @@ def _load_candle_files(infos: list[DataFileInfo]) -> tuple[dict[str, pd.DataFram
     return candles, timeframes.pop()
 
 
-def load_data_set(paths: Sequence[Path | str], *, coins: Sequence[str] | None = None) -> DataSet:
+def drop_implausible(data: DataSet, *, max_move_pct: float = DEFAULT_MAX_MOVE_PCT) -> DataSet:
+    """Return `data` without its implausible candles (app.candle_checks), saying what went.
+
+    A dropped candle is a gap, like one missing from the file: it reaches no prompt, and no stop,
+    target or liquidation is triggered by it (docs/simulation.md).
+    """
+    candles = dict(data.candles)
+    notes = list(data.notes)
+    dropped = data.dropped_candles
+    for coin, frame in data.candles.items():
+        checked = check_candles(frame, max_move_pct=max_move_pct)
+        if checked.flagged:
+            candles[coin] = checked.kept
+            dropped += len(checked.flagged)
+            notes.append(checked.summary(f"{coin} {data.timeframe}"))
+            log.warning("%s", notes[-1])
+    if dropped == data.dropped_candles:
+        return data
+    return replace(data, candles=candles, notes=tuple(notes), dropped_candles=dropped)
+
+
+def load_data_set(
+    paths: Sequence[Path | str],
+    *,
+    coins: Sequence[str] | None = None,
+    max_move_pct: float = DEFAULT_MAX_MOVE_PCT,
+) -> DataSet:
     """Load candle, funding (`*funding*`) and mark (`*mark*`) files and folders into a `DataSet`.
 
     The coin comes from each file name. Where a candle file's name does not say, `coins` names
     those files in order; otherwise `coins` selects which coins to keep (all by default). For each
     coin the finest candle timeframe is the base; files of one coin and timeframe are merged.
+    Implausible candles (beyond `max_move_pct` of their neighbours) are dropped and counted.
     """
     infos = [describe_data_file(path) for path in expand_paths(paths)]
     for info in infos:
@@ -155,13 +186,14 @@ def load_data_set(paths: Sequence[Path | str], *, coins: Sequence[str] | None = 
         for coin, series in funding.items()
     }
     merged_marks = {coin: _merge(by_tf[min(by_tf, key=step_ns)]) for coin, by_tf in marks.items()}
-    return DataSet(
+    loaded = DataSet(
         candles=candles,
         timeframe=timeframe,
         funding=merged_funding,
         marks=merged_marks,
         files=tuple(infos),
     )
+    return drop_implausible(loaded, max_move_pct=max_move_pct)
 
 
 def _merge_series(series: list[pd.Series]) -> pd.Series:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -22,6 +23,34 @@ _DEFAULT_QUOTES: Final = {"hyperliquid": "USDC"}
 def default_quote(exchange_id: str) -> str:
     """Return the usual settle currency of `exchange_id`'s linear perpetuals."""
     return _DEFAULT_QUOTES.get(exchange_id, "USDT")
+
+
+# Words an exchange's market id may hold besides the coin and the quote (OKX's BTC-USDT-SWAP).
+_ID_WORDS: Final = frozenset({"SWAP", "PERP", "PERPETUAL"})
+_ID_SEPARATORS: Final = re.compile(r"[^A-Z0-9]+")
+
+
+def names_coin_exactly(market: Mapping[str, Any], coin: str, quote: str) -> bool:
+    """Return True when the exchange's own id of `market` names `coin` and nothing more.
+
+    ccxt keys markets by unified symbol, built from the base asset: a look-alike listed under the
+    same base (`BTCUSD_FAKE` with base BTC) can take `BTC/USDT:USDT`. Its id gives it away: with
+    the quote, the settle currency and SWAP/PERP removed, an id must leave the coin itself
+    (BTCUSDT, BTC-USDT-SWAP). Ids that are numbers (Hyperliquid's asset index) say nothing.
+    """
+    market_id = str(market.get("id") or "").upper()
+    if not market_id or market_id.isdigit():
+        return True
+    settle = str(market.get("settle") or quote).upper()
+    words = [w for w in _ID_SEPARATORS.split(market_id) if w and w not in _ID_WORDS]
+    words = [w for w in words if w not in (quote.upper(), settle)]
+    rest = "".join(words)
+    for suffix in (quote.upper(), settle):
+        if rest.endswith(suffix) and len(rest) > len(suffix):
+            rest = rest[: -len(suffix)]
+            break
+    names = {coin.upper(), str(market.get("baseId") or coin).upper()}
+    return rest in names
 
 
 def _is_linear_perpetual(market: Mapping[str, Any], quote: str) -> bool:
@@ -45,15 +74,22 @@ def perpetual_symbol(
             return coin
         raise ConfigError(f"{exchange_id} does not list {coin}")
     preferred = f"{coin}/{quote}:{quote}"
-    if preferred in markets and _is_linear_perpetual(markets[preferred], quote):
-        return preferred
-    found = sorted(
+    candidates = sorted(
         symbol
         for symbol, market in markets.items()
         if market.get("base") == coin and _is_linear_perpetual(market, quote)
     )
-    if found:
-        return found[0]
+    exact = [s for s in candidates if names_coin_exactly(markets[s], coin, quote)]
+    if preferred in exact:
+        return preferred
+    if exact:
+        return exact[0]
+    if candidates:
+        ids = ", ".join(f"{s} is {markets[s].get('id')}" for s in candidates[:3])
+        raise ConfigError(
+            f"{exchange_id} lists no perpetual named {coin} settled in {quote}: only look-alikes "
+            f"({ids}); remove {coin} from SYMBOLS or name the market in full"
+        )
     others = sorted(
         symbol
         for symbol, market in markets.items()

@@ -30,6 +30,7 @@ from typing import Literal
 
 import numpy as np
 
+from app.candle_checks import DEFAULT_MAX_PRICE_GAP_PCT, snapshot_problems
 from app.decisions import TradeDecision
 from app.domain import (
     Bars,
@@ -118,6 +119,8 @@ class EngineConfig:
     limits: risk.RiskLimits
     agent_timeout_s: float = 120.0
     exit_timeframe: str = "1m"
+    # Ticker and newest close further apart than this: the cycle is skipped (app.candle_checks).
+    max_price_gap_pct: float = DEFAULT_MAX_PRICE_GAP_PCT
 
     @property
     def costs(self) -> PaperCosts:
@@ -156,6 +159,32 @@ class CycleReport:
     scheduled_at: datetime
     agents: tuple[AgentCycleSummary, ...] = ()
     exit_fills: int = 0
+
+
+@dataclass
+class _SharedMarket:
+    """Candles and funding fetched once per coin for every agent of one monitor pass."""
+
+    # coin -> (from when, bars from then on)
+    bars: dict[str, tuple[datetime, Bars]] = field(default_factory=dict)
+    settlements: dict[str, Settlements | None] = field(default_factory=dict)
+
+    def bars_from(self, coin: str, start: datetime) -> Bars | None:
+        """Return the coin's bars opening at or after `start` (None: not fetched from there)."""
+        found = self.bars.get(coin)
+        if found is None or found[0] > start:
+            return None
+        bars = found[1]
+        first = int(np.searchsorted(bars.open_ns, datetime_to_ns(start), side="left"))
+        if first == 0:
+            return bars
+        return Bars(
+            open_ns=bars.open_ns[first:],
+            open=bars.open[first:],
+            high=bars.high[first:],
+            low=bars.low[first:],
+            close=bars.close[first:],
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,19 +256,58 @@ class CycleEngine:
     async def run_monitor(self, now: datetime) -> int:
         """Apply exits and funding up to `now` to every open position; return the exit count."""
         now = ensure_utc(now)
+        shared = await self._shared_market(self.slots, now)
         exits = 0
         for slot in self.slots:
             try:
-                exits += await self._catch_up(slot, now)
+                exits += await self._catch_up(slot, now, shared)
             except Exception:  # one agent's trouble must not stop the others' stops
                 log.exception("agent %s: exits could not be checked up to %s", slot.name, now)
         return exits
 
-    async def _catch_up(self, slot: AgentSlot, now: datetime) -> int:
-        async with slot.lock:
-            return await self._catch_up_locked(slot, now)
+    async def _shared_market(self, slots: Sequence[AgentSlot], now: datetime) -> _SharedMarket:
+        """Fetch, concurrently and once per coin, the candles and funding every agent's catch-up
+        up to `now` needs: from the earliest point any agent holding the coin was checked to.
 
-    async def _catch_up_locked(self, slot: AgentSlot, now: datetime) -> int:
+        A coin whose fetch fails is left out; the agents holding it then ask for it themselves
+        (and sit out with the reason if it fails again).
+        """
+        shared = _SharedMarket()
+        if self._bar_source is not None:
+            return shared  # in memory already: nothing to share
+        starts: dict[str, datetime] = {}
+        for slot in slots:
+            start = slot.checked_until
+            if start is None or start >= now:
+                continue
+            for coin in slot.account.positions:
+                starts[coin] = min(starts.get(coin, start), start)
+        if not starts:
+            return shared
+        coins = list(starts)
+        bars_found, settlements_found = await asyncio.gather(
+            asyncio.gather(
+                *(self._bars(coin, starts[coin], now) for coin in coins), return_exceptions=True
+            ),
+            asyncio.gather(
+                *(self._settlements(coin, starts[coin], now) for coin in coins),
+                return_exceptions=True,
+            ),
+        )
+        for coin, bars, settlements in zip(coins, bars_found, settlements_found, strict=True):
+            if not isinstance(bars, BaseException):
+                shared.bars[coin] = (starts[coin], bars)
+            if not isinstance(settlements, BaseException):
+                shared.settlements[coin] = settlements
+        return shared
+
+    async def _catch_up(
+        self, slot: AgentSlot, now: datetime, shared: _SharedMarket | None = None
+    ) -> int:
+        async with slot.lock:
+            return await self._catch_up_locked(slot, now, shared or _SharedMarket())
+
+    async def _catch_up_locked(self, slot: AgentSlot, now: datetime, shared: _SharedMarket) -> int:
         start = slot.checked_until
         if start is None or not slot.account.positions:
             # Nothing open (or never run): there is nothing to catch up on before `now`.
@@ -247,7 +315,7 @@ class CycleEngine:
             return 0
         if start >= now:
             return 0
-        bars = {coin: await self._bars(coin, start, now) for coin in slot.account.positions}
+        bars = await self._held_bars(slot, start, now, shared)
         horizon_ns = _common_horizon(bars.values(), datetime_to_ns(now), self._exit_step_ns)
         if horizon_ns is None or horizon_ns <= datetime_to_ns(start):
             return 0
@@ -262,7 +330,10 @@ class CycleEngine:
             if len(block) == 0:
                 continue  # this coin's candles all start after the common horizon
             last_prices[coin] = float(block.close[-1])
-            settlements = await self._settlements(coin, start, horizon)
+            if coin in shared.settlements:
+                settlements = _settlements_within(shared.settlements[coin], start, horizon)
+            else:
+                settlements = await self._settlements(coin, start, horizon)
             position = slot.account.positions[coin]
             if settlements is None and not _may_exit(position, block):
                 continue
@@ -291,6 +362,16 @@ class CycleEngine:
             slot.account = trial
         slot.checked_until = horizon
         return len(fills)
+
+    async def _held_bars(
+        self, slot: AgentSlot, start: datetime, end: datetime, shared: _SharedMarket
+    ) -> dict[str, Bars]:
+        """Return the bars of each coin `slot` holds, from `shared` where it has them."""
+        bars: dict[str, Bars] = {}
+        for coin in slot.account.positions:
+            fetched = shared.bars_from(coin, start)
+            bars[coin] = fetched if fetched is not None else await self._bars(coin, start, end)
+        return bars
 
     async def _bars(self, coin: str, start: datetime, end: datetime) -> Bars:
         if self._bar_source is not None:
@@ -330,12 +411,19 @@ class CycleEngine:
 
     async def _run_cycle(self, at: datetime, pending: list[AgentSlot]) -> CycleReport:
         snapshot = await self.market.snapshot(at)
+        problems = snapshot_problems(snapshot, max_price_gap_pct=self.config.max_price_gap_pct)
+        if problems:
+            # Stale or contradictory data: no model is asked and nothing fills this cycle.
+            return self._skip_cycle(
+                snapshot, pending, "market data unusable: " + "; ".join(problems)
+            )
         exit_fills = 0
         skipped: list[AgentCycleSummary] = []
         ready: list[AgentSlot] = []
+        fetched = await self._shared_market(pending, at)
         for slot in pending:
             try:
-                exit_fills += await self._catch_up(slot, at)
+                exit_fills += await self._catch_up(slot, at, fetched)
             except Exception as error:  # this agent sits the cycle out; the others trade
                 log.exception("agent %s: exits could not be checked before the cycle", slot.name)
                 skipped.append(_skipped(slot, f"exits could not be checked: {error}"))
@@ -375,11 +463,37 @@ class CycleEngine:
     ) -> AgentCycleSummary:
         answer = await self._ask(slot, request)
         if self.fresh_prices is not None and _has_orders(answer.answer):
-            fill_prices = {**fill_prices, **await self._fresh_prices()}
+            fresh = await self._fresh_prices()
+            if fresh is not None:
+                # Never the snapshot's older price: a coin without a current price is not filled.
+                fill_prices = {coin: fresh.get(coin) for coin in fill_prices}
         async with slot.lock:
             trial, record, summary = self._settle(answer, snapshot, fill_prices)
             self._commit(slot, trial, record)
         return summary
+
+    def _skip_cycle(
+        self, snapshot: MarketSnapshot, pending: Sequence[AgentSlot], reason: str
+    ) -> CycleReport:
+        """Record every pending agent-cycle as `skipped` with `reason`; the accounts stay."""
+        log.warning("cycle %s skipped: %s", snapshot.at.isoformat(), reason)
+        now = self.clock()
+        summaries = []
+        for slot in pending:
+            record = AgentCycleRecord(
+                agent=slot.name,
+                scheduled_at=snapshot.at,
+                started_at=now,
+                finished_at=now,
+                invocation=slot.invocations,  # the model was not invoked
+                status="skipped",
+                books=slot.account.state(),
+                view=slot.account.view(snapshot.prices(), snapshot.at),
+                error=reason,
+            )
+            self._commit(slot, slot.account, record)
+            summaries.append(_skipped(slot, reason, recorded=True))
+        return CycleReport(scheduled_at=snapshot.at, agents=tuple(summaries))
 
     def flush(self) -> None:
         """Write what the recorder still holds back (a backtest's last step)."""
@@ -395,12 +509,13 @@ class CycleEngine:
             record.scheduled_at.isoformat(),
         )
 
-    async def _fresh_prices(self) -> Mapping[str, float]:
+    async def _fresh_prices(self) -> Mapping[str, float] | None:
+        """Return the current prices; None when this cycle fills at its own (a replay's)."""
         assert self.fresh_prices is not None
         try:
-            return await self.fresh_prices() or {}
-        except Exception as error:  # the snapshot's prices still fill the answer
-            log.warning("current prices unavailable (%s): filling at the snapshot's prices", error)
+            return await self.fresh_prices()
+        except Exception as error:  # the orders are rejected for want of a price, and say so
+            log.warning("current prices unavailable (%s): this cycle's orders do not fill", error)
             return {}
 
     @staticmethod
@@ -533,6 +648,8 @@ class CycleEngine:
             decisions = traded + decisions
         status: Literal["ok", "failed"] = "ok" if error is None else "failed"
         view = trial.view(snapshot.prices(), snapshot.at)
+        # What the adapter did to the data (implausible candles dropped) stays with the record.
+        noted = "; ".join((*([error] if error else []), *snapshot.notes)) or None
         chat = None if answer is None else answer.chat
         if answer is None and asked.attempts:
             answer = StrategyAnswer(decisions=(), attempts=asked.attempts)
@@ -545,7 +662,7 @@ class CycleEngine:
             status=status,
             books=trial.state(),
             view=view,
-            error=error,
+            error=noted,
             prompt_version=request.prompt_version,
             messages=request.messages,
             answer=answer,
@@ -601,7 +718,9 @@ class CycleEngine:
             price = fill_prices.get(item.intent.coin)
             if price is None or not math.isfinite(price):
                 records.append(
-                    DecisionRecord(item.decision, "rejected", "no price to fill at this cycle")
+                    DecisionRecord(
+                        item.decision, "rejected", "no current price to fill at this cycle"
+                    )
                 )
                 continue
             executed = account.execute(item.intent, reference_price=price, at=fill_at)
@@ -636,13 +755,28 @@ def _common_horizon(blocks: Iterable[Bars], now_ns: int, step_ns: int) -> int | 
     return horizon_ns
 
 
+def _settlements_within(
+    found: Settlements | None, start: datetime, end: datetime
+) -> Settlements | None:
+    """Return the settlements in (`start`, `end`] of `found` (None when there are none)."""
+    if found is None:
+        return None
+    times = found.settled_ns
+    keep = (times > datetime_to_ns(start)) & (times <= datetime_to_ns(end))
+    if not keep.any():
+        return None
+    if keep.all():
+        return found
+    return Settlements(settled_ns=times[keep], rates=found.rates[keep], marks=found.marks[keep])
+
+
 def _has_orders(answer: StrategyAnswer | None) -> bool:
     """Return True when the answer holds a decision that may trade (not only holds)."""
     return answer is not None and any(d.signal != "hold" for d in answer.decisions)
 
 
-def _skipped(slot: AgentSlot, reason: str) -> AgentCycleSummary:
-    return AgentCycleSummary(agent=slot.name, status="skipped", recorded=False, error=reason)
+def _skipped(slot: AgentSlot, reason: str, *, recorded: bool = False) -> AgentCycleSummary:
+    return AgentCycleSummary(agent=slot.name, status="skipped", recorded=recorded, error=reason)
 
 
 def _before(bars: Bars, end_ns: int) -> Bars:

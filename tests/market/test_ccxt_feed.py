@@ -292,6 +292,8 @@ def test_a_candle_closed_moments_ago_is_shown_but_not_cached_in_case_clocks_diff
 
 
 def test_hyperliquid_snapshot_uses_one_bulk_request_per_kind(fake: FakeExchange) -> None:
+    """Tickers, funding rates and open interest all come from `metaAndAssetCtxs` on
+    Hyperliquid: the snapshot asks it once (it asked three times), besides the market load."""
     feed = make_feed(fake, exchange_id="hyperliquid")
     snap = run(snapshot_once(feed))
     btc = snap.coins["BTC"]
@@ -301,7 +303,7 @@ def test_hyperliquid_snapshot_uses_one_bulk_request_per_kind(fake: FakeExchange)
     assert btc.open_interest == 12345.0
     assert btc.missing == {"open_interest_avg"}, "Hyperliquid has no open-interest history"
     assert len(fake.requests_to("/info:candleSnapshot")) == 12
-    assert len(fake.requests_to("/info:metaAndAssetCtxs")) == 1 + 3
+    assert len(fake.requests_to("/info:metaAndAssetCtxs")) == 1 + 1
 
 
 def test_funding_history_gives_settlements_with_their_mark_price(fake: FakeExchange) -> None:
