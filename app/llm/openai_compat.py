@@ -110,6 +110,8 @@ class ChunkRelay:
         self.consumer = consumer
         # Once a chunk went out the answer is committed: no retry, no other model.
         self.started = False
+        # The model being asked (set by whoever routes the request), to name the answer's source.
+        self.label = ""
 
     async def put(self, chunk: ChatCompletionChunk) -> None:
         """Pass `chunk` on."""

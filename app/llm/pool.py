@@ -148,6 +148,8 @@ class PoolRouter:
                 tried.append(Tried(model.provider, model.model, skip.message, skip.until))
                 continue
             journal: list[CallAttempt] = []
+            if relay is not None:
+                relay.label = model.model
             try:
                 result = await model.send(
                     model.prepare(messages, options),
