@@ -89,9 +89,7 @@ class Gateway:
 
     def client(self, **kwargs: Any) -> openai.OpenAI:
         """Return an `openai` client of the gateway."""
-        return openai.OpenAI(
-            base_url=f"{self.url}/v1", api_key="anything", max_retries=0, **kwargs
-        )
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key="anything", max_retries=0, **kwargs)
 
 
 @pytest.fixture
