@@ -144,3 +144,18 @@ def start_gateway(
     yield start
     for context in reversed(stack):
         context.__exit__(None, None, None)
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[Callable[..., FakeOpenAIServer]]:
+    """Return a factory of started fake servers, all stopped after the test."""
+    started: list[FakeOpenAIServer] = []
+
+    def start(flavor: str = "modelscope", **kwargs: Any) -> FakeOpenAIServer:
+        server = FakeOpenAIServer(flavor, **kwargs).start()  # type: ignore[arg-type]
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
