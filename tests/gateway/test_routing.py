@@ -6,6 +6,7 @@ exceeded.", tier 2 a 429 whose rate-limit headers say 0 calls left, tier 3 answe
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -184,3 +185,17 @@ def test_a_concrete_model_is_asked_alone_and_every_model_out_is_a_429(
     assert raised.value.code == "no_model_available"
     assert len(upstream.requests_for(T1)) == 0
     assert client.chat.completions.create(model=T3, messages=MESSAGES).model == T3
+
+
+def test_streamed_chunks_are_passed_on_before_the_upstream_stream_ends(
+    upstream: FakeOpenAIServer, start_gateway: Callable[..., Gateway]
+) -> None:
+    """The upstream stalls forever halfway: the client still gets the chunks sent before it."""
+    upstream.script(T1, answer("one two three four five six", stall_s=math.inf))
+    gateway = start_gateway()
+    client = gateway.client(timeout=30)
+    stream = client.chat.completions.create(model="pool", messages=MESSAGES, stream=True)
+    first = next(iter(stream))
+    assert first.model == T1
+    assert first.choices[0].delta.role == "assistant"
+    stream.close()
