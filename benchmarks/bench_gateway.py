@@ -59,9 +59,15 @@ def fake_server() -> Iterator[str]:
         process.wait(timeout=10)
 
 
+def cpu_s(pid: int) -> float:
+    """Return the CPU seconds (user + system) process `pid` has used so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def gateway(upstream: str, folder: Path) -> Iterator[str]:
-    """Run `arena gateway` on a free port in a subprocess; yield its /v1 URL."""
+def gateway(upstream: str, folder: Path) -> Iterator[tuple[str, int]]:
+    """Run `arena gateway` on a free port in a subprocess; yield its /v1 URL and its pid."""
     pools = [{"name": "default", "models": [{"id": model, "tier": 1} for model in POOL_MODELS]}]
     env = {
         key: value
@@ -99,7 +105,7 @@ def gateway(upstream: str, folder: Path) -> Iterator[str]:
         line = process.stdout.readline().strip()
         if not line.startswith("gateway: "):
             raise RuntimeError(f"the gateway did not start: {line!r}")
-        yield line.removeprefix("gateway: ").split(" ")[0]
+        yield line.removeprefix("gateway: ").split(" ")[0], process.pid
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -160,7 +166,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder, fake_server() as upstream:
-        with gateway(upstream, Path(folder)) as via:
+        with gateway(upstream, Path(folder)) as (via, pid):
             direct = openai.OpenAI(base_url=upstream, api_key="bench", max_retries=0)
             through = openai.OpenAI(base_url=via, api_key="bench", max_retries=0)
             plain_calls(direct, "Qwen/Direct", 10)  # warm both paths up
@@ -171,9 +177,12 @@ def main() -> None:
             gateway_s: list[float] = []
             direct_first: list[float] = []
             gateway_first: list[float] = []
+            busy_s = 0.0
             for _ in range(args.calls):
                 direct_s += plain_calls(direct, "Qwen/Direct", 1)
+                before_s = cpu_s(pid)
                 gateway_s += plain_calls(through, "pool", 1)
+                busy_s += cpu_s(pid) - before_s
             for _ in range(args.streams):
                 direct_first += first_chunks(direct, "Qwen/Direct", 1)
                 gateway_first += first_chunks(through, "pool", 1)
@@ -200,6 +209,10 @@ def main() -> None:
         f"gateway p50 {statistics.median(gateway_first) * ms:.2f} ms; added (pairwise) p50 "
         f"{statistics.median(added_first) * ms:.2f} ms, "
         f"p95 {percentile(added_first, 0.95) * ms:.2f} ms"
+    )
+    print(
+        f"gateway CPU per non-streamed call: {busy_s / args.calls * ms:.2f} ms "
+        "(less sensitive to a loaded machine than wall time)"
     )
     walls = [wall for wall, _ in rounds]
     errors = sum(failed for _, failed in rounds)

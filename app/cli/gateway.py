@@ -33,7 +33,7 @@ def gateway_command(
     token = gateway.token.get_secret_value() if gateway.token else None
     check_bind(gateway.host, token)
     app = build_gateway(settings, reload_settings=get_settings)
-    sock = bind_socket(gateway.host, gateway.port)
+    sock = bind_socket(gateway.host, gateway.port, what="the gateway", setting="GATEWAY_PORT")
     url = dashboard_url(gateway.host, sock.getsockname()[1])
     pools = ", ".join(app.state.services.pools.router.pools)
     typer.echo(f"gateway: {url}v1 (pools: {pools}; status: {url}status; Ctrl+C to stop)")

@@ -199,3 +199,17 @@ def test_streamed_chunks_are_passed_on_before_the_upstream_stream_ends(
     assert first.model == T1
     assert first.choices[0].delta.role == "assistant"
     stream.close()
+
+
+def test_an_answer_leaving_no_quota_skips_the_model_without_spending_a_request_on_a_429(
+    upstream: FakeOpenAIServer, start_gateway: Callable[..., Gateway]
+) -> None:
+    """Tier 1 answers, but its headers say 0 calls left today: the next request goes to tier 2
+    and tier 1 is not asked again (on ModelScope a refused request still costs quota)."""
+    upstream.script(T1, answer(DEFAULT_CONTENT, headers=SPENT_HEADERS))
+    gateway = start_gateway()
+    client = gateway.client()
+    assert client.chat.completions.create(model="pool", messages=MESSAGES).model == T1
+    assert client.chat.completions.create(model="pool", messages=MESSAGES).model == T2
+    assert len(upstream.requests_for(T1)) == 1
+    assert _row(_status(gateway), T1)["back_at"] == "2026-03-15T00:00:00+00:00"
