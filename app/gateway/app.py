@@ -14,13 +14,15 @@ import hmac
 import ipaddress
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any, Final
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from openai.types.chat import ChatCompletionChunk
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.errors import ConfigError, ModelCallError, NoModelAvailableError
 from app.gateway.page import QUOTA_PAGE
@@ -178,22 +180,30 @@ def _services(request: Request) -> GatewayServices:
     return services
 
 
-async def _authenticate(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
-    token = _services(request).token
-    if token and request.url.path not in _OPEN_PATHS:
-        scheme, _, value = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            value.strip().encode(), token.encode()
-        ):
-            return _error(
-                401,
-                "send the gateway token as Authorization: Bearer <GATEWAY_TOKEN>",
-                kind="invalid_request_error",
-                code="invalid_api_key",
-            )
-    return await call_next(request)
+class _TokenCheck:
+    """Ask every request but the open paths for the gateway token (a plain ASGI middleware:
+    starlette's `BaseHTTPMiddleware` costs a task and a stream copy per request)."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.token = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in _OPEN_PATHS:
+            given = Headers(scope=scope).get("authorization", "")
+            scheme, _, value = given.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                value.strip().encode(), self.token
+            ):
+                refusal = _error(
+                    401,
+                    "send the gateway token as Authorization: Bearer <GATEWAY_TOKEN>",
+                    kind="invalid_request_error",
+                    code="invalid_api_key",
+                )
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 async def _bad_request(_: Request, error: Exception) -> Response:
@@ -367,7 +377,8 @@ def create_gateway_app(services: GatewayServices) -> FastAPI:
     """Return the gateway app over `services` (see the module docstring)."""
     app = FastAPI(title="Alpha Arena gateway", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.services = services
-    app.middleware("http")(_authenticate)
+    if services.token:
+        app.add_middleware(_TokenCheck, token=services.token)
     app.add_exception_handler(BadRequest, _bad_request)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_api_route("/health", health, methods=["GET"])
