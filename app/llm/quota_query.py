@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import openai
 from openai import AsyncOpenAI
-from openai.types.chat import ChatCompletionMessageParam
+from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 
 from app.logs import mask_secrets
 
@@ -77,9 +77,11 @@ async def _probe(client: AsyncOpenAI, model: str, key: str, timeout_s: float) ->
             limits = _limits(headers)
             error = None
             try:
-                raw.parse()
-            except (ValueError, json.JSONDecodeError) as problem:
-                error = f"the answer is not valid JSON ({problem})"
+                parsed: object = raw.parse()
+            except ValueError as problem:  # json.JSONDecodeError included
+                parsed, error = None, f"the answer is not valid JSON ({problem})"
+            if error is None and not isinstance(parsed, ChatCompletion):
+                error = "the answer is not a chat completion (not JSON)"
             if all(value is None for value in limits.values()) and error is None:
                 error = "the answer carried no rate-limit headers (not a ModelScope endpoint?)"
             return QuotaProbe(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import threading
@@ -13,6 +14,7 @@ import pytest
 
 from app.config import Settings
 from app.db.session import Database
+from app.llm.quota_query import query_quota
 from app.wiring import build_gateway
 from tests.fakes.openai_server import FakeOpenAIServer, not_served
 from tests.gateway.conftest import FrozenClock, make_settings, served
@@ -101,3 +103,18 @@ def test_the_quota_query_needs_a_key_and_a_model_list(
     assert no_list.status_code == 400 and no_list.json()["error"]["param"] == "models"
     assert CANARY not in no_list.text
     assert canary_upstream.requests == []
+
+
+def test_an_unreachable_endpoint_is_a_network_error_per_model(refused_port: int) -> None:
+    probes = asyncio.run(
+        query_quota(
+            base_url=f"http://127.0.0.1:{refused_port}/v1",
+            api_key=CANARY,
+            models=["Qwen/A", "Qwen/B"],
+            timeout_s=10,
+        )
+    )
+    assert [p.model for p in probes] == ["Qwen/A", "Qwen/B"]
+    assert all(p.error is not None and p.error.startswith("network error") for p in probes)
+    assert all(p.request_limit is None for p in probes)
+    assert all(CANARY not in (p.error or "") for p in probes)
