@@ -224,16 +224,18 @@ async def health() -> dict[str, str]:
 async def list_models(request: Request) -> dict[str, Any]:
     """List the pools and their models with tier, switch, today's calls and what is left."""
     services = _services(request)
-    now = services.pools.router.quota.clock()
-    entries = await asyncio.to_thread(model_entries, services, now)
+    quota = services.pools.router.quota
+    now = quota.clock()
+    entries = await asyncio.to_thread(model_entries, services, now, quota.skips(now))
     return {"object": "list", "data": [*pool_entries(services.pools.router.pools), *entries]}
 
 
 async def status(request: Request) -> dict[str, Any]:
     """Show today's usage, the limits seen, the skips and when they end."""
     services = _services(request)
-    now = services.pools.router.quota.clock()
-    return await asyncio.to_thread(status_body, services, now)
+    quota = services.pools.router.quota
+    now = quota.clock()
+    return await asyncio.to_thread(status_body, services, now, quota.skips(now))
 
 
 async def reload(request: Request) -> JSONResponse:

@@ -11,6 +11,7 @@ from typing import Any
 from app.domain import ModelUsage, next_quota_day_at, quota_day
 from app.llm.complexity import ComplexityScorer
 from app.llm.pool import ModelPool, PoolRouter
+from app.llm.quota import Skip
 from app.llm.quota_query import QuotaProbe
 
 
@@ -54,11 +55,12 @@ def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
 
 
-def model_entries(services: GatewayServices, now: datetime) -> list[dict[str, Any]]:
+def model_entries(
+    services: GatewayServices, now: datetime, skips: Mapping[tuple[str, str], Skip]
+) -> list[dict[str, Any]]:
     """Return every pool model with tier, switch, today's calls, what is left, and any skip."""
     router = services.pools.router
     usage = {(u.provider, u.model): u for u in services.usage_on(quota_day(now))}
-    skips = router.quota.skips(now)
     entries = []
     for pool in router.pools.values():
         for position, member in enumerate(pool.members):
@@ -98,14 +100,19 @@ def pool_entries(pools: Mapping[str, ModelPool]) -> list[dict[str, Any]]:
     ]
 
 
-def status_body(services: GatewayServices, now: datetime) -> dict[str, Any]:
-    """Return today's usage per model and in total, limits seen, skips, and calls left."""
+def status_body(
+    services: GatewayServices, now: datetime, skips: Mapping[tuple[str, str], Skip]
+) -> dict[str, Any]:
+    """Return today's usage per model and in total, limits seen, skips, and calls left.
+
+    `skips` is read on the event loop (the tracker is not shared across threads); the rows are
+    read here, in a worker thread.
+    """
     day = quota_day(now)
     resets_at = next_quota_day_at(now)
     cycles_left = math.ceil((resets_at - now).total_seconds() / services.interval_s)
     usage = {(u.provider, u.model): u for u in services.usage_on(day)}
     router = services.pools.router
-    skips = router.quota.skips(now)
     pools = []
     for pool in router.pools.values():
         rows = []

@@ -213,3 +213,16 @@ def test_an_answer_leaving_no_quota_skips_the_model_without_spending_a_request_o
     assert client.chat.completions.create(model="pool", messages=MESSAGES).model == T2
     assert len(upstream.requests_for(T1)) == 1
     assert _row(_status(gateway), T1)["back_at"] == "2026-03-15T00:00:00+00:00"
+
+
+def test_a_stream_that_no_model_can_start_is_an_error_before_any_chunk(
+    upstream: FakeOpenAIServer, start_gateway: Callable[..., Gateway]
+) -> None:
+    """Every tier answers 429: the streamed request gets OpenAI's 429, naming each model."""
+    for model in TIERS:
+        upstream.script(model, rate_limited())
+    gateway = start_gateway()
+    with pytest.raises(openai.RateLimitError) as raised:
+        gateway.client().chat.completions.create(model="pool", messages=MESSAGES, stream=True)
+    assert all(model in str(raised.value.message) for model in TIERS)
+    assert [len(upstream.requests_for(m)) for m in TIERS] == [1, 1, 1]
