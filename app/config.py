@@ -39,7 +39,7 @@ from pydantic_settings import (
 from app.config_names import SettingNames
 from app.domain import ALPHA_ARENA_COINS, LlmMode, timeframe_to_timedelta
 from app.errors import ConfigError
-from app.providers import AGENT_PROVIDERS, PROVIDERS
+from app.providers import AGENT_PROVIDERS, POOL, PROVIDERS
 
 DEFAULT_MODELSCOPE_MODEL: Final = "Qwen/Qwen3-235B-A22B-Instruct-2507"
 DEFAULT_CONFIG_FILE: Final = "arena.toml"
@@ -201,6 +201,81 @@ class ProviderSettings(BaseModel):
     base_url: str | None = None
 
 
+class PoolModelConfig(BaseModel):
+    """One model of a pool: where it is served, how strong it is, whether it may be asked."""
+
+    id: str = Field(min_length=1)
+    provider: str = "modelscope"
+    # 1 = strongest ... 4 = lightest; a pool asks its models by tier, then in listed order.
+    tier: int = Field(default=1, ge=1, le=4)
+    enabled: bool = True
+    name: str | None = None
+
+    @field_validator("provider", mode="before")
+    @classmethod
+    def _check_provider(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip().lower()
+            if value not in PROVIDERS:
+                raise ValueError(f"unknown provider {value!r}; use one of {', '.join(PROVIDERS)}")
+        return value
+
+
+class PoolConfig(BaseModel):
+    """A named, ordered set of models that agents (`NAME=pool:POOL`) and the gateway ask."""
+
+    name: str = Field(default="default", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    models: list[PoolModelConfig] = Field(min_length=1)
+
+    @field_validator("models")
+    @classmethod
+    def _check_models(cls, value: list[PoolModelConfig]) -> list[PoolModelConfig]:
+        keys = [(model.provider, model.id) for model in value]
+        repeated = sorted({f"{p}:{m}" for p, m in keys if keys.count((p, m)) > 1})
+        if repeated:
+            raise ValueError(f"a model may appear once per pool; repeated: {', '.join(repeated)}")
+        return value
+
+    def ordered(self, *, enabled_only: bool = True) -> list[PoolModelConfig]:
+        """Return the models by tier (strongest first), then in listed order."""
+        chosen = [m for m in self.models if m.enabled or not enabled_only]
+        return sorted(chosen, key=lambda model: model.tier)  # sorted() is stable
+
+
+class GatewaySettings(BaseModel):
+    """The OpenAI-compatible gateway in front of the pools (`arena gateway`)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8001, ge=0, le=65_535)
+    # Required to bind anything but a loopback address; clients send it as a bearer token.
+    token: SecretStr | None = None
+    # The pool a request gets when it names none (`model: "pool"` or no pool header).
+    default_pool: str = "default"
+    max_body_bytes: int = Field(default=1_000_000, ge=1_000, le=50_000_000)
+    # The whole request's time budget: retries and fallback models included.
+    request_budget_s: float = Field(default=300.0, gt=0)
+    # Complexity routing: off, the deterministic heuristic, or a model scoring the request.
+    routing: Literal["off", "heuristic", "llm"] = "off"
+    # The scorer model for `routing = "llm"`, as PROVIDER:MODEL (e.g. openai:qwen2.5:1.5b).
+    scorer_model: str | None = None
+    scorer_timeout_s: float = Field(default=10.0, gt=0)
+    # The tier used when routing is on but the scorer fails.
+    default_tier: int = Field(default=1, ge=1, le=4)
+
+    @field_validator("scorer_model")
+    @classmethod
+    def _check_scorer(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        provider, sep, model = value.partition(":")
+        if not sep or not model or provider.strip().lower() not in PROVIDERS:
+            raise ValueError(
+                f"must be PROVIDER:MODEL with a provider among {', '.join(PROVIDERS)} "
+                "(e.g. openai:qwen2.5:1.5b)"
+            )
+        return value
+
+
 class DatabaseSettings(BaseModel):
     """Where everything is recorded."""
 
@@ -285,6 +360,8 @@ class Settings(_WithProviders):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    pools: Annotated[list[PoolConfig], NoDecode] = Field(default_factory=list)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
 
     @field_validator("symbols", mode="before")
     @classmethod
@@ -322,6 +399,51 @@ class Settings(_WithProviders):
             raise ValueError(f"agent names must be unique; repeated: {', '.join(duplicates)}")
         return value
 
+    @field_validator("pools", mode="before")
+    @classmethod
+    def _parse_pools(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value)
+        return value
+
+    @field_validator("pools")
+    @classmethod
+    def _check_pools(cls, value: list[PoolConfig]) -> list[PoolConfig]:
+        names = [pool.name for pool in value]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"pool names must be unique; repeated: {', '.join(duplicates)}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_pool_agents(self) -> Settings:
+        known = {pool.name for pool in self.pools}
+        for agent in self.agents:
+            if agent.provider == POOL and agent.model not in known:
+                listed = ", ".join(sorted(known)) or "none configured ([[pools]] in arena.toml)"
+                raise ValueError(
+                    f"agent {agent.name} asks pool {agent.model!r}, which is not one (pools: "
+                    f"{listed})"
+                )
+            if agent.provider == POOL and agent.fallback_models:
+                raise ValueError(
+                    f"agent {agent.name}: a pool agent takes no fallback models (list them in "
+                    "the pool)"
+                )
+        return self
+
+    def pool(self, name: str) -> PoolConfig | None:
+        """Return the pool called `name`, or None."""
+        return next((pool for pool in self.pools if pool.name == name), None)
+
+    def agent_chain(self, agent: AgentConfig) -> list[tuple[str, str]]:
+        """Return the (provider, model) pairs `agent` asks in order: its chain or its pool's."""
+        if agent.provider == POOL:
+            pool = self.pool(agent.model)
+            ordered = pool.ordered() if pool is not None else []
+            return [(model.provider, model.id) for model in ordered]
+        return [(agent.provider, model) for model in agent.models]
+
     @model_validator(mode="after")
     def _check_cadence(self) -> Settings:
         interval = timeframe_to_timedelta(self.schedule.interval)
@@ -347,9 +469,9 @@ class Settings(_WithProviders):
             key = self.provider_settings(provider).api_key
             if key is not None and key.get_secret_value():
                 values.append(key.get_secret_value())
-        token = self.serve.token
-        if token is not None and token.get_secret_value():
-            values.append(token.get_secret_value())
+        for token in (self.serve.token, self.gateway.token):
+            if token is not None and token.get_secret_value():
+                values.append(token.get_secret_value())
         return values
 
     @classmethod

@@ -565,6 +565,27 @@ class ExhaustedModel:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class ModelUsage:
+    """One model's requests on one quota day and its last-seen limits (a `quota_usage` row)."""
+
+    provider: str
+    model: str
+    day: date
+    calls: int
+    successes: int
+    failures: int
+    rate_limited: int
+    requests_limit: int | None
+    requests_remaining: int | None
+    model_requests_limit: int | None
+    model_requests_remaining: int | None
+    last_status: str | None
+    last_error: str | None
+    exhausted_at: datetime | None
+    updated_at: datetime | None
+
+
 def prompt_hash(messages: Sequence[ChatMessage]) -> str:
     """Return the sha256 of the messages' canonical JSON (compact, `[{"role", "content"}, ...]`).
 

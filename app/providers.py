@@ -182,8 +182,10 @@ PROVIDERS: Final[Mapping[str, ProviderTraits]] = {
 }
 # Rule-based agents (`hodl=baseline:buy_and_hold`) answer without a model provider.
 BASELINE: Final = "baseline"
+# An agent on a model pool (`qwen=pool:default`) asks the pool's models in tier order.
+POOL: Final = "pool"
 # What an agent spec's PROVIDER may be.
-AGENT_PROVIDERS: Final[tuple[str, ...]] = (*PROVIDERS, BASELINE)
+AGENT_PROVIDERS: Final[tuple[str, ...]] = (*PROVIDERS, BASELINE, POOL)
 
 
 def provider_traits(name: str) -> ProviderTraits:

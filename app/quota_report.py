@@ -7,7 +7,7 @@ to read fresh rate-limit headers (on ModelScope even a rejected request spends q
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -66,17 +66,26 @@ class ModelQuota:
         return payload
 
 
-def configured_models(agents: Sequence[AgentConfig]) -> list[tuple[str, str, list[str], int]]:
-    """Return (provider, model, agent names, agents asking it first) for each model in a chain."""
+def configured_models(
+    agents: Sequence[AgentConfig],
+    *,
+    chain: Callable[[AgentConfig], list[tuple[str, str]]] | None = None,
+) -> list[tuple[str, str, list[str], int]]:
+    """Return (provider, model, agent names, agents asking it first) for each model in a chain.
+
+    `chain` gives an agent's (provider, model) pairs (`Settings.agent_chain`, which expands
+    pools); without it, the agent's own provider and models.
+    """
     found: dict[tuple[str, str], tuple[list[str], int]] = {}
     for agent in agents:
         if agent.provider == BASELINE:
             continue
-        for position, model in enumerate(agent.models):
-            names, primary = found.get((agent.provider, model), ([], 0))
+        pairs = chain(agent) if chain is not None else [(agent.provider, m) for m in agent.models]
+        for position, key in enumerate(pairs):
+            names, primary = found.get(key, ([], 0))
             if agent.name not in names:
                 names.append(agent.name)
-            found[(agent.provider, model)] = (names, primary + (position == 0))
+            found[key] = (names, primary + (position == 0))
     return [(p, m, names, primary) for (p, m), (names, primary) in found.items()]
 
 
@@ -98,7 +107,9 @@ def quota_report(
         today = {(row.provider, row.model): row for row in quota_rows(session, day)}
         latest = latest_quota_rows(session)
     report = []
-    for provider, model, agents, primary in configured_models(settings.agents):
+    for provider, model, agents, primary in configured_models(
+        settings.agents, chain=settings.agent_chain
+    ):
         row = today.get((provider, model))
         seen = row if row is not None and row.requests_limit is not None else None
         seen = seen or latest.get((provider, model))

@@ -52,12 +52,16 @@ from app.db.repository import AgentIdentity, SqlCycleStore
 from app.db.session import Database, make_engine, make_session_factory
 from app.domain import AccountState, LlmMode, PaperCosts, timeframe_to_timedelta
 from app.errors import ConfigError, InvariantError
+from app.gateway.services import GatewayServices, Pools
 from app.live import ArenaClock, LiveArena, LoggingRunner
 from app.llm.baselines import build_baseline
+from app.llm.complexity import ComplexityScorer, HeuristicScorer, LlmScorer
 from app.llm.fallback import FallbackChain
 from app.llm.openai_compat import CallDefaults, ClientPool, Monotonic, OpenAIChatModel, Sleep
+from app.llm.pool import ModelPool, PoolMember, PoolRouter
 from app.llm.providers import make_provider
 from app.llm.quota import Clock, QuotaTracker, utc_now
+from app.llm.quota_query import QuotaProbe, query_quota
 from app.llm.runtime import LlmRuntime
 from app.llm.strategy import DEFAULT_OPTIONS, LLMStrategy
 from app.market.ccxt_feed import CcxtMarketData, DownloadResult, cache_source
@@ -103,14 +107,15 @@ def llm_agents(agents: Sequence[AgentConfig]) -> list[AgentConfig]:
 
 
 def missing_keys(settings: Settings, agents: Sequence[AgentConfig]) -> dict[str, list[str]]:
-    """Return, per missing key setting, the agents that need it."""
+    """Return, per missing key setting, the agents that need it (a pool agent: every one)."""
     missing: dict[str, list[str]] = {}
     for agent in llm_agents(agents):
-        traits = PROVIDERS[agent.provider]
-        key = settings.provider_settings(agent.provider).api_key
-        # A local OpenAI-compatible server (Ollama, vLLM) usually needs no key.
-        if traits.key_required and (key is None or not key.get_secret_value()):
-            missing.setdefault(traits.key_env, []).append(agent.name)
+        for provider in dict.fromkeys(p for p, _ in settings.agent_chain(agent)):
+            traits = PROVIDERS[provider]
+            key = settings.provider_settings(provider).api_key
+            # A local OpenAI-compatible server (Ollama, vLLM) usually needs no key.
+            if traits.key_required and (key is None or not key.get_secret_value()):
+                missing.setdefault(traits.key_env, []).append(agent.name)
     return missing
 
 
@@ -244,10 +249,13 @@ def build_chat_model(
     sleep: Sleep | None = None,
     monotonic: Monotonic | None = None,
 ) -> FallbackChain:
-    """Return `agent`'s fallback chain (its model, then its fallback models)."""
+    """Return `agent`'s fallback chain (its model, then its fallback models; or its pool's)."""
+    chain = settings.agent_chain(agent)
+    if not chain:
+        raise ConfigError(f"agent {agent.name}: pool {agent.model!r} has no enabled model")
     models = [
         build_model(
-            agent.provider,
+            provider,
             model,
             settings,
             clients=runtime.clients,
@@ -255,7 +263,7 @@ def build_chat_model(
             sleep=sleep,
             monotonic=monotonic,
         )
-        for model in agent.models
+        for provider, model in chain
     ]
     return FallbackChain(
         models, agent=agent.name, quota=runtime.quota, cache=runtime.cache, mode=runtime.mode
@@ -337,7 +345,9 @@ def build_strategies(
 def quota_targets(settings: Settings, clients: ClientPool) -> list[ProbeTarget]:
     """Return every configured model with its adapter (or why it has none) for `--probe`."""
     targets = []
-    for provider, model, _agents, _primary in configured_models(settings.agents):
+    for provider, model, _agents, _primary in configured_models(
+        settings.agents, chain=settings.agent_chain
+    ):
         try:
             adapter = build_model(provider, model, settings, clients=clients)
         except ConfigError as error:
@@ -660,6 +670,132 @@ def build_dashboard(settings: Settings, *, run: str = "live") -> Any:
     token = settings.serve.token.get_secret_value() if settings.serve.token else None
     model = ReadModel(open_read_engine(settings.database.url))
     return create_app(model, default_run=run, token=token or None)
+
+
+# -- the gateway ---------------------------------------------------------------------------------
+
+
+def build_pools(
+    settings: Settings,
+    *,
+    clients: ClientPool,
+    sleep: Sleep | None = None,
+    monotonic: Monotonic | None = None,
+) -> dict[str, ModelPool]:
+    """Return every configured pool with its models' adapters, disabled ones included."""
+    pools: dict[str, ModelPool] = {}
+    for pool in settings.pools:
+        members = [
+            PoolMember(
+                build_model(
+                    config.provider,
+                    config.id,
+                    settings,
+                    clients=clients,
+                    # A disabled model is listed, never asked: it needs no key.
+                    require_key=config.enabled,
+                    sleep=sleep,
+                    monotonic=monotonic,
+                ),
+                tier=config.tier,
+                enabled=config.enabled,
+                name=config.name,
+            )
+            for config in pool.ordered(enabled_only=False)
+        ]
+        pools[pool.name] = ModelPool(pool.name, tuple(members))
+    return pools
+
+
+def build_scorer(
+    settings: Settings, *, clients: ClientPool, quota: QuotaTracker
+) -> ComplexityScorer | None:
+    """Return the gateway's complexity scorer (`GATEWAY_ROUTING`), or None when it is off."""
+    gateway = settings.gateway
+    if gateway.routing == "off":
+        return None
+    if gateway.routing == "heuristic":
+        return HeuristicScorer()
+    if not gateway.scorer_model:
+        raise ConfigError(
+            "GATEWAY_ROUTING=llm needs GATEWAY_SCORER_MODEL=PROVIDER:MODEL "
+            "(e.g. openai:qwen2.5:1.5b for a local Ollama)"
+        )
+    provider, _, model = gateway.scorer_model.partition(":")
+    scorer = build_model(provider.strip().lower(), model, settings, clients=clients)
+    chain = FallbackChain([scorer], agent="scorer", quota=quota)
+    return LlmScorer(chain, timeout_s=gateway.scorer_timeout_s)
+
+
+def build_gateway(
+    settings: Settings,
+    *,
+    reload_settings: Callable[[], Settings],
+    database: Database | None = None,
+    clock: Clock = utc_now,
+    sleep: Sleep | None = None,
+    monotonic: Monotonic | None = None,
+) -> Any:
+    """Return the gateway's ASGI app over the pools, recording into the arena's quota rows.
+
+    `reload_settings` reads the settings again for `POST /reload`; what it raises (a
+    `ConfigError`) refuses the reload and the pools in force stay.
+    """
+    from app.gateway.app import create_gateway_app
+
+    database = database or open_database(settings)
+    clients = ClientPool()
+    ledger = SqlQuotaLedger(database.sessions)
+    quota = QuotaTracker(ledger, clock=clock)
+
+    def make_pools(current: Settings) -> Pools:
+        if not current.pools:
+            raise ConfigError(
+                "no model pools configured: add [[pools]] with [[pools.models]] to arena.toml "
+                "(see arena.example.toml) or set POOLS"
+            )
+        names = [pool.name for pool in current.pools]
+        if current.gateway.default_pool not in names:
+            raise ConfigError(
+                f"GATEWAY_DEFAULT_POOL={current.gateway.default_pool!r} is not a pool "
+                f"(pools: {', '.join(names)})"
+            )
+        pools = build_pools(current, clients=clients, sleep=sleep, monotonic=monotonic)
+        return Pools(
+            router=PoolRouter(pools, quota=quota, monotonic=monotonic),
+            default_pool=current.gateway.default_pool,
+            scorer=build_scorer(current, clients=clients, quota=quota),
+            default_tier=current.gateway.default_tier,
+        )
+
+    base_url = (
+        settings.provider_settings("modelscope").base_url
+        or PROVIDERS["modelscope"].default_base_url
+        or ""
+    )
+
+    async def quota_query(key: str, models: Sequence[str]) -> list[QuotaProbe]:
+        return await query_quota(base_url=base_url, api_key=key, models=models)
+
+    token = settings.gateway.token.get_secret_value() if settings.gateway.token else None
+    agents_first = {
+        (provider, model): primary
+        for provider, model, _names, primary in configured_models(
+            settings.agents, chain=settings.agent_chain
+        )
+    }
+    services = GatewayServices(
+        pools=make_pools(settings),
+        reload=lambda: make_pools(reload_settings()),
+        usage_on=ledger.usage_on,
+        quota_query=quota_query,
+        token=token or None,
+        max_body_bytes=settings.gateway.max_body_bytes,
+        budget_s=settings.gateway.request_budget_s,
+        interval_s=timeframe_to_timedelta(settings.schedule.interval).total_seconds(),
+        agents_first=agents_first,
+    )
+    return create_gateway_app(services)
 
 
 def _coins_in_play(symbols: Sequence[str], slots: Sequence[AgentSlot]) -> tuple[str, ...]:

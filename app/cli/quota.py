@@ -37,7 +37,7 @@ def show_quota(
     database = open_database(settings)
     probes: list[quota.ProbeResult] = []
     if probe:
-        count = len(quota.configured_models(settings.agents))
+        count = len(quota.configured_models(settings.agents, chain=settings.agent_chain))
         stderr.print(
             f"[yellow]--probe spends quota:[/] one request to each of {count} model(s) "
             "(on ModelScope even a rejected request counts)."

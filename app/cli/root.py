@@ -16,6 +16,7 @@ from app.cli.console import stderr, stdout
 from app.cli.context import state
 from app.cli.data import data_app
 from app.cli.db import db_app
+from app.cli.gateway import gateway_command
 from app.cli.options import ConfigOption
 from app.cli.quota import show_quota
 from app.cli.reports import (
@@ -73,6 +74,7 @@ app.command("positions")(positions_command)
 app.command("trades")(trades_command)
 app.command("chat")(chat_command)
 app.command("serve")(serve_command)
+app.command("gateway")(gateway_command)
 app.add_typer(db_app, name="db")
 app.add_typer(data_app, name="data")
 

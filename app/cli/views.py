@@ -90,12 +90,25 @@ def config_json(settings: Settings) -> dict[str, Any]:
 
 def config_verdict(settings: Settings) -> dict[str, Any]:
     """Return, per agent, whether it can run (and which key it lacks), and what `start` does."""
-    from app.providers import BASELINE, PROVIDERS
+    from app.providers import BASELINE, POOL, PROVIDERS
 
     agents = []
     for agent in settings.agents:
         if agent.provider == BASELINE:
             agents.append({"agent": agent.name, "ready": True, "detail": "rule-based, no key"})
+            continue
+        if agent.provider == POOL:
+            lacking = []
+            for provider in dict.fromkeys(p for p, _ in settings.agent_chain(agent)):
+                pool_key = settings.provider_settings(provider).api_key
+                if PROVIDERS[provider].key_required and (
+                    pool_key is None or not pool_key.get_secret_value()
+                ):
+                    lacking.append(PROVIDERS[provider].key_env)
+            detail = f"pool {agent.model}: " + (
+                f"needs {', '.join(lacking)}: not set" if lacking else "keys set"
+            )
+            agents.append({"agent": agent.name, "ready": not lacking, "detail": detail})
             continue
         traits = PROVIDERS[agent.provider]
         key = settings.provider_settings(agent.provider).api_key

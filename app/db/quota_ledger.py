@@ -12,8 +12,8 @@ from datetime import date
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.llm_store import add_quota_usage, exhausted_models
-from app.domain import ExhaustedModel, QuotaDelta
+from app.db.llm_store import add_quota_usage, exhausted_models, quota_rows
+from app.domain import ExhaustedModel, ModelUsage, QuotaDelta
 from app.errors import TemporaryError
 
 
@@ -37,5 +37,32 @@ class SqlQuotaLedger:
         try:
             with self.session_factory() as session:
                 return exhausted_models(session, day)
+        except SQLAlchemyError as error:
+            raise TemporaryError(f"quota usage could not be read: {error}") from error
+
+    def usage_on(self, day: date) -> list[ModelUsage]:
+        """Return every model's requests and last-seen limits on `day`."""
+        try:
+            with self.session_factory() as session:
+                return [
+                    ModelUsage(
+                        provider=row.provider,
+                        model=row.model,
+                        day=row.day,
+                        calls=row.calls,
+                        successes=row.successes,
+                        failures=row.failures,
+                        rate_limited=row.rate_limited,
+                        requests_limit=row.requests_limit,
+                        requests_remaining=row.requests_remaining,
+                        model_requests_limit=row.model_requests_limit,
+                        model_requests_remaining=row.model_requests_remaining,
+                        last_status=row.last_status,
+                        last_error=row.last_error,
+                        exhausted_at=row.exhausted_at,
+                        updated_at=row.updated_at,
+                    )
+                    for row in quota_rows(session, day)
+                ]
         except SQLAlchemyError as error:
             raise TemporaryError(f"quota usage could not be read: {error}") from error

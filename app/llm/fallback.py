@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Final
@@ -224,7 +224,10 @@ class FallbackChain:
                 await self._record(call, at=now)
                 error.attempts = tuple(call.attempts)
                 raise
-            await self._record(call, at=now)
+            # An answer that leaves no quota today: skip the model now rather than spend a
+            # request on a sure 429.
+            spent = skip_if_spent(self.quota, model, result.rate_limit_headers, now)
+            await self._record(call, at=now, exhausted_at=now if spent else None)
             result = replace(result, attempts=tuple(call.attempts))
             if self.cache is not None:
                 await self.cache.put(key, model=model.model, answer=result)
@@ -292,25 +295,7 @@ class FallbackChain:
     def _skip(
         self, model: OpenAIChatModel, error: ModelCallError, now: datetime
     ) -> tuple[datetime, bool]:
-        traits = model.traits
-        cooldown_s = traits.rate_limit_cooldown_s
-        day_long = (
-            isinstance(error, ModelNotServedError)
-            or cooldown_s is None
-            or is_day_quota(error, traits)
-        )
-        until = next_quota_day_at(now) if day_long else now + timedelta(seconds=cooldown_s or 0)
-        reason = "rate_limited" if isinstance(error, ModelQuotaError) else "not_served"
-        self.quota.skip(model.provider, model.model, until=until, reason=reason, message=str(error))
-        log.warning(
-            "%s: %s:%s %s; skipped until %s, asking the next model",
-            self.agent or "chain",
-            model.provider,
-            model.model,
-            reason.replace("_", " "),
-            _when(until),
-        )
-        return until, day_long
+        return skip_after_error(self.quota, model, error, now, who=self.agent or "chain")
 
     def _miss_message(self, messages: Sequence[ChatMessage]) -> str:
         user = next((m.content for m in messages if m.role == "user"), "")
@@ -324,6 +309,70 @@ class FallbackChain:
             f"{prompt_hash(messages)[:16]}, user message starting {first_line!r}; run once with "
             "--llm-mode cached (or live) to record the answers"
         )
+
+
+# Rate-limit headers whose value 0 means no call is left today (for the model, the account).
+SPENT_HEADERS: Final = (
+    "modelscope-ratelimit-model-requests-remaining",
+    "modelscope-ratelimit-requests-remaining",
+)
+
+
+def quota_spent(headers: Mapping[str, str]) -> bool:
+    """Return True when the rate-limit headers say no request is left today."""
+    for name in SPENT_HEADERS:
+        value = headers.get(name)
+        if value is not None and value.strip().isdigit() and int(value) <= 0:
+            return True
+    return False
+
+
+def skip_if_spent(
+    quota: QuotaTracker, model: OpenAIChatModel, headers: Mapping[str, str], now: datetime
+) -> bool:
+    """Skip `model` until the next quota day when `headers` leave it no call; return whether."""
+    if not quota_spent(headers):
+        return False
+    until = next_quota_day_at(now)
+    quota.skip(
+        model.provider,
+        model.model,
+        until=until,
+        reason="rate_limited",
+        message="the quota headers say no call is left today",
+    )
+    log.info(
+        "%s:%s has no call left today; skipped until %s", model.provider, model.model, _when(until)
+    )
+    return True
+
+
+def skip_after_error(
+    quota: QuotaTracker, model: OpenAIChatModel, error: ModelCallError, now: datetime, *, who: str
+) -> tuple[datetime, bool]:
+    """Skip `model` after a quota or not-served error; return until when, and if day-long.
+
+    The one rule for agents' chains and the gateway: not served, or a quota that is gone for the
+    day, skips until the next quota day; a 429 that only means "too fast" skips for the
+    provider's cooldown.
+    """
+    traits = model.traits
+    cooldown_s = traits.rate_limit_cooldown_s
+    day_long = (
+        isinstance(error, ModelNotServedError) or cooldown_s is None or is_day_quota(error, traits)
+    )
+    until = next_quota_day_at(now) if day_long else now + timedelta(seconds=cooldown_s or 0)
+    reason = "rate_limited" if isinstance(error, ModelQuotaError) else "not_served"
+    quota.skip(model.provider, model.model, until=until, reason=reason, message=str(error))
+    log.warning(
+        "%s: %s:%s %s; skipped until %s, asking the next model",
+        who,
+        model.provider,
+        model.model,
+        reason.replace("_", " "),
+        _when(until),
+    )
+    return until, day_long
 
 
 def _when(moment: datetime) -> str:

@@ -68,6 +68,7 @@ RETRYABLE_OUTCOMES: Final = frozenset(
 MIN_ATTEMPT_S: Final = 10.0
 
 Sleep = Callable[[float], Awaitable[None]]
+ChunkConsumer = Callable[[ChatCompletionChunk], Awaitable[None]]
 # Seconds on a monotonic clock: what call deadlines are measured on.
 Monotonic = Callable[[], float]
 
@@ -108,6 +109,22 @@ class PreparedRequest:
             "json_mode": self.json_mode,
             "extra_body": dict(self.extra_body),
         }
+
+
+class ChunkRelay:
+    """Hands each streamed chunk on as it arrives (the gateway streams answers through)."""
+
+    def __init__(self, consumer: ChunkConsumer) -> None:
+        self.consumer = consumer
+        # Once a chunk went out the answer is committed: no retry, no other model.
+        self.started = False
+        # The model being asked (set by whoever routes the request), to name the answer's source.
+        self.label = ""
+
+    async def put(self, chunk: ChatCompletionChunk) -> None:
+        """Pass `chunk` on."""
+        self.started = True
+        await self.consumer(chunk)
 
 
 class ClientPool:
@@ -305,11 +322,14 @@ class OpenAIChatModel:
         max_retries: int | None = None,
         deadline_at: float | None = None,
         journal: list[CallAttempt] | None = None,
+        relay: ChunkRelay | None = None,
     ) -> ChatResult:
         """Send a prepared request with our retries; raise a `ModelCallError` carrying attempts.
 
         `deadline_at` (seconds on `self.monotonic`) ends the call: see the module docstring.
         `journal` receives every request as it ends; an empty one means this is the call's first.
+        `relay`, for a streamed request, receives the chunks as they come; once one went out a
+        failure is not retried.
         """
         retries = self.defaults.max_retries if max_retries is None else max_retries
         journal = [] if journal is None else journal
@@ -327,12 +347,13 @@ class OpenAIChatModel:
                 if left_s < request.timeout_s:
                     sent = replace(request, timeout_s=left_s)
             try:
-                result = await self._attempt(sent, journal, cut=sent is not request)
+                result = await self._attempt(sent, journal, cut=sent is not request, relay=relay)
             except ModelCallError as error:
                 last_error = error
                 outcome = error.attempts[-1].outcome if error.attempts else ""
                 error.attempts = tuple(journal[start:])
-                if outcome not in RETRYABLE_OUTCOMES or number == retries:
+                committed = relay is not None and relay.started
+                if outcome not in RETRYABLE_OUTCOMES or number == retries or committed:
                     raise
                 delay_s = self.defaults.retry_backoff_s * (2**number)
                 if deadline_at is not None:
@@ -371,12 +392,17 @@ class OpenAIChatModel:
         return type(last_error)(f"{last_error}; not retried: only {left}", attempts=tuple(attempts))
 
     async def _attempt(
-        self, request: PreparedRequest, journal: list[CallAttempt], *, cut: bool = False
+        self,
+        request: PreparedRequest,
+        journal: list[CallAttempt],
+        *,
+        cut: bool = False,
+        relay: ChunkRelay | None = None,
     ) -> ChatResult:
         """Make one request; append how it ended to `journal`, even when cancelled."""
         progress = _Progress(started_s=time.perf_counter())
         try:
-            result = await self._request(request, progress, cut=cut)
+            result = await self._request(request, progress, cut=cut, relay=relay)
         except ModelCallError as error:
             journal.extend(error.attempts)
             raise
@@ -394,13 +420,18 @@ class OpenAIChatModel:
         return result
 
     async def _request(
-        self, request: PreparedRequest, progress: _Progress, *, cut: bool
+        self,
+        request: PreparedRequest,
+        progress: _Progress,
+        *,
+        cut: bool,
+        relay: ChunkRelay | None = None,
     ) -> ChatResult:
         try:
             # The SDK's timeout is per read; this one bounds the whole answer, stream included.
             async with asyncio.timeout(request.timeout_s):
                 if request.stream:
-                    return await self._streamed(request, progress)
+                    return await self._streamed(request, progress, relay)
                 return await self._plain(request, progress)
         except (TimeoutError, openai.APITimeoutError) as error:
             if cut:
@@ -477,7 +508,9 @@ class OpenAIChatModel:
             request, progress, text, reasoning, choice.finish_reason, usage, completion.id
         )
 
-    async def _streamed(self, request: PreparedRequest, progress: _Progress) -> ChatResult:
+    async def _streamed(
+        self, request: PreparedRequest, progress: _Progress, relay: ChunkRelay | None = None
+    ) -> ChatResult:
         raw = await self._client.chat.completions.with_raw_response.create(
             **self._arguments(request),
             stream=True,
@@ -493,6 +526,8 @@ class OpenAIChatModel:
         progress.in_stream = True
         try:
             async for chunk in stream:
+                if relay is not None:
+                    await relay.put(chunk)
                 answer_id = answer_id or chunk.id
                 if chunk.usage is not None:
                     usage = _usage_of(chunk.usage)

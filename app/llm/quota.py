@@ -3,7 +3,9 @@
 Every request's outcome and rate-limit headers go to the `QuotaLedger` port (the `quota_usage`
 table), run in a worker thread so a busy database never stalls the other agents' calls. Skips are
 shared by every agent (ModelScope's quota is per account, not per agent) and survive a restart:
-a model exhausted for the day is marked so in the ledger.
+a model exhausted for the day is marked so in the ledger. Another process on the same database
+(the gateway beside the arena) marks models there too, so the marks are read again every
+`refresh_s` seconds: neither spends a request on a model the other found exhausted.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Final
 
 from app.domain import CallAttempt, QuotaDelta, next_quota_day_at, quota_day
 from app.errors import TemporaryError
@@ -21,6 +24,9 @@ from app.ports import QuotaLedger
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+
+# How often the exhausted marks of other processes are read again from the ledger.
+DEFAULT_REFRESH_S: Final = 30.0
 
 
 def utc_now() -> datetime:
@@ -40,11 +46,18 @@ class Skip:
 class QuotaTracker:
     """Record requests per (provider, model, UTC day) and remember models to skip."""
 
-    def __init__(self, ledger: QuotaLedger | None = None, *, clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        ledger: QuotaLedger | None = None,
+        *,
+        clock: Clock = utc_now,
+        refresh_s: float = DEFAULT_REFRESH_S,
+    ) -> None:
         self.ledger = ledger
         self.clock = clock
+        self.refresh_s = refresh_s
         self._skips: dict[tuple[str, str], Skip] = {}
-        self._loaded_day: date | None = None
+        self._loaded_at: datetime | None = None
 
     def skip(
         self, provider: str, model: str, *, until: datetime, reason: str, message: str
@@ -63,13 +76,31 @@ class QuotaTracker:
             return None
         return skip
 
+    def skips(self, at: datetime) -> dict[tuple[str, str], Skip]:
+        """Return every skip in force at `at`, by (provider, model)."""
+        self._load_day(at)
+        return {key: skip for key, skip in self._skips.items() if at < skip.until}
+
     def _load_day(self, at: datetime) -> None:
-        # After a restart, models marked exhausted earlier today stay skipped.
-        day = quota_day(at)
-        if self.ledger is None or self._loaded_day == day:
+        # After a restart, models marked exhausted earlier today stay skipped; marks written by
+        # another process are picked up every `refresh_s`.
+        if self.ledger is None:
             return
-        self._loaded_day = day
-        for found in self.ledger.exhausted_on(day):
+        loaded_at = self._loaded_at
+        if (
+            loaded_at is not None
+            and quota_day(loaded_at) == quota_day(at)
+            and timedelta(0) <= at - loaded_at < timedelta(seconds=self.refresh_s)
+        ):
+            return
+        self._loaded_at = at
+        day = quota_day(at)
+        try:
+            found_models = self.ledger.exhausted_on(day)
+        except TemporaryError as error:
+            log.warning("could not read the exhausted models: %s", error)
+            return
+        for found in found_models:
             if (found.provider, found.model) not in self._skips:
                 self._skips[(found.provider, found.model)] = Skip(
                     until=next_quota_day_at(at),

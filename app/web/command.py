@@ -27,7 +27,9 @@ def dashboard_url(host: str, port: int) -> str:
     return f"http://{shown}:{port}/"
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
+def bind_socket(
+    host: str, port: int, *, what: str = "the dashboard", setting: str = "SERVE_PORT"
+) -> socket.socket:
     """Bind the listening socket ourselves, so a busy port is an error we can word."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP named, so that asyncio turns Nagle off on accepted connections (without it a
@@ -40,7 +42,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
     except OSError as error:
         sock.close()
         raise ConfigError(
-            f"the dashboard cannot listen on {host}:{port} ({error.strerror}): set SERVE_PORT "
+            f"{what} cannot listen on {host}:{port} ({error.strerror}): set {setting} "
             "to a free port (or --port)"
         ) from None
     sock.listen(128)
