@@ -41,6 +41,7 @@ from app.config import AgentConfig, Settings
 from app.db import queries
 from app.db.answer_cache import ResponseCache
 from app.db.candles import CandleCache, load_cached_candles
+from app.db.evaluation_plans import EvaluationPlanStore
 from app.db.lock import DaemonLock, lock_path_for
 from app.db.migrate import upgrade
 from app.db.models import LIVE_RUN_ID
@@ -92,6 +93,11 @@ def open_database(settings: Settings) -> Database:
 
 
 # -- agents and their keys ----------------------------------------------------------------------
+
+
+def evaluation_plan_store(database: Database) -> EvaluationPlanStore:
+    """Return the store of `arena evaluate`'s plans and finished windows."""
+    return EvaluationPlanStore(database.sessions)
 
 
 def llm_agents(agents: Sequence[AgentConfig]) -> list[AgentConfig]:

@@ -16,6 +16,7 @@ import pandas as pd
 from app.backtest import BacktestOptions, BacktestResult, plan_backtest
 from app.config import AgentConfig, Settings
 from app.db import queries
+from app.db.pruning import prune_run
 from app.db.session import Database
 from app.domain import LlmMode
 from app.errors import ConfigError
@@ -37,6 +38,9 @@ class WindowJob:
     cash_usd: float = 10_000.0
     fee_bps: float | None = None
     slippage_bps: float | None = None
+    # What each window's run keeps in the database (`app.db.pruning`): the evaluation itself
+    # needs only the figures and curve it takes before pruning.
+    keep: str = "full"
 
     def options(self, window: Window | None = None) -> BacktestOptions:
         """Return the backtest options of `window` (or of the whole data when None)."""
@@ -88,7 +92,9 @@ async def run_window(
             f"window {window.key} was cut to {result.start:%Y-%m-%d %H:%M} to "
             f"{result.end:%Y-%m-%d %H:%M} by the data: plan the windows on this data and interval"
         )
-    return window_result(result, window, job=job, database=database)
+    found = window_result(result, window, job=job, database=database)
+    prune_run(database.engine, result.run_id, job.keep)
+    return found
 
 
 def run_window_sync(
