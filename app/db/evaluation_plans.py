@@ -34,9 +34,9 @@ class EvaluationPlanStore:
     def open_plan(self, key: str, spec: Mapping[str, Any], *, window_count: int) -> int:
         """Return the id of the plan called `key`, recording it first when it is new."""
         with self._sessions() as session:
-            found = session.scalar(select(models.EvaluationPlan.id).where(
-                models.EvaluationPlan.key == key
-            ))
+            found = session.scalar(
+                select(models.EvaluationPlan.id).where(models.EvaluationPlan.key == key)
+            )
             if found is not None:
                 return int(found)
             plan = models.EvaluationPlan(

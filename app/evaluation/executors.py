@@ -118,8 +118,7 @@ class RayExecutor:
             import ray  # noqa: F401  (the optional `cluster` extra)
         except ImportError:
             raise ConfigError(
-                "--executor ray needs Ray: pip install 'alpha-arena[cluster]' "
-                "(or pip install ray)"
+                "--executor ray needs Ray: pip install 'alpha-arena[cluster]' (or pip install ray)"
             ) from None
         if workers is not None and workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {workers}")

@@ -72,8 +72,7 @@ def with_baselines(agents: Sequence[AgentConfig], *, random_seeds: int) -> tuple
             continue
         if name in names:
             raise ConfigError(
-                f"--agent: the name {name!r} is the evaluation's baseline {model}; "
-                "rename the agent"
+                f"--agent: the name {name!r} is the evaluation's baseline {model}; rename the agent"
             )
         added.append(AgentConfig(name=name, provider="baseline", model=model))
     return (*agents, *added)
