@@ -24,15 +24,16 @@ def test_evaluate_reports_every_line_and_a_second_run_has_nothing_to_do(
     args = (
         "evaluate", "--data", str(market), "--windows", "5", "--window-days", "1",
         "--interval", "1h", "--random-seeds", "2", "--workers", "0",
+        "--agent", "hodl=baseline:buy_and_hold",
     )  # fmt: skip
     first = arena(*args, "--report", str(tmp_path / "report"), "--json")
     assert first.exit_code == 0, first.stderr
     report = json.loads(first.stdout)
     assert report["window_count"] == 5 and report["interval"] == "1h"
-    assert [line["name"] for line in report["agents"]] == ["ema_trend", "random", "buy_and_hold"]
+    assert [line["name"] for line in report["agents"]] == ["ema_trend", "random", "hodl"]
     assert report["agents"][1]["members"] == ["random-1", "random-2"]
     assert report["agents"][0]["metrics"]["return_pct"]["mean_ci"] is not None
-    assert "0 finished before, 5 to run" in first.stderr
+    assert "0 finished before, 5 to run on local (in this process)" in first.stderr
     assert sorted(p.name for p in (tmp_path / "report").iterdir()) == [
         "account_value_fan.png", "evaluation.json", "returns.png", "summary.md",
     ]  # fmt: skip
@@ -53,7 +54,9 @@ def test_bad_options_are_one_line_errors(tmp_path: Path, monkeypatch: pytest.Mon
     assert "--keep must be one of summary, trades, full" in found.stderr
     found = arena("evaluate", "--data", market, "--executor", "dask")
     assert found.exit_code == 2 and "--executor must be local or ray" in found.stderr
-    found = arena("evaluate", "--data", market, "--windows", "500", "--window-days", "7")
+    found = arena(
+        "evaluate", "--data", market, "--windows", "500", "--agent", "h=baseline:buy_and_hold"
+    )
     assert found.exit_code == 2 and "do not fit without overlapping" in found.stderr
 
 

@@ -92,7 +92,7 @@ def evaluate_command(
     from app.evaluation.report import build_report, write_evaluation_report
     from app.evaluation.window_run import WindowJob, data_range
     from app.evaluation.windows import plan_windows
-    from app.wiring import evaluation_plan_store, open_database
+    from app.wiring import evaluation_plan_store, open_database, require_keys
 
     settings = get_settings()
     if cash <= 0:
@@ -110,6 +110,12 @@ def evaluate_command(
         cash_usd=cash,
         keep=keep,
     )
+    if llm_mode != LlmMode.REPLAY:
+        require_keys(
+            settings,
+            agents,
+            hint="or re-run with --llm-mode replay to use only answers stored by an earlier run",
+        )
     database = open_database(settings)
     found, cadence = data_range(settings, job, database=database)
     planned = plan_windows(found, days=window_days, count=windows, seed=seed)
@@ -124,7 +130,9 @@ def evaluate_command(
         f"{len(planned)} windows of {window_days:g} days every {cadence}, "
         f"{len(agents)} agents and baselines; {len(planned) - len(remaining)} finished before, "
         f"{len(remaining)} to run on {executor}"
-        + (f" ({pool.workers} workers)" if pool.workers else "")
+        + _workers_text(executor, workers, pool.workers),
+        soft_wrap=True,
+        highlight=False,
     )
     with _window_bar(len(planned), done=len(planned) - len(remaining)) as advance:
         results = run_plan(
@@ -133,13 +141,20 @@ def evaluate_command(
     evaluation = build_report(results)
     if report is not None:
         paths = write_evaluation_report(report, results, evaluation)
-        stderr.print(f"report written to {report}/ ({', '.join(p.name for p in paths.values())})")
+        names = ", ".join(path.name for path in paths.values())
+        stderr.print(f"report written to {report}/ ({names})", soft_wrap=True, highlight=False)
     if as_json:
         print_json(evaluation)
         return
     stdout.print(_returns_table(evaluation, wide=wide))
     for note in evaluation["notes"]:
-        stderr.print(f"note: {note}", highlight=False)
+        stderr.print(f"note: {note}", highlight=False, soft_wrap=True)
+
+
+def _workers_text(executor: str, asked: int | None, workers: int) -> str:
+    if executor == "local" and asked == 0:
+        return " (in this process)"
+    return f" ({workers} workers)" if workers else ""
 
 
 def _check_budget(
@@ -166,7 +181,7 @@ def _check_budget(
         calls_left={(row.provider, row.model): row.calls_left for row in picture},
     )
     for budget in budgets:
-        stderr.print(f"model calls: {budget.describe()}", highlight=False)
+        stderr.print(f"model calls: {budget.describe()}", highlight=False, soft_wrap=True)
     if plan.job.llm_mode == LlmMode.REPLAY:
         stderr.print("--llm-mode replay: no model is called; an answer not stored fails its window")
         return
