@@ -47,7 +47,7 @@ from app.db.migrate import upgrade
 from app.db.models import LIVE_RUN_ID
 from app.db.quota_ledger import SqlQuotaLedger
 from app.db.repository import AgentIdentity, SqlCycleStore
-from app.db.session import Database, make_engine, make_session_factory
+from app.db.session import Database, make_engine, make_session_factory, sqlite_path
 from app.domain import AccountState, LlmMode, PaperCosts, timeframe_to_timedelta
 from app.errors import ConfigError, InvariantError
 from app.live import ArenaClock, LiveArena, LoggingRunner
@@ -98,6 +98,17 @@ def open_database(settings: Settings) -> Database:
 def evaluation_plan_store(database: Database) -> EvaluationPlanStore:
     """Return the store of `arena evaluate`'s plans and finished windows."""
     return EvaluationPlanStore(database.sessions)
+
+
+def window_database_url(settings: Settings, *, plan_key: str, index: int) -> str | None:
+    """Return where an evaluation's window records its run: a SQLite file of its own beside the
+    database file (`arena.db.windows/PLAN/window-NNN.db`), or None (the database itself) for a
+    server database, which takes concurrent writers."""
+    path = sqlite_path(settings.database.url)
+    if path is None:
+        return None
+    folder = path.parent / f"{path.name}.windows" / plan_key[:16]
+    return f"sqlite:///{folder / f'window-{index:03d}.db'}"
 
 
 def llm_agents(agents: Sequence[AgentConfig]) -> list[AgentConfig]:
@@ -637,8 +648,15 @@ async def build_backtest(
     *,
     database: Database,
     run_id: str | None = None,
+    source: Database | None = None,
 ) -> Backtest:
-    """Load the data, plan the cycles, register the run and build its engine."""
+    """Load the data, plan the cycles, register the run and build its engine.
+
+    The run is recorded in `database`; the answer cache, the quota ledger and the candle cache
+    are `source`'s (default: the same database). An evaluation's worker records each window in a
+    file of its own and shares the driver's caches this way.
+    """
+    source = source or database
     if not options.agents:
         raise ConfigError(
             "no agents: pass --agent NAME=PROVIDER:MODEL or list agents in arena.toml"
@@ -652,7 +670,7 @@ async def build_backtest(
     data = load_market_data(
         options.data,
         coins=options.symbols,
-        database=database,
+        database=source,
         cache_timeframe=options.cache_timeframe,
     )
     plan = plan_backtest(settings, options, data)
@@ -670,7 +688,7 @@ async def build_backtest(
         slippage_bps=options.slippage_bps,
     )
     strategies, runtime = build_strategies(
-        options.agents, settings, database=database, llm_mode=options.llm_mode
+        options.agents, settings, database=source, llm_mode=options.llm_mode
     )
     slots = [
         AgentSlot(
@@ -712,7 +730,10 @@ async def run_backtest(
     database: Database,
     progress: Progress | None = None,
     run_id: str | None = None,
+    source: Database | None = None,
 ) -> BacktestResult:
-    """Build the backtest and replay it; return the leaderboard."""
-    backtest = await build_backtest(settings, options, database=database, run_id=run_id)
+    """Build the backtest and replay it; return the leaderboard (`source`: see build_backtest)."""
+    backtest = await build_backtest(
+        settings, options, database=database, run_id=run_id, source=source
+    )
     return await backtest.run(progress)

@@ -32,11 +32,16 @@ class WindowTask:
     settings: Settings
     job: WindowJob
     window: Window
+    # Where the window's run is recorded (None: the settings' database); see `run_window_sync`.
+    run_database_url: str | None = None
 
 
 def run_window_task(task: WindowTask) -> dict[str, Any]:
     """Run one window in this process and return its result as JSON (the worker's entry)."""
-    return run_window_sync(task.settings, task.job, task.window).to_json()
+    result = run_window_sync(
+        task.settings, task.job, task.window, run_database_url=task.run_database_url
+    )
+    return result.to_json()
 
 
 class WindowExecutor(Protocol):

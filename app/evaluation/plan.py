@@ -21,6 +21,7 @@ from app.evaluation.results import WindowResult
 from app.evaluation.window_run import WindowJob
 from app.evaluation.windows import Window
 from app.llm.baselines import random_model
+from app.wiring import window_database_url
 
 PLAN_VERSION = 1
 BUY_AND_HOLD_NAME = "buy_and_hold"
@@ -147,7 +148,12 @@ def run_plan(
     by_key = {window.index: window for window in plan.windows}
     results = dict(status.finished)
     tasks = [
-        WindowTask(settings=settings, job=plan.job, window=window)
+        WindowTask(
+            settings=settings,
+            job=plan.job,
+            window=window,
+            run_database_url=window_database_url(settings, plan_key=plan.key, index=window.index),
+        )
         for window in status.remaining(plan.windows)
     ]
     for result in executor.run(tasks):

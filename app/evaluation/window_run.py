@@ -84,9 +84,15 @@ async def run_window(
     *,
     database: Database,
     run_id: str | None = None,
+    source: Database | None = None,
 ) -> WindowResult:
-    """Backtest every agent of `job` over `window` and return the window's results."""
-    result = await run_backtest(settings, job.options(window), database=database, run_id=run_id)
+    """Backtest every agent of `job` over `window` and return the window's results.
+
+    The run is recorded in `database`; answers and candles come from `source` (default: the same).
+    """
+    result = await run_backtest(
+        settings, job.options(window), database=database, run_id=run_id, source=source
+    )
     if result.start != window.start or result.end != window.end:
         raise ConfigError(
             f"window {window.key} was cut to {result.start:%Y-%m-%d %H:%M} to "
@@ -98,14 +104,34 @@ async def run_window(
 
 
 def run_window_sync(
-    settings: Settings, job: WindowJob, window: Window, *, run_id: str | None = None
+    settings: Settings,
+    job: WindowJob,
+    window: Window,
+    *,
+    run_id: str | None = None,
+    run_database_url: str | None = None,
 ) -> WindowResult:
-    """Open the settings' database and run one window (for a worker process)."""
-    database = open_database(settings)
+    """Open the databases and run one window (for a worker process).
+
+    The run goes to `run_database_url` when given (a SQLite file of its own: writers of one
+    SQLite file wait for each other), else to the settings' database; the answer cache and the
+    candle cache are always the settings' database.
+    """
+    source = open_database(settings)
+    database = source
+    if run_database_url is not None:
+        database = open_database(
+            settings.model_copy(
+                update={"database": settings.database.model_copy(update={"url": run_database_url})}
+            )
+        )
     try:
-        return asyncio.run(run_window(settings, job, window, database=database, run_id=run_id))
+        return asyncio.run(
+            run_window(settings, job, window, database=database, run_id=run_id, source=source)
+        )
     finally:
         database.engine.dispose()
+        source.engine.dispose()
 
 
 def window_result(
