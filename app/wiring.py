@@ -55,7 +55,7 @@ from app.llm.baselines import build_baseline
 from app.llm.fallback import FallbackChain
 from app.llm.openai_compat import CallDefaults, ClientPool, Monotonic, OpenAIChatModel, Sleep
 from app.llm.providers import make_provider
-from app.llm.quota import Clock, QuotaTracker, utc_now
+from app.llm.quota import CallBudget, Clock, QuotaTracker, utc_now
 from app.llm.runtime import LlmRuntime
 from app.llm.strategy import DEFAULT_OPTIONS, LLMStrategy
 from app.market.ccxt_feed import CcxtMarketData, DownloadResult, cache_source
@@ -198,10 +198,13 @@ def call_defaults(settings: Settings) -> CallDefaults:
     )
 
 
-def quota_tracker(database: Database | None, *, clock: Clock = utc_now) -> QuotaTracker:
-    """Return a quota tracker recording into the database (or in memory only, without one)."""
+def quota_tracker(
+    database: Database | None, *, clock: Clock = utc_now, budget: CallBudget | None = None
+) -> QuotaTracker:
+    """Return a quota tracker recording into the database (or in memory only, without one);
+    with `budget`, calls are also taken from that shared budget (an evaluation's workers)."""
     ledger = None if database is None else SqlQuotaLedger(database.sessions)
-    return QuotaTracker(ledger, clock=clock)
+    return QuotaTracker(ledger, clock=clock, budget=budget)
 
 
 def build_llm_runtime(
@@ -210,6 +213,7 @@ def build_llm_runtime(
     database: Database | None,
     mode: LlmMode | None = None,
     clock: Clock = utc_now,
+    budget: CallBudget | None = None,
 ) -> LlmRuntime:
     """Return the SDK clients, quota tracker and answer cache every agent's calls share."""
     mode = mode or settings.llm.cache_mode
@@ -217,7 +221,10 @@ def build_llm_runtime(
         raise ConfigError(f"LLM cache mode {mode!r} needs the database (DATABASE_URL)")
     cache = None if database is None else ResponseCache(database.sessions, clock=clock)
     return LlmRuntime(
-        clients=ClientPool(), quota=quota_tracker(database, clock=clock), cache=cache, mode=mode
+        clients=ClientPool(),
+        quota=quota_tracker(database, clock=clock, budget=budget),
+        cache=cache,
+        mode=mode,
     )
 
 
@@ -296,11 +303,12 @@ def build_strategies(
     *,
     database: Database | None,
     llm_mode: LlmMode,
+    budget: CallBudget | None = None,
 ) -> tuple[dict[str, Strategy], LlmRuntime | None]:
     """Return each agent's strategy (LLM or baseline) and the shared LLM runtime, if any."""
     runtime = None
     if llm_agents(agents):
-        runtime = build_llm_runtime(settings, database=database, mode=llm_mode)
+        runtime = build_llm_runtime(settings, database=database, mode=llm_mode, budget=budget)
     strategies: dict[str, Strategy] = {}
     for agent in agents:
         if agent.provider == BASELINE:
@@ -649,12 +657,14 @@ async def build_backtest(
     database: Database,
     run_id: str | None = None,
     source: Database | None = None,
+    budget: CallBudget | None = None,
 ) -> Backtest:
     """Load the data, plan the cycles, register the run and build its engine.
 
     The run is recorded in `database`; the answer cache, the quota ledger and the candle cache
     are `source`'s (default: the same database). An evaluation's worker records each window in a
-    file of its own and shares the driver's caches this way.
+    file of its own and shares the driver's caches this way, and takes its model calls from the
+    evaluation's shared `budget`.
     """
     source = source or database
     if not options.agents:
@@ -688,7 +698,7 @@ async def build_backtest(
         slippage_bps=options.slippage_bps,
     )
     strategies, runtime = build_strategies(
-        options.agents, settings, database=source, llm_mode=options.llm_mode
+        options.agents, settings, database=source, llm_mode=options.llm_mode, budget=budget
     )
     slots = [
         AgentSlot(
@@ -731,9 +741,10 @@ async def run_backtest(
     progress: Progress | None = None,
     run_id: str | None = None,
     source: Database | None = None,
+    budget: CallBudget | None = None,
 ) -> BacktestResult:
     """Build the backtest and replay it; return the leaderboard (`source`: see build_backtest)."""
     backtest = await build_backtest(
-        settings, options, database=database, run_id=run_id, source=source
+        settings, options, database=database, run_id=run_id, source=source, budget=budget
     )
     return await backtest.run(progress)

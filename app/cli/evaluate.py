@@ -125,18 +125,23 @@ def evaluate_command(
     store = evaluation_plan_store(database)
     status = open_plan(plan, store)
     remaining = status.remaining(planned)
-    _check_budget(settings, database, plan, remaining, step=found.step, yes=yes)
+    limits = _check_budget(settings, database, plan, remaining, step=found.step, yes=yes)
     stderr.print(
         f"{len(planned)} windows of {window_days:g} days every {cadence}, "
         f"{len(agents)} agents and baselines; {len(planned) - len(remaining)} finished before, "
-        f"{len(remaining)} to run on {executor}"
-        + _workers_text(executor, workers, pool.workers),
+        f"{len(remaining)} to run on {executor}" + _workers_text(executor, workers, pool.workers),
         soft_wrap=True,
         highlight=False,
     )
     with _window_bar(len(planned), done=len(planned) - len(remaining)) as advance:
         results = run_plan(
-            settings, plan, status, store=store, executor=pool, on_window=lambda _: advance()
+            settings,
+            plan,
+            status,
+            store=store,
+            executor=pool,
+            on_window=lambda _: advance(),
+            call_limits=limits,
         )
     evaluation = build_report(results)
     if report is not None:
@@ -159,8 +164,12 @@ def _workers_text(executor: str, asked: int | None, workers: int) -> str:
 
 def _check_budget(
     settings: Any, database: Any, plan: Any, remaining: Any, *, step: Any, yes: bool
-) -> None:
-    """Print the model calls the plan needs; refuse when they exceed today's quota, unless --yes."""
+) -> dict[tuple[str, str], int]:
+    """Print the model calls the plan needs; refuse when they exceed today's quota, unless --yes.
+
+    Return the calls each model may be sent today (known remainders only): one budget that every
+    worker takes its calls from, so parallel windows never send more than the quota leaves.
+    """
     from datetime import UTC, datetime
 
     from app import quota_report as quota
@@ -169,7 +178,7 @@ def _check_budget(
 
     models = [agent for agent in plan.job.agents if agent.provider != "baseline"]
     if not models or not remaining:
-        return
+        return {}
     picture = quota.quota_report(
         settings.model_copy(update={"agents": models}), database.sessions, now=datetime.now(UTC)
     )
@@ -184,15 +193,20 @@ def _check_budget(
         stderr.print(f"model calls: {budget.describe()}", highlight=False, soft_wrap=True)
     if plan.job.llm_mode == LlmMode.REPLAY:
         stderr.print("--llm-mode replay: no model is called; an answer not stored fails its window")
-        return
+        return {}
     over = [budget for budget in budgets if budget.exceeds_today]
     if over and not yes:
         names = ", ".join(f"{b.provider}:{b.model}" for b in over)
         raise ConfigError(
             f"the plan needs more calls than today's quota leaves on {names}; run with --yes to "
-            "start anyway (calls beyond the quota wait for the next quota day), or use fewer "
+            "start anyway (calls beyond the quota are not sent: the agent holds), or use fewer "
             "--windows, shorter --window-days, or --llm-mode replay"
         )
+    return {
+        (budget.provider, budget.model): budget.calls_left_today
+        for budget in budgets
+        if budget.calls_left_today is not None
+    }
 
 
 def _window_bar(total: int, *, done: int) -> Any:

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
 from app.config import Settings
 from app.errors import ConfigError
+from app.evaluation.limiter import BudgetManager, SharedCallBudget, ray_budget
 from app.evaluation.results import WindowResult
 from app.evaluation.window_run import WindowJob, run_window_sync
 from app.evaluation.windows import Window
+from app.llm.quota import CallBudget
 
 ExecutorName = Literal["local", "ray"]
 
@@ -34,14 +36,27 @@ class WindowTask:
     window: Window
     # Where the window's run is recorded (None: the settings' database); see `run_window_sync`.
     run_database_url: str | None = None
+    # The model calls every worker shares (set by the executor from the plan's limits).
+    budget: CallBudget | None = None
+
+
+CallLimits = Mapping[tuple[str, str], int]
 
 
 def run_window_task(task: WindowTask) -> dict[str, Any]:
     """Run one window in this process and return its result as JSON (the worker's entry)."""
     result = run_window_sync(
-        task.settings, task.job, task.window, run_database_url=task.run_database_url
+        task.settings,
+        task.job,
+        task.window,
+        run_database_url=task.run_database_url,
+        budget=task.budget,
     )
     return result.to_json()
+
+
+def _with_budget(tasks: Sequence[WindowTask], budget: CallBudget | None) -> list[WindowTask]:
+    return [replace(task, budget=budget) for task in tasks]
 
 
 class WindowExecutor(Protocol):
@@ -52,8 +67,13 @@ class WindowExecutor(Protocol):
         """Return how many windows run at once."""
         ...
 
-    def run(self, tasks: Sequence[WindowTask]) -> Iterator[WindowResult]:
-        """Run `tasks` and yield each window's result when it finishes (any order)."""
+    def run(
+        self, tasks: Sequence[WindowTask], *, call_limits: CallLimits | None = None
+    ) -> Iterator[WindowResult]:
+        """Run `tasks` and yield each window's result when it finishes (any order).
+
+        `call_limits`: the calls each model may be sent, shared by every worker (one budget).
+        """
         ...
 
 
@@ -72,8 +92,11 @@ class InlineExecutor:
     def workers(self) -> int:
         return 1
 
-    def run(self, tasks: Sequence[WindowTask]) -> Iterator[WindowResult]:
-        for task in tasks:
+    def run(
+        self, tasks: Sequence[WindowTask], *, call_limits: CallLimits | None = None
+    ) -> Iterator[WindowResult]:
+        budget = None if not call_limits else SharedCallBudget(call_limits)
+        for task in _with_budget(tasks, budget):
             yield WindowResult.from_json(run_window_task(task))
 
 
@@ -93,14 +116,23 @@ class LocalExecutor:
     def workers(self) -> int:
         return self._workers
 
-    def run(self, tasks: Sequence[WindowTask]) -> Iterator[WindowResult]:
+    def run(
+        self, tasks: Sequence[WindowTask], *, call_limits: CallLimits | None = None
+    ) -> Iterator[WindowResult]:
         if not tasks:
             return
         context = multiprocessing.get_context("spawn")
+        manager = None
+        budget: CallBudget | None = None
+        if call_limits:
+            # One budget in a manager process; the workers call it through picklable proxies.
+            manager = BudgetManager(ctx=context)
+            manager.start()
+            budget = manager.SharedCallBudget(dict(call_limits))  # type: ignore[attr-defined]
         pool = ProcessPoolExecutor(max_workers=min(self._workers, len(tasks)), mp_context=context)
         try:
             pending: set[Future[dict[str, Any]]] = {
-                pool.submit(run_window_task, task) for task in tasks
+                pool.submit(run_window_task, task) for task in _with_budget(tasks, budget)
             }
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -109,6 +141,8 @@ class LocalExecutor:
         finally:
             # Interrupted or failed: drop the windows not started; the finished ones are recorded.
             pool.shutdown(wait=True, cancel_futures=True)
+            if manager is not None:
+                manager.shutdown()
 
 
 class RayExecutor:
@@ -134,7 +168,9 @@ class RayExecutor:
     def workers(self) -> int:
         return self._workers or 0
 
-    def run(self, tasks: Sequence[WindowTask]) -> Iterator[WindowResult]:
+    def run(
+        self, tasks: Sequence[WindowTask], *, call_limits: CallLimits | None = None
+    ) -> Iterator[WindowResult]:
         import ray
 
         if not tasks:
@@ -151,8 +187,10 @@ class RayExecutor:
             else:
                 ray.init(address=self._address, log_to_driver=False)
         try:
+            # One budget for the whole cluster: an actor every task calls.
+            budget = ray_budget(call_limits) if call_limits else None
             remote = ray.remote(num_cpus=1, max_retries=0)(run_window_task)
-            pending = [remote.remote(task) for task in tasks]
+            pending = [remote.remote(task) for task in _with_budget(tasks, budget)]
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
                 for ref in done:

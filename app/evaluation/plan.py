@@ -143,8 +143,12 @@ def run_plan(
     store: PlanStore,
     executor: WindowExecutor,
     on_window: Callable[[WindowResult], None] | None = None,
+    call_limits: Mapping[tuple[str, str], int] | None = None,
 ) -> list[WindowResult]:
-    """Run the windows not finished yet, recording each as it finishes; return all, in order."""
+    """Run the windows not finished yet, recording each as it finishes; return all, in order.
+
+    `call_limits`: the calls each model may be sent (today's quota), one budget for all workers.
+    """
     by_key = {window.index: window for window in plan.windows}
     results = dict(status.finished)
     tasks = [
@@ -156,7 +160,7 @@ def run_plan(
         )
         for window in status.remaining(plan.windows)
     ]
-    for result in executor.run(tasks):
+    for result in executor.run(tasks, call_limits=call_limits):
         window = by_key[result.index]
         store.record(
             status.plan_id,

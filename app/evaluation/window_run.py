@@ -23,6 +23,7 @@ from app.errors import ConfigError
 from app.evaluation.results import AgentWindowResult, WindowResult, sample_curve
 from app.evaluation.windows import DataRange, Window
 from app.llm.baselines import parse_random_model
+from app.llm.quota import CallBudget
 from app.wiring import load_market_data, open_database, run_backtest
 
 
@@ -85,13 +86,19 @@ async def run_window(
     database: Database,
     run_id: str | None = None,
     source: Database | None = None,
+    budget: CallBudget | None = None,
 ) -> WindowResult:
     """Backtest every agent of `job` over `window` and return the window's results.
 
     The run is recorded in `database`; answers and candles come from `source` (default: the same).
     """
     result = await run_backtest(
-        settings, job.options(window), database=database, run_id=run_id, source=source
+        settings,
+        job.options(window),
+        database=database,
+        run_id=run_id,
+        source=source,
+        budget=budget,
     )
     if result.start != window.start or result.end != window.end:
         raise ConfigError(
@@ -110,6 +117,7 @@ def run_window_sync(
     *,
     run_id: str | None = None,
     run_database_url: str | None = None,
+    budget: CallBudget | None = None,
 ) -> WindowResult:
     """Open the databases and run one window (for a worker process).
 
@@ -127,7 +135,15 @@ def run_window_sync(
         )
     try:
         return asyncio.run(
-            run_window(settings, job, window, database=database, run_id=run_id, source=source)
+            run_window(
+                settings,
+                job,
+                window,
+                database=database,
+                run_id=run_id,
+                source=source,
+                budget=budget,
+            )
         )
     finally:
         database.engine.dispose()

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import Protocol
 
 from app.domain import CallAttempt, QuotaDelta, next_quota_day_at, quota_day
 from app.errors import TemporaryError
@@ -37,14 +38,48 @@ class Skip:
     message: str
 
 
-class QuotaTracker:
-    """Record requests per (provider, model, UTC day) and remember models to skip."""
+class CallBudget(Protocol):
+    """Calls a model may still be sent, shared by every process of an evaluation.
 
-    def __init__(self, ledger: QuotaLedger | None = None, *, clock: Clock = utc_now) -> None:
+    `take` spends one and returns True, or returns False when none is left. Models it has no
+    figure for are not limited.
+    """
+
+    def take(self, provider: str, model: str) -> bool:
+        """Spend one call of `model`; False when the budget is spent."""
+        ...
+
+
+BUDGET_SPENT = "the calls left today, shared by every worker of this evaluation, are spent"
+
+
+class QuotaTracker:
+    """Record requests per (provider, model, UTC day) and remember models to skip.
+
+    With a `budget` (an evaluation's workers share one), every request first takes a call from it;
+    a model whose budget is spent is skipped until the next quota day.
+    """
+
+    def __init__(
+        self,
+        ledger: QuotaLedger | None = None,
+        *,
+        clock: Clock = utc_now,
+        budget: CallBudget | None = None,
+    ) -> None:
         self.ledger = ledger
         self.clock = clock
+        self.budget = budget
         self._skips: dict[tuple[str, str], Skip] = {}
         self._loaded_day: date | None = None
+
+    def take(self, provider: str, model: str, at: datetime) -> Skip | None:
+        """Take one call of `model` from the shared budget; the skip in force when none is left."""
+        if self.budget is None or self.budget.take(provider, model):
+            return None
+        skip = Skip(until=next_quota_day_at(at), reason="rate_limited", message=BUDGET_SPENT)
+        self._skips[(provider, model)] = skip
+        return skip
 
     def skip(
         self, provider: str, model: str, *, until: datetime, reason: str, message: str

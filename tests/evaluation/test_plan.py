@@ -46,7 +46,9 @@ class Counting:
     def workers(self) -> int:
         return 1
 
-    def run(self, tasks: Sequence[WindowTask]) -> Iterator[WindowResult]:
+    def run(
+        self, tasks: Sequence[WindowTask], *, call_limits: object = None
+    ) -> Iterator[WindowResult]:
         for result in InlineExecutor().run(tasks):
             self.ran.append(result.index)
             yield result
