@@ -94,3 +94,29 @@ def test_the_budget_counts_calls_per_model_and_days_at_todays_quota() -> None:
     assert (other.calls_needed, other.calls_left_today, other.exceeds_today) == (6, None, False)
     assert "quota left today unknown" in other.describe()
     assert ModelBudget("p", "m", ("x",), 48_960, 0, 1_840).describe().endswith("about 27 days")
+
+
+def test_a_plan_beyond_todays_quota_is_refused_without_yes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Five one-day windows at 1h: 5 x 25 = 125 calls for the model agent, 40 left today (the
+    last rate-limit headers seen, recorded now): refused, saying so, before any window runs."""
+    from datetime import UTC, datetime
+
+    from tests.llm.test_quota_cli import record
+
+    db_url = f"sqlite:///{tmp_path / 'arena.db'}"
+    record(db_url, datetime.now(UTC), calls=3, model_left=40)
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    monkeypatch.setenv("MODELSCOPE_API_KEY", "ms-test-not-a-real-key")
+    found = arena(
+        "evaluate", "--data", str(shared_data("market")), "--windows", "5",
+        "--window-days", "1", "--interval", "1h", "--agent", "qwen=modelscope:Qwen/A",
+    )  # fmt: skip
+    assert found.exit_code == 2
+    assert (
+        "model calls: modelscope:Qwen/A (qwen): 125 calls, 0 may be cached; 40 left today on "
+        "modelscope: about 4 days"
+    ) in found.stderr
+    assert "needs more calls than today's quota leaves on modelscope:Qwen/A" in found.stderr
+    assert "--yes" in found.stderr and "finished before" not in found.stderr
