@@ -59,7 +59,7 @@ from app.llm.quota import CallBudget, Clock, QuotaTracker, utc_now
 from app.llm.runtime import LlmRuntime
 from app.llm.strategy import DEFAULT_OPTIONS, LLMStrategy
 from app.market.ccxt_feed import CcxtMarketData, DownloadResult, cache_source
-from app.market.dataset import DataSet, load_data_set
+from app.market.dataset import DataSet, expand_paths, load_data_set
 from app.market.download import ProgressFactory, download_candles
 from app.market.sample import is_synthetic
 from app.metrics import RunningSharpe
@@ -465,6 +465,28 @@ def build_exchange_feed(
     )
 
 
+# The data files last loaded in this process, by name, size and modification time: an
+# evaluation's worker runs many windows over the same files, and parsing them (gzipped CSV) took
+# about a third of a short window's replay (docs/BENCHMARKS.md). Nothing changes a loaded set.
+_LOADED_FILES: dict[tuple[object, ...], DataSet] = {}
+
+
+def _load_files(data: list[Path], *, coins: list[str] | None) -> DataSet:
+    files = expand_paths(data)
+    key = (
+        tuple(
+            (str(path.resolve()), path.stat().st_mtime_ns, path.stat().st_size) for path in files
+        ),
+        tuple(coins or ()),
+    )
+    found = _LOADED_FILES.get(key)
+    if found is None:
+        found = load_data_set(data, coins=coins)
+        _LOADED_FILES.clear()
+        _LOADED_FILES[key] = found
+    return found
+
+
 def load_market_data(
     data: Sequence[Path],
     *,
@@ -478,7 +500,7 @@ def load_market_data(
         raise ConfigError("give the candle files or folders to replay with --data PATH")
     cached = [str(path) for path in data if str(path).startswith(CACHE_PREFIX)]
     if not cached:
-        return load_data_set(list(data), coins=list(coins) if coins else None)
+        return _load_files(list(data), coins=list(coins) if coins else None)
     if len(cached) != len(data) or len(cached) > 1:
         raise ConfigError(
             "--data cache:EXCHANGE replays the candle cache on its own: give it once, "
