@@ -44,12 +44,13 @@ from app.config import AgentConfig, Settings
 from app.db import queries
 from app.db.answer_cache import ResponseCache
 from app.db.candles import CandleCache, load_cached_candles
+from app.db.evaluation_plans import EvaluationPlanStore
 from app.db.lock import DaemonLock, lock_path_for
 from app.db.migrate import upgrade
 from app.db.models import LIVE_RUN_ID
 from app.db.quota_ledger import SqlQuotaLedger
 from app.db.repository import AgentIdentity, SqlCycleStore
-from app.db.session import Database, make_engine, make_session_factory
+from app.db.session import Database, make_engine, make_session_factory, sqlite_path
 from app.domain import AccountState, LlmMode, PaperCosts, timeframe_to_timedelta
 from app.errors import ConfigError, InvariantError
 from app.gateway.services import GatewayServices, Pools
@@ -60,12 +61,12 @@ from app.llm.fallback import FallbackChain
 from app.llm.openai_compat import CallDefaults, ClientPool, Monotonic, OpenAIChatModel, Sleep
 from app.llm.pool import ModelPool, PoolMember, PoolRouter
 from app.llm.providers import make_provider
-from app.llm.quota import Clock, QuotaTracker, utc_now
+from app.llm.quota import CallBudget, Clock, QuotaTracker, utc_now
 from app.llm.quota_query import QuotaProbe, query_quota
 from app.llm.runtime import LlmRuntime
 from app.llm.strategy import DEFAULT_OPTIONS, LLMStrategy
 from app.market.ccxt_feed import CcxtMarketData, DownloadResult, cache_source
-from app.market.dataset import DataSet, drop_implausible, load_data_set
+from app.market.dataset import DataSet, drop_implausible, expand_paths, load_data_set
 from app.market.download import ProgressFactory, download_candles
 from app.market.sample import is_synthetic
 from app.metrics import RunningSharpe
@@ -99,6 +100,22 @@ def open_database(settings: Settings) -> Database:
 
 
 # -- agents and their keys ----------------------------------------------------------------------
+
+
+def evaluation_plan_store(database: Database) -> EvaluationPlanStore:
+    """Return the store of `arena evaluate`'s plans and finished windows."""
+    return EvaluationPlanStore(database.sessions)
+
+
+def window_database_url(settings: Settings, *, plan_key: str, index: int) -> str | None:
+    """Return where an evaluation's window records its run: a SQLite file of its own beside the
+    database file (`arena.db.windows/PLAN/window-NNN.db`), or None (the database itself) for a
+    server database, which takes concurrent writers."""
+    path = sqlite_path(settings.database.url)
+    if path is None:
+        return None
+    folder = path.parent / f"{path.name}.windows" / plan_key[:16]
+    return f"sqlite:///{folder / f'window-{index:03d}.db'}"
 
 
 def llm_agents(agents: Sequence[AgentConfig]) -> list[AgentConfig]:
@@ -189,10 +206,13 @@ def call_defaults(settings: Settings) -> CallDefaults:
     )
 
 
-def quota_tracker(database: Database | None, *, clock: Clock = utc_now) -> QuotaTracker:
-    """Return a quota tracker recording into the database (or in memory only, without one)."""
+def quota_tracker(
+    database: Database | None, *, clock: Clock = utc_now, budget: CallBudget | None = None
+) -> QuotaTracker:
+    """Return a quota tracker recording into the database (or in memory only, without one);
+    with `budget`, calls are also taken from that shared budget (an evaluation's workers)."""
     ledger = None if database is None else SqlQuotaLedger(database.sessions)
-    return QuotaTracker(ledger, clock=clock)
+    return QuotaTracker(ledger, clock=clock, budget=budget)
 
 
 def build_llm_runtime(
@@ -201,6 +221,7 @@ def build_llm_runtime(
     database: Database | None,
     mode: LlmMode | None = None,
     clock: Clock = utc_now,
+    budget: CallBudget | None = None,
 ) -> LlmRuntime:
     """Return the SDK clients, quota tracker and answer cache every agent's calls share."""
     mode = mode or settings.llm.cache_mode
@@ -208,7 +229,10 @@ def build_llm_runtime(
         raise ConfigError(f"LLM cache mode {mode!r} needs the database (DATABASE_URL)")
     cache = None if database is None else ResponseCache(database.sessions, clock=clock)
     return LlmRuntime(
-        clients=ClientPool(), quota=quota_tracker(database, clock=clock), cache=cache, mode=mode
+        clients=ClientPool(),
+        quota=quota_tracker(database, clock=clock, budget=budget),
+        cache=cache,
+        mode=mode,
     )
 
 
@@ -323,11 +347,12 @@ def build_strategies(
     *,
     database: Database | None,
     llm_mode: LlmMode,
+    budget: CallBudget | None = None,
 ) -> tuple[dict[str, Strategy], LlmRuntime | None]:
     """Return each agent's strategy (LLM or baseline) and the shared LLM runtime, if any."""
     runtime = None
     if llm_agents(agents):
-        runtime = build_llm_runtime(settings, database=database, mode=llm_mode)
+        runtime = build_llm_runtime(settings, database=database, mode=llm_mode, budget=budget)
     strategies: dict[str, Strategy] = {}
     for agent in agents:
         if agent.provider == BASELINE:
@@ -494,6 +519,29 @@ def build_exchange_feed(
     )
 
 
+# The data files last loaded in this process, by name, size and modification time: an
+# evaluation's worker runs many windows over the same files, and parsing them (gzipped CSV) took
+# about a third of a short window's replay (docs/BENCHMARKS.md). Nothing changes a loaded set.
+_LOADED_FILES: dict[tuple[object, ...], DataSet] = {}
+
+
+def _load_files(data: list[Path], *, coins: list[str] | None, max_move_pct: float) -> DataSet:
+    files = expand_paths(data)
+    key = (
+        tuple(
+            (str(path.resolve()), path.stat().st_mtime_ns, path.stat().st_size) for path in files
+        ),
+        tuple(coins or ()),
+        max_move_pct,
+    )
+    found = _LOADED_FILES.get(key)
+    if found is None:
+        found = load_data_set(data, coins=coins, max_move_pct=max_move_pct)
+        _LOADED_FILES.clear()
+        _LOADED_FILES[key] = found
+    return found
+
+
 def load_market_data(
     data: Sequence[Path],
     *,
@@ -508,7 +556,7 @@ def load_market_data(
         raise ConfigError("give the candle files or folders to replay with --data PATH")
     cached = [str(path) for path in data if str(path).startswith(CACHE_PREFIX)]
     if not cached:
-        return load_data_set(
+        return _load_files(
             list(data), coins=list(coins) if coins else None, max_move_pct=max_move_pct
         )
     if len(cached) != len(data) or len(cached) > 1:
@@ -823,8 +871,17 @@ async def build_backtest(
     *,
     database: Database,
     run_id: str | None = None,
+    source: Database | None = None,
+    budget: CallBudget | None = None,
 ) -> Backtest:
-    """Load the data, plan the cycles, register the run and build its engine."""
+    """Load the data, plan the cycles, register the run and build its engine.
+
+    The run is recorded in `database`; the answer cache, the quota ledger and the candle cache
+    are `source`'s (default: the same database). An evaluation's worker records each window in a
+    file of its own and shares the driver's caches this way, and takes its model calls from the
+    evaluation's shared `budget`.
+    """
+    source = source or database
     if not options.agents:
         raise ConfigError(
             "no agents: pass --agent NAME=PROVIDER:MODEL or list agents in arena.toml"
@@ -838,7 +895,7 @@ async def build_backtest(
     data = load_market_data(
         options.data,
         coins=options.symbols,
-        database=database,
+        database=source,
         cache_timeframe=options.cache_timeframe,
         max_move_pct=settings.exchange.max_candle_move_pct,
     )
@@ -857,7 +914,7 @@ async def build_backtest(
         slippage_bps=options.slippage_bps,
     )
     strategies, runtime = build_strategies(
-        options.agents, settings, database=database, llm_mode=options.llm_mode
+        options.agents, settings, database=source, llm_mode=options.llm_mode, budget=budget
     )
     slots = [
         AgentSlot(
@@ -900,7 +957,11 @@ async def run_backtest(
     database: Database,
     progress: Progress | None = None,
     run_id: str | None = None,
+    source: Database | None = None,
+    budget: CallBudget | None = None,
 ) -> BacktestResult:
-    """Build the backtest and replay it; return the leaderboard."""
-    backtest = await build_backtest(settings, options, database=database, run_id=run_id)
+    """Build the backtest and replay it; return the leaderboard (`source`: see build_backtest)."""
+    backtest = await build_backtest(
+        settings, options, database=database, run_id=run_id, source=source, budget=budget
+    )
     return await backtest.run(progress)

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from app.backtest import BacktestOptions
 from app.config import AgentConfig, load_settings
 from app.wiring import open_database, run_backtest
-from tests.fakes.openai_server import FakeOpenAIServer
+from tests.fakes.openai_server import UNLIMITED_QUOTA, FakeOpenAIServer
 from tests.fakes.traders import by_model, contrarian_trader, trend_trader
 
 MARKET = Path(__file__).resolve().parents[2] / "shared" / "data" / "market"
@@ -82,7 +82,12 @@ def main() -> None:
     }
     with (
         tempfile.TemporaryDirectory() as folder,
-        FakeOpenAIServer("modelscope", responder=by_model(traders)) as llm,
+        FakeOpenAIServer(
+            "modelscope",
+            responder=by_model(traders),
+            requests_limit=UNLIMITED_QUOTA,
+            model_requests_limit=UNLIMITED_QUOTA,
+        ) as llm,
     ):
         os.environ.update(
             DATABASE_URL=f"sqlite:///{folder}/bench.db",

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from app.config import AgentConfig, load_settings
 from app.wiring import build_live_arena
 from tests.fakes.exchange import FakeExchange, synthetic_candles
-from tests.fakes.openai_server import FakeOpenAIServer, Reply, answer
+from tests.fakes.openai_server import UNLIMITED_QUOTA, FakeOpenAIServer, Reply, answer
 from tests.fakes.traders import contrarian_trader, trend_trader
 
 S1_CONVERSATIONS = (
@@ -84,7 +84,12 @@ def main() -> None:
     with (
         tempfile.TemporaryDirectory() as folder,
         FakeExchange(candles, clock=lambda: now[0].timestamp()) as exchange,
-        FakeOpenAIServer("modelscope", responder=respond) as llm,
+        FakeOpenAIServer(
+            "modelscope",
+            responder=respond,
+            requests_limit=UNLIMITED_QUOTA,
+            model_requests_limit=UNLIMITED_QUOTA,
+        ) as llm,
     ):
         database = Path(folder) / "growth.db"
         os.environ.update(

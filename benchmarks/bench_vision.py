@@ -42,7 +42,7 @@ from app.market.dataset import load_data_set
 from app.market.historical import HistoricalMarketData
 from app.market.sample import write_sample_data
 from app.wiring import open_database, run_backtest
-from tests.fakes.openai_server import FakeOpenAIServer
+from tests.fakes.openai_server import UNLIMITED_QUOTA, FakeOpenAIServer
 from tests.fakes.traders import by_model, trend_trader
 
 COINS = ("BTC", "ETH", "SOL", "BNB", "XRP", "DOGE")
@@ -123,7 +123,12 @@ def main() -> None:
                 llm_mode=mode,  # type: ignore[arg-type]
             )
 
-        with FakeOpenAIServer("modelscope", responder=by_model({VL_MODEL: trend_trader})) as llm:
+        with FakeOpenAIServer(
+            "modelscope",
+            responder=by_model({VL_MODEL: trend_trader}),
+            requests_limit=UNLIMITED_QUOTA,
+            model_requests_limit=UNLIMITED_QUOTA,
+        ) as llm:
             db_path = Path(folder) / "bench.db"
             os.environ.update(
                 DATABASE_URL=f"sqlite:///{db_path}",

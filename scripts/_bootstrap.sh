@@ -18,7 +18,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 VENV_PY="$ROOT/.venv/bin/python"
 bootstrap_install() {
-  # $1: the extras to install ("" or "dev")
+  # $1: the extras to install ("", "dev" or "dev,cluster")
   local extras="$1" spec="." stamp
   [ -n "$extras" ] && spec=".[${extras}]"
   stamp="$( (cat pyproject.toml; echo "$extras") | sha256sum | cut -c1-16)"

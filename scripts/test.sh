@@ -5,7 +5,8 @@
 # Extra arguments go to pytest (e.g. scripts/test.sh -k paper -x; -m "not slow" leaves out the
 # tests that start real processes; -n 0 runs in a single process, e.g. to use a debugger).
 source "$(dirname "${BASH_SOURCE[0]}")/_bootstrap.sh"
-bootstrap_install dev
+# The `cluster` extra (Ray) too: the executor tests run windows on a local Ray.
+bootstrap_install dev,cluster
 echo "==> ruff check" >&2
 "$VENV_PY" -m ruff check app tests scripts benchmarks migrations
 echo "==> mypy app" >&2

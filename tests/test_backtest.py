@@ -17,7 +17,7 @@ import pytest
 
 from tests.arena_cli import arena
 from tests.conftest import shared_data
-from tests.fakes.openai_server import FakeOpenAIServer
+from tests.fakes.openai_server import UNLIMITED_QUOTA, FakeOpenAIServer
 from tests.fakes.traders import by_model, contrarian_trader, trend_trader
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +66,12 @@ def backtest(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Completed
 @pytest.fixture
 def llm() -> Iterator[FakeOpenAIServer]:
     responder = by_model({TREND_MODEL: trend_trader, CONTRA_MODEL: contrarian_trader})
-    with FakeOpenAIServer("modelscope", responder=responder) as server:
+    with FakeOpenAIServer(
+        "modelscope",
+        responder=responder,
+        requests_limit=UNLIMITED_QUOTA,
+        model_requests_limit=UNLIMITED_QUOTA,
+    ) as server:
         yield server
 
 

@@ -16,6 +16,7 @@ from app.cli.console import stderr, stdout
 from app.cli.context import state
 from app.cli.data import data_app
 from app.cli.db import db_app
+from app.cli.evaluate import evaluate_command
 from app.cli.gateway import gateway_command
 from app.cli.options import ConfigOption
 from app.cli.quota import show_quota
@@ -69,6 +70,7 @@ app.command("quota")(show_quota)
 app.command("run")(run_command)
 app.command("start")(start_command)
 app.command("backtest")(backtest_command)
+app.command("evaluate")(evaluate_command)
 app.command("leaderboard")(leaderboard_command)
 app.command("positions")(positions_command)
 app.command("trades")(trades_command)

@@ -335,3 +335,35 @@ class Candle(Base):
     low: Mapped[float] = mapped_column(Float)
     close: Mapped[float] = mapped_column(Float)
     volume: Mapped[float] = mapped_column(Float)
+
+
+class EvaluationPlan(Base):
+    """An `arena evaluate` plan: what it runs (a JSON spec) under the hash of that spec.
+
+    Running the same command again finds the plan by its key and skips its finished windows.
+    """
+
+    __tablename__ = "evaluation_plan"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    window_count: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class EvaluationWindow(Base):
+    """One finished window of a plan and its result (`WindowResult.to_json()`)."""
+
+    __tablename__ = "evaluation_window"
+    __table_args__ = (UniqueConstraint("plan_id", "window_index"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    plan_id: Mapped[int] = mapped_column(
+        ForeignKey("evaluation_plan.id", ondelete="CASCADE"), index=True
+    )
+    window_index: Mapped[int] = mapped_column(Integer)
+    window_key: Mapped[str] = mapped_column(String(64))
+    run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    result: Mapped[dict[str, Any]] = mapped_column(JSON)
+    finished_at: Mapped[datetime] = mapped_column(UTCDateTime)

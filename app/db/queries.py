@@ -446,3 +446,14 @@ def ledger(engine: Engine, agent_id: int) -> tuple[list[Fill], list[FundingPayme
             )
         ]
     return fills, payments
+
+
+def stored_answers(engine: Engine, provider: str, model: str) -> int:
+    """Return how many answers of `provider`'s `model` the answer cache holds."""
+    with engine.connect() as connection:
+        found = connection.scalar(
+            select(func.count())
+            .select_from(models.LlmCache)
+            .where(models.LlmCache.provider == provider, models.LlmCache.model == model)
+        )
+    return int(found or 0)

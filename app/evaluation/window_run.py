@@ -16,12 +16,14 @@ import pandas as pd
 from app.backtest import BacktestOptions, BacktestResult, plan_backtest
 from app.config import AgentConfig, Settings
 from app.db import queries
+from app.db.pruning import prune_run
 from app.db.session import Database
 from app.domain import LlmMode
 from app.errors import ConfigError
 from app.evaluation.results import AgentWindowResult, WindowResult, sample_curve
 from app.evaluation.windows import DataRange, Window
 from app.llm.baselines import parse_random_model
+from app.llm.quota import CallBudget
 from app.wiring import load_market_data, open_database, run_backtest
 
 
@@ -37,6 +39,9 @@ class WindowJob:
     cash_usd: float = 10_000.0
     fee_bps: float | None = None
     slippage_bps: float | None = None
+    # What each window's run keeps in the database (`app.db.pruning`): the evaluation itself
+    # needs only the figures and curve it takes before pruning.
+    keep: str = "full"
 
     def options(self, window: Window | None = None) -> BacktestOptions:
         """Return the backtest options of `window` (or of the whole data when None)."""
@@ -80,26 +85,69 @@ async def run_window(
     *,
     database: Database,
     run_id: str | None = None,
+    source: Database | None = None,
+    budget: CallBudget | None = None,
 ) -> WindowResult:
-    """Backtest every agent of `job` over `window` and return the window's results."""
-    result = await run_backtest(settings, job.options(window), database=database, run_id=run_id)
+    """Backtest every agent of `job` over `window` and return the window's results.
+
+    The run is recorded in `database`; answers and candles come from `source` (default: the same).
+    """
+    result = await run_backtest(
+        settings,
+        job.options(window),
+        database=database,
+        run_id=run_id,
+        source=source,
+        budget=budget,
+    )
     if result.start != window.start or result.end != window.end:
         raise ConfigError(
             f"window {window.key} was cut to {result.start:%Y-%m-%d %H:%M} to "
             f"{result.end:%Y-%m-%d %H:%M} by the data: plan the windows on this data and interval"
         )
-    return window_result(result, window, job=job, database=database)
+    found = window_result(result, window, job=job, database=database)
+    prune_run(database.engine, result.run_id, job.keep)
+    return found
 
 
 def run_window_sync(
-    settings: Settings, job: WindowJob, window: Window, *, run_id: str | None = None
+    settings: Settings,
+    job: WindowJob,
+    window: Window,
+    *,
+    run_id: str | None = None,
+    run_database_url: str | None = None,
+    budget: CallBudget | None = None,
 ) -> WindowResult:
-    """Open the settings' database and run one window (for a worker process)."""
-    database = open_database(settings)
+    """Open the databases and run one window (for a worker process).
+
+    The run goes to `run_database_url` when given (a SQLite file of its own: writers of one
+    SQLite file wait for each other), else to the settings' database; the answer cache and the
+    candle cache are always the settings' database.
+    """
+    source = open_database(settings)
+    database = source
+    if run_database_url is not None:
+        database = open_database(
+            settings.model_copy(
+                update={"database": settings.database.model_copy(update={"url": run_database_url})}
+            )
+        )
     try:
-        return asyncio.run(run_window(settings, job, window, database=database, run_id=run_id))
+        return asyncio.run(
+            run_window(
+                settings,
+                job,
+                window,
+                database=database,
+                run_id=run_id,
+                source=source,
+                budget=budget,
+            )
+        )
     finally:
         database.engine.dispose()
+        source.engine.dispose()
 
 
 def window_result(

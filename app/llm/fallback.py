@@ -201,7 +201,9 @@ class FallbackChain:
         rate_limited = not_served = False
         for (model, request), key in zip(requests, keys, strict=True):
             now = self.quota.clock()
-            skip = self.quota.skipped(model.provider, model.model, now)
+            skip = self.quota.skipped(model.provider, model.model, now) or self.quota.take(
+                model.provider, model.model, now
+            )
             if skip is not None:
                 reasons.append(f"{model.model}: skipped until {_when(skip.until)} ({skip.message})")
                 returns_at.append(skip.until)

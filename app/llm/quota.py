@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Final, Protocol
 
 from app.domain import CallAttempt, QuotaDelta, next_quota_day_at, quota_day
 from app.errors import TemporaryError
@@ -43,8 +43,27 @@ class Skip:
     message: str
 
 
+class CallBudget(Protocol):
+    """Calls a model may still be sent, shared by every process of an evaluation.
+
+    `take` spends one and returns True, or returns False when none is left. Models it has no
+    figure for are not limited.
+    """
+
+    def take(self, provider: str, model: str) -> bool:
+        """Spend one call of `model`; False when the budget is spent."""
+        ...
+
+
+BUDGET_SPENT = "the calls left today, shared by every worker of this evaluation, are spent"
+
+
 class QuotaTracker:
-    """Record requests per (provider, model, UTC day) and remember models to skip."""
+    """Record requests per (provider, model, UTC day) and remember models to skip.
+
+    With a `budget` (an evaluation's workers share one), every request first takes a call from it;
+    a model whose budget is spent is skipped until the next quota day.
+    """
 
     def __init__(
         self,
@@ -52,12 +71,22 @@ class QuotaTracker:
         *,
         clock: Clock = utc_now,
         refresh_s: float = DEFAULT_REFRESH_S,
+        budget: CallBudget | None = None,
     ) -> None:
         self.ledger = ledger
         self.clock = clock
         self.refresh_s = refresh_s
+        self.budget = budget
         self._skips: dict[tuple[str, str], Skip] = {}
         self._loaded_at: datetime | None = None
+
+    def take(self, provider: str, model: str, at: datetime) -> Skip | None:
+        """Take one call of `model` from the shared budget; the skip in force when none is left."""
+        if self.budget is None or self.budget.take(provider, model):
+            return None
+        skip = Skip(until=next_quota_day_at(at), reason="rate_limited", message=BUDGET_SPENT)
+        self._skips[(provider, model)] = skip
+        return skip
 
     def skip(
         self, provider: str, model: str, *, until: datetime, reason: str, message: str

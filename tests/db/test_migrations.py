@@ -25,6 +25,8 @@ EXPECTED_TABLES = {
     "quota_usage",
     "llm_cache",
     "candle",
+    "evaluation_plan",
+    "evaluation_window",
 }
 
 
