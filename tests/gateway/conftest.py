@@ -21,7 +21,7 @@ from app.errors import ConfigError
 from app.wiring import build_gateway
 from tests.fakes.openai_server import FakeOpenAIServer
 
-KEY = "ms-00000000-1111-2222-3333-444444444444"
+KEY = "ms-gateway-test-key-not-real"
 TIERS = ("Qwen/Tier1-Strong", "Qwen/Tier2-Middle", "Qwen/Tier3-Light")
 
 
