@@ -461,6 +461,22 @@ class CallAttempt:
     usage: TokenUsage = field(default_factory=TokenUsage)
 
 
+# Outcomes of a `CallAttempt` (and its `llm_call` row) that sent no request, so spent no quota:
+# a call held because every model of its chain was skipped for quota or a cooldown
+# (`held_quota`) or because none is served today (`held_not_served`); a replay of a call the
+# recorded run got no answer for (`replayed_failure`); a call that never reached a model
+# (`error`: a local failure, or cut before its first request).
+HELD_QUOTA: Final = "held_quota"
+HELD_NOT_SERVED: Final = "held_not_served"
+REPLAYED_FAILURE: Final = "replayed_failure"
+NOT_SENT_OUTCOMES: Final = frozenset({HELD_QUOTA, HELD_NOT_SERVED, REPLAYED_FAILURE, "error"})
+
+
+def was_sent(outcome: str) -> bool:
+    """Return True when an attempt of this outcome sent a request (and so spent quota)."""
+    return outcome not in NOT_SENT_OUTCOMES
+
+
 @dataclass(frozen=True, slots=True)
 class RecordedFailure:
     """A call that got no answer, as the response cache keeps it: `kind` names the error group.

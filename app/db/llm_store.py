@@ -23,6 +23,9 @@ from sqlalchemy.orm import Session
 from app.db import models
 from app.db.llm_rows import compress_text, decompress_text
 from app.domain import (
+    HELD_NOT_SERVED,
+    HELD_QUOTA,
+    NOT_SENT_OUTCOMES,
     ChatResult,
     ExhaustedModel,
     QuotaDelta,
@@ -67,6 +70,8 @@ class AgentLlmUsage:
     reasoning_tokens: int
     total_tokens: int
     latency_ms: int
+    held_quota: int = 0
+    held_not_served: int = 0
 
     @property
     def mean_latency_ms(self) -> float:
@@ -83,23 +88,28 @@ def usage_by_agent(
 ) -> dict[int, AgentLlmUsage]:
     """Return tokens, latency and call counts summed per agent over `[since, until)`.
 
-    `calls` counts answers and failed calls (rows), `requests` the rows that reached a provider
-    (cache hits excluded), `failures` the rows whose outcome is not ok/cache_hit/parse_error.
+    `calls` counts answers and failed calls (rows), `requests` the requests sent to a provider
+    (cache hits, held calls and calls that reached no model excluded), `failures` the rows whose
+    outcome is not ok/cache_hit/parse_error, `held_quota` and `held_not_served` the calls held
+    with no request sent because every model of the chain was skipped.
     """
     call = models.LlmCall
     ok_outcomes = ("ok", "cache_hit", "parse_error")
+    sent = call.cache_hit.is_(False) & call.outcome.not_in(sorted(NOT_SENT_OUTCOMES))
     query = (
         select(
             call.agent_id,
             func.count(call.id),
-            func.sum(case((call.cache_hit.is_(False), 1), else_=0)),
+            func.sum(case((sent, 1), else_=0)),
             func.sum(case((call.cache_hit.is_(True), 1), else_=0)),
             func.sum(case((call.outcome.not_in(ok_outcomes), 1), else_=0)),
             func.sum(call.prompt_tokens),
             func.sum(call.completion_tokens),
             func.sum(call.reasoning_tokens),
             func.sum(call.total_tokens),
-            func.sum(case((call.cache_hit.is_(False), call.latency_ms), else_=0)),
+            func.sum(case((sent, call.latency_ms), else_=0)),
+            func.sum(case((call.outcome == HELD_QUOTA, 1), else_=0)),
+            func.sum(case((call.outcome == HELD_NOT_SERVED, 1), else_=0)),
         )
         .where(call.agent_id.is_not(None))
         .group_by(call.agent_id)
@@ -242,7 +252,11 @@ def is_failure_marker(finish_reason: str | None) -> bool:
 def save_cached_answer(
     session: Session, *, key: str, model: str, answer: ChatResult, created_at: datetime
 ) -> None:
-    """Store `answer` under `key`, replacing an older answer or failure marker."""
+    """Store `answer` under `key` unless an answer is there already; replace a failure marker.
+
+    The first answer stored for a key is kept: a replay of the run that stored it must give it
+    back whatever later runs were answered.
+    """
     usage = answer.usage
     values: dict[str, Any] = {
         "key": key,
@@ -261,7 +275,7 @@ def save_cached_answer(
         "latency_ms": round(answer.latency_s * 1000),
         "created_at": created_at,
     }
-    _put_cache_row(session, values)
+    _put_cache_row(session, values, replace_marker=True)
 
 
 def save_failure_marker(
@@ -272,7 +286,12 @@ def save_failure_marker(
     latency_s: float,
     created_at: datetime,
 ) -> None:
-    """Store `failure` under `key` (see the module docstring), replacing what was there."""
+    """Store `failure` under `key` (see the module docstring) only where nothing is stored.
+
+    A failure never replaces what is there: not an answer (a transient 429 must not erase a good
+    answer another run got), and not an older marker (the replay of the run that left it fails
+    the same way it did).
+    """
     values: dict[str, Any] = {
         "key": key,
         "provider": failure.provider,
@@ -285,14 +304,16 @@ def save_failure_marker(
         "latency_ms": round(latency_s * 1000),
         "created_at": created_at,
     }
-    _put_cache_row(session, values)
+    _put_cache_row(session, values, replace_marker=False)
 
 
-def _put_cache_row(session: Session, values: dict[str, Any]) -> None:
+def _put_cache_row(session: Session, values: dict[str, Any], *, replace_marker: bool) -> None:
     key = values["key"]
     row = session.get(models.LlmCache, key)
     if row is None:
         session.add(models.LlmCache(hits=0, **values))
+        return
+    if not (replace_marker and is_failure_marker(row.finish_reason)):
         return
     for name, value in values.items():
         setattr(row, name, value)

@@ -142,6 +142,8 @@ class SqlCycleStore:
         self.engine = engine
         self.run_id = run_id
         self.agent_ids: dict[str, int] = {}
+        # Each agent's (provider, first model): what a call row names when no request was made.
+        self.agent_models: dict[str, tuple[str, str]] = {}
         # Open position row per (agent id, coin): the store is the only writer of its run.
         self._open_positions: dict[tuple[int, str], int] = {}
         # Shared prompt texts already in `prompt_part` (so each is written once).
@@ -153,6 +155,7 @@ class SqlCycleStore:
         """Create missing agents of this run (keeping existing ones' accounts); return their ids."""
         with self.engine.begin() as connection:
             for agent in agents:
+                self.agent_models[agent.name] = (agent.provider, agent.model)
                 existing = connection.execute(
                     select(models.Agent.id, models.Agent.provider, models.Agent.model).where(
                         models.Agent.run_id == self.run_id, models.Agent.name == agent.name
@@ -415,7 +418,11 @@ class SqlCycleStore:
             cycle_id: int | None = None
             if isinstance(record, AgentCycleRecord):
                 cycle_id = next(next_cycle_id)
-                calls.extend(_llm_call_rows(agent_id, cycle_id, record, parts))
+                calls.extend(
+                    _llm_call_rows(
+                        agent_id, cycle_id, record, parts, self.agent_models.get(record.agent)
+                    )
+                )
                 decisions.extend(_decision_values(cycle_id, item) for item in record.decisions)
                 at = record.scheduled_at
             else:
@@ -621,7 +628,11 @@ def _snapshot_values(
 
 
 def _llm_call_rows(
-    agent_id: int, cycle_id: int, record: AgentCycleRecord, parts: dict[str, StoredPart]
+    agent_id: int,
+    cycle_id: int,
+    record: AgentCycleRecord,
+    parts: dict[str, StoredPart],
+    agent_model: tuple[str, str] | None,
 ) -> list[dict[str, Any]]:
     if record.answer is None and not record.messages:
         return []
@@ -640,6 +651,7 @@ def _llm_call_rows(
             error=record.error,
             shared=record.shared_texts,
             parts=parts,
+            agent_model=agent_model,
         )
     ]
 

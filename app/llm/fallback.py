@@ -3,7 +3,8 @@
 `FallbackChain` is the `ChatModel` an agent asks. In `cached` and `replay` modes it first looks
 for a stored answer of any of its models; otherwise it asks the models in order. A model that
 answers 429 ("limit exceeded") or is not served is skipped (by every agent) until the next quota
-day, or for the provider's short cooldown where a 429 only means "too fast", and the next model
+day when the answer says the day's quota is used up (or the model is not served), otherwise for
+the provider's short cooldown, doubled for each 429 in a row ("too fast"), and the next model
 is asked. When every model is skipped the call raises `NoModelAvailableError`, a temporary error:
 the agent holds and tries again next cycle. A 401, a 402 or a failure that outlived its retries
 ends the call. Every request is recorded in `quota_usage`, also when the call is cancelled; every
@@ -26,6 +27,9 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from app.domain import (
+    HELD_NOT_SERVED,
+    HELD_QUOTA,
+    REPLAYED_FAILURE,
     CallAttempt,
     ChatMessage,
     ChatOptions,
@@ -223,6 +227,7 @@ class FallbackChain:
                 error.attempts = tuple(call.attempts)
                 raise
             await self._record(call, at=now)
+            self.quota.answered(model.provider, model.model)
             result = replace(result, attempts=tuple(call.attempts))
             if self.cache is not None:
                 await self.cache.put(key, model=model.model, answer=result)
@@ -237,12 +242,23 @@ class FallbackChain:
             )
         if not_served:
             hints.append("if a model stays unserved past that, pick a model id the provider serves")
-        raise NoModelAvailableError(
+        message = (
             f"every model of {who} is skipped until {_when(until)}: {'; '.join(reasons)}. "
-            + "; ".join(hints),
-            attempts=tuple(call.attempts),
-            until=until,
+            + "; ".join(hints)
         )
+        if not call.attempts:
+            # No request was sent: the call is held, and its row names the model it was for.
+            first = self.models[0]
+            call.attempts.append(
+                CallAttempt(
+                    provider=first.provider,
+                    model=first.model,
+                    outcome=HELD_QUOTA if rate_limited else HELD_NOT_SERVED,
+                    error=message,
+                )
+            )
+            call.recorded = len(call.attempts)
+        raise NoModelAvailableError(message, attempts=tuple(call.attempts), until=until)
 
     async def _record(
         self, call: _Call, *, at: datetime, exhausted_at: datetime | None = None
@@ -281,23 +297,37 @@ class FallbackChain:
     ) -> ModelCallError:
         who = f"agent {self.agent}" if self.agent else "the agent"
         error_type = replayed_error_type(failure.kind)
-        return error_type(
+        message = (
             f"replay: the recorded run got no answer for {who} "
             f"({failure.provider}:{failure.model}, prompt hash {prompt_hash(messages)[:16]}): "
             f"{failure.message}"
         )
+        # No request is sent; the row still says which model the recorded call was for.
+        attempt = CallAttempt(
+            provider=failure.provider,
+            model=failure.model,
+            outcome=REPLAYED_FAILURE,
+            error=message,
+        )
+        return error_type(message, attempts=(attempt,))
 
     def _skip(
         self, model: OpenAIChatModel, error: ModelCallError, now: datetime
     ) -> tuple[datetime, bool]:
         traits = model.traits
-        cooldown_s = traits.rate_limit_cooldown_s
+        base_s = traits.rate_limit_cooldown_s
         day_long = (
-            isinstance(error, ModelNotServedError)
-            or cooldown_s is None
-            or is_day_quota(error, traits)
+            isinstance(error, ModelNotServedError) or base_s is None or is_day_quota(error, traits)
         )
-        until = next_quota_day_at(now) if day_long else now + timedelta(seconds=cooldown_s or 0)
+        day_end = next_quota_day_at(now)
+        if day_long or base_s is None:
+            until = day_end
+        else:
+            # "Too fast": a short cooldown, doubled for each 429 in a row (never past the day).
+            cooldown_s = self.quota.cooldown_s(
+                model.provider, model.model, base_s=base_s, max_s=traits.rate_limit_max_cooldown_s
+            )
+            until = min(now + timedelta(seconds=cooldown_s), day_end)
         reason = "rate_limited" if isinstance(error, ModelQuotaError) else "not_served"
         self.quota.skip(model.provider, model.model, until=until, reason=reason, message=str(error))
         log.warning(

@@ -676,9 +676,17 @@ class OpenAIChatModel:
 
 
 def is_day_quota(error: ModelCallError, traits: ProviderTraits) -> bool:
-    """Return True when a rate-limit error says the quota is gone for the day."""
+    """Return True when a rate-limit error says the quota is gone for the day.
+
+    Either its message carries a day-quota marker (DashScope's `insufficient_quota`), or the
+    429's rate-limit headers show a daily remainder of 0 (ModelScope, whose per-minute limit and
+    daily quota answer the same body).
+    """
     text = str(error).lower()
-    return any(marker in text for marker in traits.day_quota_markers)
+    if any(marker in text for marker in traits.day_quota_markers):
+        return True
+    headers = error.attempts[-1].rate_limit_headers if error.attempts else {}
+    return any(headers.get(name, "").strip() == "0" for name in traits.day_quota_headers)
 
 
 def _reasoning_of(message: object) -> str:

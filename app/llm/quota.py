@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-from app.domain import CallAttempt, QuotaDelta, next_quota_day_at, quota_day
+from app.domain import CallAttempt, QuotaDelta, next_quota_day_at, quota_day, was_sent
 from app.errors import TemporaryError
 from app.ports import QuotaLedger
 
@@ -45,6 +45,18 @@ class QuotaTracker:
         self.clock = clock
         self._skips: dict[tuple[str, str], Skip] = {}
         self._loaded_day: date | None = None
+        # 429s in a row per model that were only "too fast": each doubles the next cooldown.
+        self._streaks: dict[tuple[str, str], int] = {}
+
+    def cooldown_s(self, provider: str, model: str, *, base_s: float, max_s: float) -> float:
+        """Count one more "too fast" 429 of `model`; return how long to skip it (backoff)."""
+        streak = self._streaks.get((provider, model), 0) + 1
+        self._streaks[(provider, model)] = streak
+        return min(base_s * 2 ** (streak - 1), max(base_s, max_s))
+
+    def answered(self, provider: str, model: str) -> None:
+        """Note that `model` answered: its next 429 starts the backoff over."""
+        self._streaks.pop((provider, model), None)
 
     def skip(
         self, provider: str, model: str, *, until: datetime, reason: str, message: str
@@ -88,6 +100,8 @@ class QuotaTracker:
         if self.ledger is None or not attempts:
             return
         deltas = quota_deltas(attempts, at=at, exhausted_at=exhausted_at)
+        if not deltas:
+            return
         try:
             await asyncio.to_thread(self.ledger.record, deltas)
         except TemporaryError as error:
@@ -100,7 +114,8 @@ def quota_deltas(
 ) -> list[QuotaDelta]:
     """Return one `QuotaDelta` per model named in `attempts` (headers: the last ones seen)."""
     by_model: dict[tuple[str, str], list[CallAttempt]] = {}
-    for attempt in attempts:
+    # A held or replayed call sent nothing, so it spent no quota.
+    for attempt in (a for a in attempts if was_sent(a.outcome)):
         by_model.setdefault((attempt.provider, attempt.model), []).append(attempt)
     deltas = []
     for (provider, model), group in by_model.items():

@@ -29,7 +29,9 @@ API
 - `requests` (list of `RecordedRequest`: path, headers, body, model, stream), `request_count`,
   `requests_for(model)`, `clear()`: to prove what was sent, or that a replay sent nothing.
 - Replies (build with the functions): `answer(content, reasoning=..., delay_s=..., ...)`,
-  `whitespace()`, `choices_null()`, `rate_limited()`, `unauthorized()`, `not_served(model)`,
+  `whitespace()`, `choices_null()`, `rate_limited()` (daily quota used up: model remainder 0),
+  `too_fast()` (ModelScope's per-minute 429: same body, quota left), `unauthorized()`,
+  `not_served(model)`,
   `insufficient_balance()`, `server_error(status)`, `bad_gateway()`,
   `truncated(content, how="clean" | "cut" | "bad_json" | "error_event")`, `slow(delay_s)`,
   `hang()` (never answered: held until the server stops), `images_refused()`,
@@ -221,6 +223,17 @@ def images_refused() -> Reply:
 def rate_limited() -> Reply:
     """Return the flavor's 429 (ModelScope: "Request limit exceeded.", model quota at 0)."""
     return Reply(status=429, body="rate_limited")
+
+
+def too_fast() -> Reply:
+    """Return ModelScope's per-minute 429: the same body as `rate_limited()`, quota left.
+
+    The rate-limit headers still count down and show requests left for the day: only their
+    remainders tell it from the daily quota being used up.
+    """
+    return error(
+        429, {"errors": {"message": "Request limit exceeded.", "request_id": _request_id()}}
+    )
 
 
 def unauthorized() -> Reply:
