@@ -118,7 +118,7 @@ def test_a_failed_live_run_never_spoils_the_replay_of_a_good_run(
     )
     assert quota_gone_llm.request_count == 1
     (starved,) = failed["agents"]
-    assert starved["llm_calls"] == 1 and starved["trades"] == 0
+    assert starved["trades"] == 0
 
     again = _backtest(database, good_llm.base_url, end=END, mode="replay", cwd=tmp_path)
     assert good_llm.request_count == CYCLES, "a replay never calls the model"
@@ -126,3 +126,52 @@ def test_a_failed_live_run_never_spoils_the_replay_of_a_good_run(
     assert _decisions(database, again["run_id"]) == _decisions(database, good["run_id"])
     (replayed,) = again["agents"]
     assert (replayed["llm_calls"], replayed["cache_hits"]) == (0, CYCLES)
+
+
+def test_a_quota_starved_agent_shows_one_request_its_held_calls_and_why(
+    quota_gone_llm: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    """Two hours of 5-minute cycles (25) against a ModelScope whose quota is used up.
+
+    The first call sends one request (429, model remainder 0) and benches the model for the
+    day; the 24 calls after it send nothing. So: LLM calls 1 (the server received 1), held:
+    quota 24. Before the fix the leaderboard said 25 LLM calls, and `arena chat` said "no model
+    calls recorded" because the failed rows have no `model`.
+    """
+    database = tmp_path / "arena.db"
+    env = {"DATABASE_URL": f"sqlite:///{database}"}
+    summary = _backtest(
+        database, quota_gone_llm.base_url, end="2025-10-20T02:00", mode="live", cwd=tmp_path
+    )
+    run_id = summary["run_id"]
+    assert quota_gone_llm.request_count == 1
+    (agent,) = summary["agents"]
+    assert agent["llm_calls"] == 1, "llm_calls counts the requests sent"
+
+    board = arena("leaderboard", "--run", run_id, "--json", env=env, cwd=tmp_path)
+    assert board.exit_code == 0, board.stderr
+    (row,) = json.loads(board.stdout)["agents"]
+    assert (row["llm_calls"], row["held_quota"], row["held_not_served"]) == (1, 24, 0)
+
+    table = arena("leaderboard", "--run", run_id, env={**env, "COLUMNS": "80"}, cwd=tmp_path)
+    assert table.exit_code == 0, table.stderr
+    assert "quota 24" in table.stdout, "a quota-starved agent is visible even at 80 columns"
+
+    with sqlite3.connect(database) as connection:
+        rows = connection.execute(
+            "SELECT provider, model_requested, outcome FROM llm_call ORDER BY id"
+        ).fetchall()
+    assert len(rows) == 25
+    assert rows[0] == ("modelscope", MODEL, "rate_limited")
+    assert set(rows[1:]) == {("modelscope", MODEL, "held_quota")}
+
+    chat = arena("chat", "--run", run_id, "--limit", "3", env=env, cwd=tmp_path)
+    assert chat.exit_code == 0, chat.stderr
+    assert "no model calls" not in chat.stdout
+    assert chat.stdout.count("held_quota") == 3
+    assert MODEL in chat.stdout and "skipped until" in chat.stdout
+
+    first = arena("chat", "--run", run_id, "--outcome", "rate_limited", "--json", env=env)
+    (entry,) = json.loads(first.stdout)
+    assert (entry["model"], entry["answered"]) == (MODEL, False)
+    assert "rate-limited or out of quota" in entry["error"]

@@ -9,7 +9,9 @@ message: every error text is masked.
 
 A call may have a deadline (`ChatOptions.budget_s`): a request starts only when the time left is
 at least what the model needs (`needed_s`), except the call's first request, which always starts;
-a request's timeout is cut to the time left. Each request is appended to the caller's `journal`
+a request's timeout is cut to the time left. A 200 whose body is not a JSON answer (an HTML page,
+invalid UTF-8) is `bad_answer` and not retried: asked again it would come back the same, and
+each retry spends quota. Each request is appended to the caller's `journal`
 as soon as it ends (a cancelled one as `cancelled`), so a caller cancelled mid-call still knows
 what was spent.
 """
@@ -407,17 +409,29 @@ class OpenAIChatModel:
         except openai.APIStatusError as error:
             raise self._status_failure(error, progress) from error
         except openai.APIConnectionError as error:
-            if progress.in_stream:
+            cause = str(error.__cause__ or "").strip()
+            if progress.in_stream or "complete message body" in cause:
+                # The server answered, then the body stopped short: not a network outage.
+                why = f" ({_clip(cause)})" if cause else ""
                 raise self._failure(
                     TruncatedAnswerError,
                     "truncated",
-                    f"{self._who()}: the connection closed in the middle of the answer",
+                    f"{self._who()}: the connection closed in the middle of the answer{why}",
                     progress,
                 ) from error
+            if "without sending a response" in cause or "disconnected" in cause.lower():
+                raise self._failure(
+                    ModelUnavailableError,
+                    "network_error",
+                    f"{self._who()}: the server closed the connection without answering "
+                    f"({_clip(cause)})",
+                    progress,
+                ) from error
+            detail = f"{error.message} ({_clip(cause)})" if cause else error.message
             raise self._failure(
                 ModelUnavailableError,
                 "network_error",
-                f"could not reach {self.traits.label} at {self.base_url}: {error.message} "
+                f"could not reach {self.traits.label} at {self.base_url}: {detail} "
                 f"(check the network and {self.traits.name.upper()}_BASE_URL)",
                 progress,
             ) from error
@@ -443,13 +457,25 @@ class OpenAIChatModel:
             **self._arguments(request), stream=False
         )
         self._note_response(raw.http_response, progress)
-        completion = cast(ChatCompletion | str, raw.parse())
-        if not isinstance(completion, ChatCompletion):
+        # A 200 whose body is not a JSON answer (an HTML page, bytes that are not UTF-8) would
+        # come back the same if asked again: it is not retried, since each retry spends quota.
+        try:
+            completion = cast(ChatCompletion | str, raw.parse())
+        except ValueError as error:
             raise self._failure(
                 ModelUnavailableError,
-                "server_error",
-                f"{self._who()} answered with something that is not JSON: "
-                f"{_clip(str(completion))!r}",
+                "bad_answer",
+                f"{self._who()} answered status {progress.status_code} with a body that is not "
+                f"UTF-8 JSON ({_clip(str(error))})",
+                progress,
+            ) from error
+        if not isinstance(completion, ChatCompletion):
+            content_type = raw.http_response.headers.get("content-type", "?")
+            raise self._failure(
+                ModelUnavailableError,
+                "bad_answer",
+                f"{self._who()} answered status {progress.status_code} with something that is "
+                f"not JSON ({content_type}): {_clip(str(completion))!r}",
                 progress,
             )
         if not completion.choices:

@@ -169,7 +169,8 @@ def test_every_model_out_of_quota_is_a_rate_limit_error_listing_each(
     # Asked again while both are skipped: no request at all, same kind of error.
     with pytest.raises(ModelQuotaError, match="skipped until") as again:
         ask_chain(server, [A, B], quota)
-    assert again.value.attempts == ()
+    # One held attempt, sent to nobody, for the chain's first model (its `llm_call` row).
+    assert [(a.model, a.outcome) for a in again.value.attempts] == [(A, "held_quota")]
     assert server.request_count == 2
 
 
@@ -195,7 +196,9 @@ def test_a_one_model_chain_not_served_holds_until_the_next_quota_day_without_ask
     clock.at = datetime(2026, 3, 14, 18, 0, tzinfo=UTC)
     with pytest.raises(NoModelAvailableError, match="skipped until 2026-03-15 00:00 UTC") as again:
         ask_chain(server, ["Qwen/Old"], quota)
-    assert again.value.attempts == ()
+    assert [(a.model, a.outcome) for a in again.value.attempts] == [
+        ("Qwen/Old", "held_not_served")
+    ]
     assert server.request_count == 1
 
 
