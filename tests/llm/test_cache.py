@@ -233,7 +233,9 @@ def test_a_failed_call_of_a_cached_run_replays_as_the_same_temporary_error_witho
     assert isinstance(third, ChatResult) and third.cache_hit
     assert isinstance(failed, ModelUnavailableError) and not isinstance(failed, ConfigError)
     assert "recorded run got no answer for agent qwen" in str(failed)
-    assert "Server Overloaded" in str(failed) and failed.attempts == ()
+    assert "Server Overloaded" in str(failed)
+    # No request: one attempt naming the recorded model, kept as a cache hit (`llm_call` row).
+    assert [(a.model, a.outcome) for a in failed.attempts] == [(A, "replayed_failure")]
 
 
 def test_cached_mode_asks_again_after_a_failure_and_replaces_its_marker_with_the_answer(
