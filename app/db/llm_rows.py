@@ -45,6 +45,23 @@ LLM_CALL_DEFAULTS: Final[dict[str, Any]] = {
 }
 
 
+# The most of an answer (or its reasoning) a row keeps: 256 Ki characters, the most the decision
+# parser reads. A longer answer is refused by the parser anyway; it is stored cut, with a note
+# saying how much was left out (the note keeps it over the limit, so a replay refuses it too).
+MAX_STORED_ANSWER_CHARS: Final = 262_144
+
+
+def capped_text(text: str) -> str:
+    """Return `text`, cut to `MAX_STORED_ANSWER_CHARS` with a note when it is longer."""
+    if len(text) <= MAX_STORED_ANSWER_CHARS:
+        return text
+    left_out = len(text) - MAX_STORED_ANSWER_CHARS
+    return (
+        text[:MAX_STORED_ANSWER_CHARS]
+        + f"\n…[cut when stored: {left_out:,} more characters of {len(text):,} not kept]"
+    )
+
+
 def compress_text(text: str | None) -> bytes | None:
     """Return `text` zlib-compressed, or None for an empty text (prompts are most of the bytes)."""
     if not text:
@@ -265,8 +282,8 @@ def llm_call_values(
                 "model_requested": attempts[0].model if attempts else answer.model,
                 "model": answer.model,
                 "messages_z": stored,
-                "response_text": answer.text,
-                "reasoning_z": compress_text(answer.reasoning),
+                "response_text": capped_text(answer.text),
+                "reasoning_z": compress_text(capped_text(answer.reasoning)),
                 "finish_reason": answer.finish_reason,
                 "latency_ms": round(answer.latency_s * 1000),
                 "rate_limit_headers": dict(answer.rate_limit_headers) or None,

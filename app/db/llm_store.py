@@ -6,7 +6,9 @@ of its own for quota and cache; `llm_call` rows are written by the repository wi
 An `llm_cache` row is an answer, or a failure marker: a call that got no answer (timeout, 5xx,
 cut stream, every model skipped...) so a replay fails the same way. A marker has
 `finish_reason` `error:<kind>` (no provider sends a finish reason of that shape), an empty
-`response_text`, no `model_answered`, and `usage` `{"error": "<the error message>"}`.
+`response_text`, no `response_z`, no `model_answered`, and `usage` `{"error": "<the error
+message>"}`. An answer is kept zlib-compressed in `response_z` (`response_text` empty), cut to
+`MAX_STORED_ANSWER_CHARS` like its `llm_call` row.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.db import models
-from app.db.llm_rows import compress_text, decompress_text
+from app.db.llm_rows import capped_text, compress_text, decompress_text
 from app.domain import (
     HELD_NOT_SERVED,
     HELD_QUOTA,
@@ -263,8 +265,10 @@ def save_cached_answer(
         "provider": answer.provider,
         "model": model,
         "model_answered": answer.model,
-        "response_text": answer.text,
-        "reasoning_z": compress_text(answer.reasoning),
+        # Compressed, and capped like the `llm_call` row (whose text is the run's record).
+        "response_text": "",
+        "response_z": compress_text(capped_text(answer.text)),
+        "reasoning_z": compress_text(capped_text(answer.reasoning)),
         "finish_reason": answer.finish_reason,
         "usage": {
             "prompt_tokens": usage.prompt_tokens,
@@ -298,6 +302,7 @@ def save_failure_marker(
         "model": failure.model,
         "model_answered": None,
         "response_text": "",
+        "response_z": None,
         "reasoning_z": None,
         "finish_reason": FAILURE_PREFIX + failure.kind,
         "usage": {"error": failure.message},
@@ -353,8 +358,10 @@ def cached_entry(
 def cached_answer_result(row: models.LlmCache | Row[Any], *, latency_s: float) -> ChatResult:
     """Return a stored answer as a `ChatResult` with `cache_hit` set."""
     usage = row.usage or {}
+    # Rows written before answers were compressed keep their text in `response_text`.
+    text = decompress_text(row.response_z) if row.response_z is not None else row.response_text
     return ChatResult(
-        text=row.response_text,
+        text=text,
         provider=row.provider,
         model=row.model_answered or row.model,
         reasoning=decompress_text(row.reasoning_z),
