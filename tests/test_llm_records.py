@@ -42,9 +42,7 @@ def quota_gone_llm() -> Iterator[FakeOpenAIServer]:
         yield server
 
 
-def _backtest(
-    database: Path, base_url: str, *, end: str, mode: str, cwd: Path
-) -> dict[str, Any]:
+def _backtest(database: Path, base_url: str, *, end: str, mode: str, cwd: Path) -> dict[str, Any]:
     result = arena(
         "backtest",
         "--data",

@@ -52,7 +52,7 @@ class QuotaTracker:
         """Count one more "too fast" 429 of `model`; return how long to skip it (backoff)."""
         streak = self._streaks.get((provider, model), 0) + 1
         self._streaks[(provider, model)] = streak
-        return min(base_s * 2 ** (streak - 1), max(base_s, max_s))
+        return min(base_s * 2.0 ** (streak - 1), max(base_s, max_s))
 
     def answered(self, provider: str, model: str) -> None:
         """Note that `model` answered: its next 429 starts the backoff over."""

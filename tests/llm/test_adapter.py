@@ -515,10 +515,14 @@ def test_under_a_deadline_a_request_needs_the_models_minimum_time_capped_by_its_
 @pytest.mark.parametrize(
     ("reply", "says"),
     [
-        (raw_body(b"<html><body>Welcome to nginx</body></html>", content_type="text/html"),
-         "not JSON (text/html)"),
-        (raw_body(b'{"id": "x", "choices": [{"message": {"content": "\xff\xfe"}}]}'),
-         "not UTF-8 JSON"),
+        (
+            raw_body(b"<html><body>Welcome to nginx</body></html>", content_type="text/html"),
+            "not JSON (text/html)",
+        ),
+        (
+            raw_body(b'{"id": "x", "choices": [{"message": {"content": "\xff\xfe"}}]}'),
+            "not UTF-8 JSON",
+        ),
     ],
     ids=["html", "invalid-utf8"],
 )

@@ -196,9 +196,7 @@ def test_a_one_model_chain_not_served_holds_until_the_next_quota_day_without_ask
     clock.at = datetime(2026, 3, 14, 18, 0, tzinfo=UTC)
     with pytest.raises(NoModelAvailableError, match="skipped until 2026-03-15 00:00 UTC") as again:
         ask_chain(server, ["Qwen/Old"], quota)
-    assert [(a.model, a.outcome) for a in again.value.attempts] == [
-        ("Qwen/Old", "held_not_served")
-    ]
+    assert [(a.model, a.outcome) for a in again.value.attempts] == [("Qwen/Old", "held_not_served")]
     assert server.request_count == 1
 
 
