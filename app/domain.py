@@ -459,6 +459,9 @@ class CallAttempt:
     status_code: int | None = None
     rate_limit_headers: Mapping[str, str] = field(default_factory=dict)
     usage: TokenUsage = field(default_factory=TokenUsage)
+    # The `llm_call` row written (outcome `pending`) before the request was sent, whose
+    # `quota_usage` call was counted then: the finished row replaces it. None: not written.
+    pending_id: int | None = None
 
 
 # Outcomes of a `CallAttempt` (and its `llm_call` row) that sent no request, so spent no quota:
@@ -466,6 +469,10 @@ class CallAttempt:
 # (`held_quota`) or because none is served today (`held_not_served`); a replay of a call the
 # recorded run got no answer for (`replayed_failure`); a call that never reached a model
 # (`error`: a local failure, or cut before its first request).
+# A request recorded before it was sent and not finished yet (`pending`), or whose process
+# stopped before it finished (`interrupted`, set at the next start): both were sent.
+PENDING: Final = "pending"
+INTERRUPTED: Final = "interrupted"
 HELD_QUOTA: Final = "held_quota"
 HELD_NOT_SERVED: Final = "held_not_served"
 REPLAYED_FAILURE: Final = "replayed_failure"

@@ -13,7 +13,7 @@ message>"}`. An answer is kept zlib-compressed in `response_z` (`response_text` 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Final
@@ -27,12 +27,15 @@ from app.db.llm_rows import capped_text, compress_text, decompress_text
 from app.domain import (
     HELD_NOT_SERVED,
     HELD_QUOTA,
+    INTERRUPTED,
     NOT_SENT_OUTCOMES,
+    PENDING,
     ChatResult,
     ExhaustedModel,
     QuotaDelta,
     RecordedFailure,
     TokenUsage,
+    quota_day,
 )
 
 RATE_LIMIT_COLUMNS: Final[Mapping[str, str]] = {
@@ -128,6 +131,60 @@ def usage_by_agent(
         numbers = [int(value or 0) for value in row[1:]]
         result[agent_id] = AgentLlmUsage(agent_id, *numbers)
     return result
+
+
+# -- requests recorded before they are sent ---------------------------------------------------
+
+_IN_FLIGHT_PREFIX: Final = "in flight in process "
+
+
+def begin_request(
+    session: Session,
+    *,
+    provider: str,
+    model: str,
+    agent_id: int | None,
+    at: datetime,
+    pid: int,
+) -> int:
+    """Count one request in `quota_usage` and write its `pending` call row; return the row id.
+
+    Called before the request is sent: the row is replaced by the finished one when the
+    agent-cycle is recorded, or marked `interrupted` by `interrupt_pending_calls` when the
+    process (`pid`) died first. The quota count stays: the request was sent (or about to be).
+    """
+    add_quota_usage(
+        session,
+        QuotaDelta(provider=provider, model=model, day=quota_day(at), at=at, calls=1),
+    )
+    row = models.LlmCall(
+        agent_id=agent_id,
+        provider=provider,
+        model_requested=model,
+        outcome=PENDING,
+        error=f"{_IN_FLIGHT_PREFIX}{pid}",
+        created_at=at,
+    )
+    session.add(row)
+    session.flush()
+    return int(row.id)
+
+
+def interrupt_pending_calls(session: Session, *, alive: Callable[[int], bool]) -> int:
+    """Mark the `pending` call rows of processes no longer alive as `interrupted`; count them."""
+    rows = session.scalars(select(models.LlmCall).where(models.LlmCall.outcome == PENDING))
+    marked = 0
+    for row in rows:
+        pid_text = (row.error or "").removeprefix(_IN_FLIGHT_PREFIX)
+        if pid_text.isdigit() and alive(int(pid_text)):
+            continue
+        row.outcome = INTERRUPTED
+        row.error = (
+            f"the process ({pid_text or '?'}) stopped while this request was in flight "
+            "(killed, or stopped before the answer came): counted once in quota_usage"
+        )
+        marked += 1
+    return marked
 
 
 # -- quota_usage -------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
@@ -441,6 +441,17 @@ class SqlCycleStore:
             snapshots.append(_snapshot_values(agent_id, cycle_id, at, record))
         if cycles:
             self._write_parts(connection, parts, changes, at=cycles[-1].finished_at)
+        # The rows written (`pending`) before their requests were sent give way to the finished
+        # rows, in the same transaction: a request is never counted twice, nor lost.
+        pending_ids = [
+            attempt.pending_id
+            for record in cycles
+            if record.answer is not None
+            for attempt in record.answer.attempts
+            if attempt.pending_id is not None
+        ]
+        if pending_ids:
+            connection.execute(delete(models.LlmCall).where(models.LlmCall.id.in_(pending_ids)))
         if calls:
             connection.execute(insert(models.LlmCall), calls)
         if decisions:

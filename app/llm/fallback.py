@@ -53,7 +53,13 @@ from app.errors import (
     TruncatedAnswerError,
 )
 from app.llm.cache import cache_key
-from app.llm.openai_compat import Monotonic, OpenAIChatModel, PreparedRequest, is_day_quota
+from app.llm.openai_compat import (
+    BeforeRequest,
+    Monotonic,
+    OpenAIChatModel,
+    PreparedRequest,
+    is_day_quota,
+)
 from app.llm.quota import QuotaTracker
 from app.ports import AnswerCache
 
@@ -212,7 +218,12 @@ class FallbackChain:
                 continue
             call.model, call.key = model, key
             try:
-                result = await model.send(request, deadline_at=deadline_at, journal=call.attempts)
+                result = await model.send(
+                    request,
+                    deadline_at=deadline_at,
+                    journal=call.attempts,
+                    before_request=self._begin_for(model),
+                )
             except (ModelQuotaError, ModelNotServedError) as error:
                 until, day_long = self._skip(model, error, now)
                 # A day-long skip marks the row, so a restart keeps skipping the model.
@@ -259,6 +270,14 @@ class FallbackChain:
             )
             call.recorded = len(call.attempts)
         raise NoModelAvailableError(message, attempts=tuple(call.attempts), until=until)
+
+    def _begin_for(self, model: OpenAIChatModel) -> BeforeRequest:
+        # Each request is counted (and its pending row written) before it is sent, so a kill
+        # while it is in flight still leaves it counted once.
+        async def begin() -> int | None:
+            return await self.quota.begin(model.provider, model.model, agent=self.agent)
+
+        return begin
 
     async def _record(
         self, call: _Call, *, at: datetime, exhausted_at: datetime | None = None

@@ -65,6 +65,8 @@ RETRYABLE_OUTCOMES: Final = frozenset(
 MIN_ATTEMPT_S: Final = 10.0
 
 Sleep = Callable[[float], Awaitable[None]]
+# Called before each request is sent; returns the id of the request's pending record, if any.
+BeforeRequest = Callable[[], Awaitable[int | None]]
 # Seconds on a monotonic clock: what call deadlines are measured on.
 Monotonic = Callable[[], float]
 
@@ -298,6 +300,7 @@ class OpenAIChatModel:
         max_retries: int | None = None,
         deadline_at: float | None = None,
         journal: list[CallAttempt] | None = None,
+        before_request: BeforeRequest | None = None,
     ) -> ChatResult:
         """Send a prepared request with our retries; raise a `ModelCallError` carrying attempts.
 
@@ -320,7 +323,9 @@ class OpenAIChatModel:
                 if left_s < request.timeout_s:
                     sent = replace(request, timeout_s=left_s)
             try:
-                result = await self._attempt(sent, journal, cut=sent is not request)
+                result = await self._attempt(
+                    sent, journal, cut=sent is not request, before_request=before_request
+                )
             except ModelCallError as error:
                 last_error = error
                 outcome = error.attempts[-1].outcome if error.attempts else ""
@@ -364,25 +369,36 @@ class OpenAIChatModel:
         return type(last_error)(f"{last_error}; not retried: only {left}", attempts=tuple(attempts))
 
     async def _attempt(
-        self, request: PreparedRequest, journal: list[CallAttempt], *, cut: bool = False
+        self,
+        request: PreparedRequest,
+        journal: list[CallAttempt],
+        *,
+        cut: bool = False,
+        before_request: BeforeRequest | None = None,
     ) -> ChatResult:
-        """Make one request; append how it ended to `journal`, even when cancelled."""
+        """Make one request; append how it ended to `journal`, even when cancelled.
+
+        `before_request` is awaited first (the request is recorded before it is sent); the id
+        it returns goes on the request's attempt.
+        """
+        pending_id = None if before_request is None else await before_request()
         progress = _Progress(started_s=time.perf_counter())
         try:
             result = await self._request(request, progress, cut=cut)
         except ModelCallError as error:
+            error.attempts = _pending(error.attempts, pending_id)
             journal.extend(error.attempts)
             raise
         except asyncio.CancelledError:
             # The request was sent (and counts against the quota) but its answer never came.
-            journal.append(
-                self._record(
-                    "cancelled",
-                    f"{self._who()}: request cancelled by the caller before the answer came",
-                    progress,
-                )
+            attempt = self._record(
+                "cancelled",
+                f"{self._who()}: request cancelled by the caller before the answer came",
+                progress,
             )
+            journal.append(replace(attempt, pending_id=pending_id))
             raise
+        result = replace(result, attempts=_pending(result.attempts, pending_id))
         journal.extend(result.attempts)
         return result
 
@@ -713,6 +729,13 @@ def is_day_quota(error: ModelCallError, traits: ProviderTraits) -> bool:
         return True
     headers = error.attempts[-1].rate_limit_headers if error.attempts else {}
     return any(headers.get(name, "").strip() == "0" for name in traits.day_quota_headers)
+
+
+def _pending(attempts: tuple[CallAttempt, ...], pending_id: int | None) -> tuple[CallAttempt, ...]:
+    """Return `attempts` (one request's) carrying the id of its pending record."""
+    if pending_id is None:
+        return attempts
+    return tuple(replace(attempt, pending_id=pending_id) for attempt in attempts)
 
 
 def _reasoning_of(message: object) -> str:

@@ -89,6 +89,22 @@ class QuotaTracker:
                     message=found.message,
                 )
 
+    async def begin(self, provider: str, model: str, *, agent: str) -> int | None:
+        """Count a request about to be sent, before it is (see `QuotaLedger.begin`).
+
+        A process killed while the request is in flight has then still counted it, and its
+        pending `llm_call` row is marked interrupted at the next start.
+        """
+        if self.ledger is None:
+            return None
+        try:
+            return await asyncio.to_thread(
+                self.ledger.begin, provider, model, agent=agent, at=self.clock()
+            )
+        except TemporaryError as error:
+            log.warning("could not record an LLM request before sending it: %s", error)
+            return None
+
     async def record(
         self,
         attempts: Sequence[CallAttempt],
@@ -129,7 +145,8 @@ def quota_deltas(
                 model=model,
                 day=quota_day(at),
                 at=at,
-                calls=len(group),
+                # A request begun in the ledger was counted before it was sent.
+                calls=sum(1 for a in group if a.pending_id is None),
                 successes=sum(1 for a in group if a.outcome == "ok"),
                 failures=sum(1 for a in group if a.outcome != "ok"),
                 rate_limited=sum(1 for a in group if a.outcome == "rate_limited"),
