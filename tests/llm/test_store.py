@@ -195,3 +195,19 @@ def test_a_huge_answer_is_stored_capped_and_the_cache_keeps_it_compressed(
             assert "more than the 262,144" in str(error)
         else:  # pragma: no cover - the assertion below names the failure
             raise AssertionError("an answer over the limit must be refused")
+
+
+def test_a_call_that_reached_no_model_names_the_agents_model_and_is_no_request(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """Cut before its first request: one `error` row for the agent's model (not "unknown"),
+    counted neither as a request nor as held (before the fix: provider and model "unknown",
+    and one request counted)."""
+    engine = session_factory.kw["bind"]
+    record_call(engine, "qwen", messages=MESSAGES, answer=None, error="cut before asking", at=AT)
+
+    with session_factory() as session:
+        row = session.scalars(select(models.LlmCall)).one()
+        usage = usage_by_agent(session)[row.agent_id or 0]
+    assert (row.provider, row.model_requested, row.outcome) == ("modelscope", "Qwen/A", "error")
+    assert (usage.calls, usage.requests, usage.held_quota) == (1, 0, 0)
