@@ -59,7 +59,8 @@ class TradeDecision(BaseModel):
 
 
 # Bounds that keep the work linear whatever the model (or an attacker) sends.
-MAX_ANSWER_CHARS: Final = 1_000_000
+# The same 256 Ki characters the records keep of an answer (`app.db.llm_rows`).
+MAX_ANSWER_CHARS: Final = 262_144
 MAX_ENTRIES: Final = 256
 _SCAN_BUDGET_CHARS: Final = 4_000_000
 _FAILED_SCAN_COST: Final = 10_000

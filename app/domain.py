@@ -521,6 +521,29 @@ class CallAttempt:
     status_code: int | None = None
     rate_limit_headers: Mapping[str, str] = field(default_factory=dict)
     usage: TokenUsage = field(default_factory=TokenUsage)
+    # The `llm_call` row written (outcome `pending`) before the request was sent, whose
+    # `quota_usage` call was counted then: the finished row replaces it. None: not written.
+    pending_id: int | None = None
+
+
+# Outcomes of a `CallAttempt` (and its `llm_call` row) that sent no request, so spent no quota:
+# a call held because every model of its chain was skipped for quota or a cooldown
+# (`held_quota`) or because none is served today (`held_not_served`); a replay of a call the
+# recorded run got no answer for (`replayed_failure`); a call that never reached a model
+# (`error`: a local failure, or cut before its first request).
+# A request recorded before it was sent and not finished yet (`pending`), or whose process
+# stopped before it finished (`interrupted`, set at the next start): both were sent.
+PENDING: Final = "pending"
+INTERRUPTED: Final = "interrupted"
+HELD_QUOTA: Final = "held_quota"
+HELD_NOT_SERVED: Final = "held_not_served"
+REPLAYED_FAILURE: Final = "replayed_failure"
+NOT_SENT_OUTCOMES: Final = frozenset({HELD_QUOTA, HELD_NOT_SERVED, REPLAYED_FAILURE, "error"})
+
+
+def was_sent(outcome: str) -> bool:
+    """Return True when an attempt of this outcome sent a request (and so spent quota)."""
+    return outcome not in NOT_SENT_OUTCOMES
 
 
 @dataclass(frozen=True, slots=True)

@@ -132,6 +132,13 @@ class QuotaLedger(Protocol):
         """Return the models found exhausted (or not served) on `day`."""
         ...
 
+    def begin(self, provider: str, model: str, *, agent: str, at: datetime) -> int | None:
+        """Count one request about to be sent and write its pending call row; return its id.
+
+        None when no pending row could be written (the request is then counted when it ends).
+        """
+        ...
+
 
 class CandleStore(Protocol):
     """Where the exchange feed keeps closed candles between requests and restarts."""

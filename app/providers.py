@@ -68,9 +68,18 @@ class ProviderTraits:
     key_required: bool = True
     # Response headers worth keeping (quota and rate limits), by lowercase prefix.
     rate_limit_header_prefixes: tuple[str, ...] = ("modelscope-ratelimit-", "x-ratelimit-")
-    # How long a model that answered 429 is skipped: None means until the next quota day
-    # (ModelScope's free quota is daily), a number of seconds where 429 means "too fast".
-    rate_limit_cooldown_s: float | None = None
+    # How long a model that answered a 429 that is not "the day's quota is used up" is skipped
+    # (a per-minute rate limit, "too fast"): this many seconds, doubled for each further 429 in a
+    # row (backoff) up to `rate_limit_max_cooldown_s`, and never past the end of the quota day.
+    # None means every 429 of this provider benches the model until the next quota day.
+    rate_limit_cooldown_s: float | None = 60.0
+    rate_limit_max_cooldown_s: float = 900.0
+    # Rate-limit headers whose value "0" on a 429 says the day's quota is used up (ModelScope's
+    # daily per-model and per-account remainders): then the model waits for the next quota day.
+    day_quota_headers: tuple[str, ...] = (
+        "modelscope-ratelimit-model-requests-remaining",
+        "modelscope-ratelimit-requests-remaining",
+    )
     # Lowercase fragments of error messages, by meaning.
     not_served_markers: tuple[str, ...] = (
         "has no provider supported",
@@ -134,7 +143,9 @@ MODELSCOPE: Final = ProviderTraits(
         # JSON mode was seen working for DeepSeek V4 served by ModelScope.
         ModelRule(pattern=r"^deepseek-ai/deepseek-v", overrides={"json_mode": True}),
     ),
-    rate_limit_cooldown_s=None,
+    # The same 429 body ("Request limit exceeded.") means a per-minute limit or the daily quota;
+    # only a remaining count of 0 in the rate-limit headers says the day's quota is gone.
+    rate_limit_cooldown_s=60.0,
 )
 
 DASHSCOPE: Final = ProviderTraits(

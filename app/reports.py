@@ -59,6 +59,19 @@ class LeaderboardRow:
     sharpe_note: str | None = None
     # The last account snapshot; None: the agent is registered but has no cycle yet.
     last_at: datetime | None = None
+    # Calls held with no request sent: every model skipped for quota/cooldown, or not served.
+    held_quota: int = 0
+    held_not_served: int = 0
+
+    @property
+    def held_text(self) -> str:
+        """Return the held calls as the tables show them ("quota 72", "" when none)."""
+        parts = []
+        if self.held_quota:
+            parts.append(f"quota {self.held_quota}")
+        if self.held_not_served:
+            parts.append(f"not served {self.held_not_served}")
+        return ", ".join(parts)
 
     def as_contract(self) -> dict[str, Any]:
         """Return the agent object of `arena backtest --json`, exactly (README, Backtests)."""
@@ -129,6 +142,8 @@ def leaderboard(engine: Engine, run_id: str) -> list[LeaderboardRow]:
                 mean_latency_ms=0.0 if usage is None else usage.mean_latency_ms,
                 sharpe_note=metrics.sharpe_note,
                 last_at=agent.last_at,
+                held_quota=0 if usage is None else usage.held_quota,
+                held_not_served=0 if usage is None else usage.held_not_served,
             )
         )
     return sorted(rows, key=lambda row: row.final_equity, reverse=True)

@@ -207,11 +207,29 @@ def call_defaults(settings: Settings) -> CallDefaults:
 
 
 def quota_tracker(
-    database: Database | None, *, clock: Clock = utc_now, budget: CallBudget | None = None
+    database: Database | None,
+    *,
+    clock: Clock = utc_now,
+    budget: CallBudget | None = None,
+    run_id: str | None = None,
 ) -> QuotaTracker:
-    """Return a quota tracker recording into the database (or in memory only, without one);
-    with `budget`, calls are also taken from that shared budget (an evaluation's workers)."""
-    ledger = None if database is None else SqlQuotaLedger(database.sessions)
+    """Return a quota tracker recording into the database (or in memory only, without one).
+
+    With `budget`, calls are also taken from that shared budget (an evaluation's workers). With
+    `run_id` (the run whose agents ask), each request is recorded before it is sent; the pending
+    rows of processes that died mid-request are marked interrupted first.
+    """
+    if database is None:
+        return QuotaTracker(None, clock=clock, budget=budget)
+    ledger = SqlQuotaLedger(database.sessions, run_id=run_id)
+    if run_id is not None:
+        interrupted = ledger.interrupt_pending()
+        if interrupted:
+            log.warning(
+                "%d LLM request(s) were in flight when an earlier process stopped: "
+                "recorded as interrupted (each counted once in quota_usage)",
+                interrupted,
+            )
     return QuotaTracker(ledger, clock=clock, budget=budget)
 
 
@@ -222,15 +240,19 @@ def build_llm_runtime(
     mode: LlmMode | None = None,
     clock: Clock = utc_now,
     budget: CallBudget | None = None,
+    run_id: str | None = None,
 ) -> LlmRuntime:
-    """Return the SDK clients, quota tracker and answer cache every agent's calls share."""
+    """Return the SDK clients, quota tracker and answer cache every agent's calls share.
+
+    `run_id` names the run whose agents ask: their requests are recorded before they are sent.
+    """
     mode = mode or settings.llm.cache_mode
     if mode != "live" and database is None:
         raise ConfigError(f"LLM cache mode {mode!r} needs the database (DATABASE_URL)")
     cache = None if database is None else ResponseCache(database.sessions, clock=clock)
     return LlmRuntime(
         clients=ClientPool(),
-        quota=quota_tracker(database, clock=clock, budget=budget),
+        quota=quota_tracker(database, clock=clock, budget=budget, run_id=run_id),
         cache=cache,
         mode=mode,
     )
@@ -348,11 +370,14 @@ def build_strategies(
     database: Database | None,
     llm_mode: LlmMode,
     budget: CallBudget | None = None,
+    run_id: str | None = None,
 ) -> tuple[dict[str, Strategy], LlmRuntime | None]:
     """Return each agent's strategy (LLM or baseline) and the shared LLM runtime, if any."""
     runtime = None
     if llm_agents(agents):
-        runtime = build_llm_runtime(settings, database=database, mode=llm_mode, budget=budget)
+        runtime = build_llm_runtime(
+            settings, database=database, mode=llm_mode, budget=budget, run_id=run_id
+        )
     strategies: dict[str, Strategy] = {}
     for agent in agents:
         if agent.provider == BASELINE:
@@ -633,7 +658,11 @@ async def build_live_arena(
             agent_identities(agents, cash_usd=settings.risk.starting_cash_usd), at=utc_now()
         )
         strategies, runtime = build_strategies(
-            agents, settings, database=database, llm_mode=settings.llm.cache_mode
+            agents,
+            settings,
+            database=database,
+            llm_mode=settings.llm.cache_mode,
+            run_id=LIVE_RUN_ID,
         )
         slots = restore_slots(store, strategies, costs=config.costs, interval=interval)
         coins = _coins_in_play(settings.symbols, slots)
@@ -914,7 +943,14 @@ async def build_backtest(
         slippage_bps=options.slippage_bps,
     )
     strategies, runtime = build_strategies(
-        options.agents, settings, database=source, llm_mode=options.llm_mode, budget=budget
+        options.agents,
+        settings,
+        database=source,
+        llm_mode=options.llm_mode,
+        budget=budget,
+        # Requests are recorded before they are sent only where the run's rows live: a worker
+        # whose caches are another database's records them when they finish.
+        run_id=run_id if source is database else None,
     )
     slots = [
         AgentSlot(

@@ -224,7 +224,7 @@ def test_parse_decisions_raises_when_every_entry_is_malformed() -> None:
         ('{"BTC": {"coin": "BTC", "signal": "ho', "cannot be read (Unterminated string"),
         ('{"BTC": {"signal": hold}}', "cannot be read (Expecting value"),
         ("[" * 5000, "cannot be read"),
-        ("x" * (MAX_ANSWER_CHARS + 1), "more than the 1,000,000"),
+        ("x" * (MAX_ANSWER_CHARS + 1), "more than the 262,144"),
         (json.dumps([ETH_HOLD] * 300), "more than 256 entries"),
     ],
 )

@@ -249,6 +249,77 @@ def test_sigkill_mid_cycle_leaves_no_partial_agent_cycle_and_the_next_start_cont
     assert len(llm.requests_for(CONTRA_MODEL)) == 1, "contra's cycle must not be asked twice"
 
 
+@pytest.mark.slow
+def test_a_request_in_flight_at_sigkill_is_counted_once_and_recorded_as_interrupted(
+    exchange: FakeExchange, llm: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    """The server holds `trend`'s answer; SIGKILL once it has the request; start again.
+
+    Before the kill the request is already in `quota_usage` (1 call) with a `pending` call row.
+    The next start marks that row `interrupted` and asks again (the server then has 2 requests):
+    quota_usage says 2 calls and llm_call has 2 rows for trend (interrupted, ok), so the
+    records agree with what the server received. Before the fix the killed request was in
+    neither table (1 call and 1 row after the restart, for 2 requests received).
+    """
+    database = tmp_path / "arena.db"
+    env = arena_env(exchange, llm, database)
+    llm.script(TREND_MODEL, hang())
+    specs = (f"trend=modelscope:{TREND_MODEL}",)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "app",
+            "run",
+            "--once",
+            "--at",
+            FIRST_CYCLE.isoformat(),
+            *agent_args(specs),
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        # A state to reach, not a race: the limit only keeps a broken run from hanging.
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and not llm.requests_for(TREND_MODEL):
+            assert process.poll() is None, "the daemon ended before asking the model"
+            time.sleep(0.1)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert len(llm.requests_for(TREND_MODEL)) == 1
+
+    def records() -> tuple[int, list[str]]:
+        engine = make_engine(f"sqlite:///{database}")
+        with engine.connect() as connection:
+            calls = connection.execute(
+                select(func.sum(models.QuotaUsage.calls)).where(
+                    models.QuotaUsage.model == TREND_MODEL
+                )
+            ).scalar_one()
+            outcomes = connection.execute(
+                select(models.LlmCall.outcome)
+                .where(models.LlmCall.model_requested == TREND_MODEL)
+                .order_by(models.LlmCall.id)
+            ).scalars()
+            return int(calls or 0), list(outcomes)
+
+    assert records() == (1, ["pending"])
+
+    result = arena(
+        "run", "--once", "--at", FIRST_CYCLE.isoformat(), *agent_args(specs), env=env, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(llm.requests_for(TREND_MODEL)) == 2
+    assert records() == (2, ["interrupted", "ok"])
+    assert "in flight when an earlier process stopped" in result.stderr
+
+
 def fills_by_agent(database: Path) -> dict[str, int]:
     engine = make_engine(f"sqlite:///{database}")
     with engine.connect() as connection:

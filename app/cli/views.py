@@ -159,6 +159,7 @@ LEADERBOARD_COLUMNS = (
     Column("fees", "right", priority=3),
     Column("funding", "right", priority=6),
     Column("LLM calls", "right", priority=4),
+    Column("held", "right", priority=4),
     Column("failed", "right", priority=5),
     Column("cache hits", "right", priority=7),
     Column("parse failures", "right", priority=8),
@@ -197,6 +198,7 @@ def leaderboard_table(
                 _money(row.fees_paid),
                 _money(row.funding_paid),
                 str(row.llm_calls),
+                row.held_text,
                 str(row.failed_cycles),
                 str(row.cache_hits),
                 str(row.parse_failures),
@@ -208,7 +210,12 @@ def leaderboard_table(
         benchmark = ["", "buy & hold (no fees)", "equal weight", "", _pct(hodl_pct)]
         cells.append((*benchmark, *[""] * (len(LEADERBOARD_COLUMNS) - len(benchmark))))
     notes = sorted({row.sharpe_note for row in rows if row.sharpe is None and row.sharpe_note})
-    caption = f"Sharpe {MISSING}: {'; '.join(notes)}" if notes else None
+    lines = [f"Sharpe {MISSING}: {'; '.join(notes)}"] if notes else []
+    # A quota-starved agent must not pass for a quiet one (+0.00%): say so whatever the width.
+    held = [f"{row.name} {row.held_text}" for row in rows if row.held_text]
+    if held:
+        lines.append(f"held (no model could be asked, no request sent): {'; '.join(held)}")
+    caption = "\n".join(lines) if lines else None
     return FittedTable(LEADERBOARD_COLUMNS, cells, title=title, caption=caption, wide=wide)
 
 
@@ -413,6 +420,7 @@ def chat_json(
             "agent": e.agent,
             "at": e.at.isoformat(),
             "model": e.model,
+            "answered": e.answered,
             "outcome": e.outcome,
             "reasoning": e.reasoning,
             "response": e.response_text,
@@ -462,8 +470,9 @@ def print_chat(
     from app.db.queries import summarize_reasoning
 
     for e in entries:
+        model = e.model if e.answered else f"{e.model} (no answer)"
         console.rule(
-            f"{e.agent} · {e.at:%Y-%m-%d %H:%M:%S} UTC · {e.model} · {e.outcome}", align="left"
+            f"{e.agent} · {e.at:%Y-%m-%d %H:%M:%S} UTC · {model} · {e.outcome}", align="left"
         )
         if prompts is not None and e.call_id is not None:
             for message in prompts.get(e.call_id, ()):

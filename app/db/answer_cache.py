@@ -30,6 +30,7 @@ Clock = Callable[[], datetime]
 
 _LOOKUP = select(
     models.LlmCache.response_text,
+    models.LlmCache.response_z,
     models.LlmCache.provider,
     models.LlmCache.model,
     models.LlmCache.model_answered,

@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Literal
 
-from app.domain import CallAttempt, ChatMessage, ChatResult, TokenUsage, prompt_hash
+from app.domain import (
+    REPLAYED_FAILURE,
+    CallAttempt,
+    ChatMessage,
+    ChatResult,
+    TokenUsage,
+    prompt_hash,
+)
 
 # Every `llm_call` column a row may leave out, with its value: rows written together in one
 # executemany must carry the same keys.
@@ -36,6 +43,23 @@ LLM_CALL_DEFAULTS: Final[dict[str, Any]] = {
     "cache_hit": False,
     "attempt": 1,
 }
+
+
+# The most of an answer (or its reasoning) a row keeps: 256 Ki characters, the most the decision
+# parser reads. A longer answer is refused by the parser anyway; it is stored cut, with a note
+# saying how much was left out (the note keeps it over the limit, so a replay refuses it too).
+MAX_STORED_ANSWER_CHARS: Final = 262_144
+
+
+def capped_text(text: str) -> str:
+    """Return `text`, cut to `MAX_STORED_ANSWER_CHARS` with a note when it is longer."""
+    if len(text) <= MAX_STORED_ANSWER_CHARS:
+        return text
+    left_out = len(text) - MAX_STORED_ANSWER_CHARS
+    return (
+        text[:MAX_STORED_ANSWER_CHARS]
+        + f"\n…[cut when stored: {left_out:,} more characters of {len(text):,} not kept]"
+    )
 
 
 def compress_text(text: str | None) -> bytes | None:
@@ -202,6 +226,7 @@ def llm_call_values(
     error: str | None = None,
     shared: Sequence[str] = (),
     parts: dict[str, StoredPart] | None = None,
+    agent_model: tuple[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Return the `llm_call` rows of one call: a row per failed request, then the answer's row.
 
@@ -209,7 +234,10 @@ def llm_call_values(
     first model as `model_requested` and the model that answered as `model`, with the compressed
     prompt, the text and the compressed reasoning. When no answer came back, the last failed row
     keeps the prompt (and, with no request at all, one row records `error`), so every call stays
-    auditable. A cache hit is one row with `cache_hit` set.
+    auditable. A cache hit is one row with `cache_hit` set, and so is a replayed failure (outcome
+    `replayed_failure`). A call held with no request sent has one row, `held_quota` or
+    `held_not_served`, for the chain's first model; a call that reached no model at all has one
+    row with outcome `error` for `agent_model` (provider, model) when given.
 
     The prompt is stored by `encode_messages`: texts in `shared` become references, collected
     into `parts` (hash -> text) for the caller to keep in `prompt_part`.
@@ -241,7 +269,7 @@ def llm_call_values(
                 "latency_ms": round(attempt.latency_s * 1000),
                 "rate_limit_headers": dict(attempt.rate_limit_headers) or None,
                 "attempt": number,
-                "cache_hit": False,
+                "cache_hit": attempt.outcome == REPLAYED_FAILURE,
                 **_usage_columns(attempt.usage),
             }
         )
@@ -254,8 +282,8 @@ def llm_call_values(
                 "model_requested": attempts[0].model if attempts else answer.model,
                 "model": answer.model,
                 "messages_z": stored,
-                "response_text": answer.text,
-                "reasoning_z": compress_text(answer.reasoning),
+                "response_text": capped_text(answer.text),
+                "reasoning_z": compress_text(capped_text(answer.reasoning)),
                 "finish_reason": answer.finish_reason,
                 "latency_ms": round(answer.latency_s * 1000),
                 "rate_limit_headers": dict(answer.rate_limit_headers) or None,
@@ -269,11 +297,12 @@ def llm_call_values(
     elif rows:
         rows[-1]["messages_z"] = stored
     elif stored is not None:
+        provider, model = agent_model or ("unknown", "unknown")
         rows.append(
             {
                 **common,
-                "provider": "unknown",
-                "model_requested": "unknown",
+                "provider": provider,
+                "model_requested": model,
                 "messages_z": stored,
                 "outcome": "error",
                 "error": error,

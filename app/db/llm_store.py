@@ -6,12 +6,14 @@ of its own for quota and cache; `llm_call` rows are written by the repository wi
 An `llm_cache` row is an answer, or a failure marker: a call that got no answer (timeout, 5xx,
 cut stream, every model skipped...) so a replay fails the same way. A marker has
 `finish_reason` `error:<kind>` (no provider sends a finish reason of that shape), an empty
-`response_text`, no `model_answered`, and `usage` `{"error": "<the error message>"}`.
+`response_text`, no `response_z`, no `model_answered`, and `usage` `{"error": "<the error
+message>"}`. An answer is kept zlib-compressed in `response_z` (`response_text` empty), cut to
+`MAX_STORED_ANSWER_CHARS` like its `llm_call` row.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Final
@@ -21,13 +23,19 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.db import models
-from app.db.llm_rows import compress_text, decompress_text
+from app.db.llm_rows import capped_text, compress_text, decompress_text
 from app.domain import (
+    HELD_NOT_SERVED,
+    HELD_QUOTA,
+    INTERRUPTED,
+    NOT_SENT_OUTCOMES,
+    PENDING,
     ChatResult,
     ExhaustedModel,
     QuotaDelta,
     RecordedFailure,
     TokenUsage,
+    quota_day,
 )
 
 RATE_LIMIT_COLUMNS: Final[Mapping[str, str]] = {
@@ -67,6 +75,8 @@ class AgentLlmUsage:
     reasoning_tokens: int
     total_tokens: int
     latency_ms: int
+    held_quota: int = 0
+    held_not_served: int = 0
 
     @property
     def mean_latency_ms(self) -> float:
@@ -83,23 +93,28 @@ def usage_by_agent(
 ) -> dict[int, AgentLlmUsage]:
     """Return tokens, latency and call counts summed per agent over `[since, until)`.
 
-    `calls` counts answers and failed calls (rows), `requests` the rows that reached a provider
-    (cache hits excluded), `failures` the rows whose outcome is not ok/cache_hit/parse_error.
+    `calls` counts answers and failed calls (rows), `requests` the requests sent to a provider
+    (cache hits, held calls and calls that reached no model excluded), `failures` the rows whose
+    outcome is not ok/cache_hit/parse_error, `held_quota` and `held_not_served` the calls held
+    with no request sent because every model of the chain was skipped.
     """
     call = models.LlmCall
     ok_outcomes = ("ok", "cache_hit", "parse_error")
+    sent = call.cache_hit.is_(False) & call.outcome.not_in(sorted(NOT_SENT_OUTCOMES))
     query = (
         select(
             call.agent_id,
             func.count(call.id),
-            func.sum(case((call.cache_hit.is_(False), 1), else_=0)),
+            func.sum(case((sent, 1), else_=0)),
             func.sum(case((call.cache_hit.is_(True), 1), else_=0)),
             func.sum(case((call.outcome.not_in(ok_outcomes), 1), else_=0)),
             func.sum(call.prompt_tokens),
             func.sum(call.completion_tokens),
             func.sum(call.reasoning_tokens),
             func.sum(call.total_tokens),
-            func.sum(case((call.cache_hit.is_(False), call.latency_ms), else_=0)),
+            func.sum(case((sent, call.latency_ms), else_=0)),
+            func.sum(case((call.outcome == HELD_QUOTA, 1), else_=0)),
+            func.sum(case((call.outcome == HELD_NOT_SERVED, 1), else_=0)),
         )
         .where(call.agent_id.is_not(None))
         .group_by(call.agent_id)
@@ -116,6 +131,60 @@ def usage_by_agent(
         numbers = [int(value or 0) for value in row[1:]]
         result[agent_id] = AgentLlmUsage(agent_id, *numbers)
     return result
+
+
+# -- requests recorded before they are sent ---------------------------------------------------
+
+_IN_FLIGHT_PREFIX: Final = "in flight in process "
+
+
+def begin_request(
+    session: Session,
+    *,
+    provider: str,
+    model: str,
+    agent_id: int | None,
+    at: datetime,
+    pid: int,
+) -> int:
+    """Count one request in `quota_usage` and write its `pending` call row; return the row id.
+
+    Called before the request is sent: the row is replaced by the finished one when the
+    agent-cycle is recorded, or marked `interrupted` by `interrupt_pending_calls` when the
+    process (`pid`) died first. The quota count stays: the request was sent (or about to be).
+    """
+    add_quota_usage(
+        session,
+        QuotaDelta(provider=provider, model=model, day=quota_day(at), at=at, calls=1),
+    )
+    row = models.LlmCall(
+        agent_id=agent_id,
+        provider=provider,
+        model_requested=model,
+        outcome=PENDING,
+        error=f"{_IN_FLIGHT_PREFIX}{pid}",
+        created_at=at,
+    )
+    session.add(row)
+    session.flush()
+    return int(row.id)
+
+
+def interrupt_pending_calls(session: Session, *, alive: Callable[[int], bool]) -> int:
+    """Mark the `pending` call rows of processes no longer alive as `interrupted`; count them."""
+    rows = session.scalars(select(models.LlmCall).where(models.LlmCall.outcome == PENDING))
+    marked = 0
+    for row in rows:
+        pid_text = (row.error or "").removeprefix(_IN_FLIGHT_PREFIX)
+        if pid_text.isdigit() and alive(int(pid_text)):
+            continue
+        row.outcome = INTERRUPTED
+        row.error = (
+            f"the process ({pid_text or '?'}) stopped while this request was in flight "
+            "(killed, or stopped before the answer came): counted once in quota_usage"
+        )
+        marked += 1
+    return marked
 
 
 # -- quota_usage -------------------------------------------------------------------------------
@@ -242,15 +311,21 @@ def is_failure_marker(finish_reason: str | None) -> bool:
 def save_cached_answer(
     session: Session, *, key: str, model: str, answer: ChatResult, created_at: datetime
 ) -> None:
-    """Store `answer` under `key`, replacing an older answer or failure marker."""
+    """Store `answer` under `key` unless an answer is there already; replace a failure marker.
+
+    The first answer stored for a key is kept: a replay of the run that stored it must give it
+    back whatever later runs were answered.
+    """
     usage = answer.usage
     values: dict[str, Any] = {
         "key": key,
         "provider": answer.provider,
         "model": model,
         "model_answered": answer.model,
-        "response_text": answer.text,
-        "reasoning_z": compress_text(answer.reasoning),
+        # Compressed, and capped like the `llm_call` row (whose text is the run's record).
+        "response_text": "",
+        "response_z": compress_text(capped_text(answer.text)),
+        "reasoning_z": compress_text(capped_text(answer.reasoning)),
         "finish_reason": answer.finish_reason,
         "usage": {
             "prompt_tokens": usage.prompt_tokens,
@@ -261,7 +336,7 @@ def save_cached_answer(
         "latency_ms": round(answer.latency_s * 1000),
         "created_at": created_at,
     }
-    _put_cache_row(session, values)
+    _put_cache_row(session, values, replace_marker=True)
 
 
 def save_failure_marker(
@@ -272,27 +347,35 @@ def save_failure_marker(
     latency_s: float,
     created_at: datetime,
 ) -> None:
-    """Store `failure` under `key` (see the module docstring), replacing what was there."""
+    """Store `failure` under `key` (see the module docstring) only where nothing is stored.
+
+    A failure never replaces what is there: not an answer (a transient 429 must not erase a good
+    answer another run got), and not an older marker (the replay of the run that left it fails
+    the same way it did).
+    """
     values: dict[str, Any] = {
         "key": key,
         "provider": failure.provider,
         "model": failure.model,
         "model_answered": None,
         "response_text": "",
+        "response_z": None,
         "reasoning_z": None,
         "finish_reason": FAILURE_PREFIX + failure.kind,
         "usage": {"error": failure.message},
         "latency_ms": round(latency_s * 1000),
         "created_at": created_at,
     }
-    _put_cache_row(session, values)
+    _put_cache_row(session, values, replace_marker=False)
 
 
-def _put_cache_row(session: Session, values: dict[str, Any]) -> None:
+def _put_cache_row(session: Session, values: dict[str, Any], *, replace_marker: bool) -> None:
     key = values["key"]
     row = session.get(models.LlmCache, key)
     if row is None:
         session.add(models.LlmCache(hits=0, **values))
+        return
+    if not (replace_marker and is_failure_marker(row.finish_reason)):
         return
     for name, value in values.items():
         setattr(row, name, value)
@@ -332,8 +415,10 @@ def cached_entry(
 def cached_answer_result(row: models.LlmCache | Row[Any], *, latency_s: float) -> ChatResult:
     """Return a stored answer as a `ChatResult` with `cache_hit` set."""
     usage = row.usage or {}
+    # Rows written before answers were compressed keep their text in `response_text`.
+    text = decompress_text(row.response_z) if row.response_z is not None else row.response_text
     return ChatResult(
-        text=row.response_text,
+        text=text,
         provider=row.provider,
         model=row.model_answered or row.model,
         reasoning=decompress_text(row.reasoning_z),

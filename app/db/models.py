@@ -311,12 +311,14 @@ class LlmCache(Base):
     provider: Mapped[str] = mapped_column(String(32))
     model: Mapped[str] = mapped_column(String(200))
     model_answered: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # "" for rows written with `response_z` (the answer compressed) and for failure markers.
     response_text: Mapped[str] = mapped_column(Text)
     reasoning_z: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     finish_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
     usage: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     latency_ms: Mapped[int] = mapped_column(Integer, default=0)
     hits: Mapped[int] = mapped_column(Integer, default=0)
+    response_z: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 

@@ -59,6 +59,8 @@ class ChatEntry:
     decisions: tuple[tuple[str, str, str, str | None], ...]  # coin, signal, outcome, reason
     call_id: int | None = None
     cycle_id: int | None = None
+    # False for a failed request or a held call: `model` is then the model it was for.
+    answered: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +220,10 @@ def recent_chat(
     coin: str | None = None,
     outcome: str | None = None,
 ) -> list[ChatEntry]:
-    """Return the last `limit` answered calls per agent (or of one agent), newest first.
+    """Return the last `limit` calls per agent (or of one agent), newest first.
+
+    Failed requests and held calls are entries too, with the model they were for and their
+    error; only an answered call carries its cycle's decisions.
 
     `coin` keeps the calls that decided on that coin; `outcome` those whose call outcome
     (`ok`, `parse_error`...) or one of whose decisions' outcome (`executed`, `rejected`,
@@ -232,14 +237,14 @@ def recent_chat(
         for row in agent_rows:
             if agent is not None and row.name != agent:
                 continue
-            query = select(models.LlmCall).where(
-                models.LlmCall.agent_id == row.id, models.LlmCall.model.is_not(None)
-            )
+            # Failed and held calls too (their `model` is NULL): a failure must not be hidden.
+            query = select(models.LlmCall).where(models.LlmCall.agent_id == row.id)
             query = _chat_filters(query, coin=coin, outcome=outcome)
             calls = session.scalars(query.order_by(models.LlmCall.id.desc()).limit(limit)).all()
             for call in calls:
                 decisions: tuple[tuple[str, str, str, str | None], ...] = ()
-                if call.cycle_id is not None:
+                answered = call.model is not None
+                if call.cycle_id is not None and answered:
                     decisions = tuple(
                         (d.coin, d.signal, d.outcome, d.reason)
                         for d in session.scalars(
@@ -252,14 +257,16 @@ def recent_chat(
                     ChatEntry(
                         agent=row.name,
                         at=call.created_at,
-                        model=call.model,
+                        # A failed request's row names the model it was for.
+                        model=call.model if answered else call.model_requested,
                         outcome=call.outcome,
                         reasoning=decompress_text(call.reasoning_z),
                         response_text=call.response_text or "",
                         error=call.error,
                         decisions=decisions,
                         call_id=call.id,
-                        cycle_id=call.cycle_id,
+                        cycle_id=call.cycle_id if answered else None,
+                        answered=answered,
                     )
                 )
     return entries

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
@@ -155,6 +155,8 @@ class SqlCycleStore:
         self.engine = engine
         self.run_id = run_id
         self.agent_ids: dict[str, int] = {}
+        # Each agent's (provider, first model): what a call row names when no request was made.
+        self.agent_models: dict[str, tuple[str, str]] = {}
         # Open position row per (agent id, coin): the store is the only writer of its run.
         self._open_positions: dict[tuple[int, str], int] = {}
         # Shared prompt texts already in `prompt_part` (so each is written once).
@@ -168,6 +170,7 @@ class SqlCycleStore:
         """Create missing agents of this run (keeping existing ones' accounts); return their ids."""
         with self.engine.begin() as connection:
             for agent in agents:
+                self.agent_models[agent.name] = (agent.provider, agent.model)
                 existing = connection.execute(
                     select(models.Agent.id, models.Agent.provider, models.Agent.model).where(
                         models.Agent.run_id == self.run_id, models.Agent.name == agent.name
@@ -433,7 +436,9 @@ class SqlCycleStore:
             cycle_id: int | None = None
             if isinstance(record, AgentCycleRecord):
                 cycle_id = next(next_cycle_id)
-                rows = _llm_call_rows(agent_id, cycle_id, record, parts)
+                rows = _llm_call_rows(
+                    agent_id, cycle_id, record, parts, self.agent_models.get(record.agent)
+                )
                 images = tuple(image for m in record.messages for image in m.images)
                 if images:
                     call_images.update(
@@ -460,6 +465,17 @@ class SqlCycleStore:
             snapshots.append(_snapshot_values(agent_id, cycle_id, at, record))
         if cycles:
             self._write_parts(connection, parts, changes, at=cycles[-1].finished_at)
+        # The rows written (`pending`) before their requests were sent give way to the finished
+        # rows, in the same transaction: a request is never counted twice, nor lost.
+        pending_ids = [
+            attempt.pending_id
+            for record in cycles
+            if record.answer is not None
+            for attempt in record.answer.attempts
+            if attempt.pending_id is not None
+        ]
+        if pending_ids:
+            connection.execute(delete(models.LlmCall).where(models.LlmCall.id.in_(pending_ids)))
         if calls and call_images:
             call_ids = list(
                 connection.execute(
@@ -723,7 +739,11 @@ def _snapshot_values(
 
 
 def _llm_call_rows(
-    agent_id: int, cycle_id: int, record: AgentCycleRecord, parts: dict[str, StoredPart]
+    agent_id: int,
+    cycle_id: int,
+    record: AgentCycleRecord,
+    parts: dict[str, StoredPart],
+    agent_model: tuple[str, str] | None,
 ) -> list[dict[str, Any]]:
     if record.answer is None and not record.messages:
         return []
@@ -742,6 +762,7 @@ def _llm_call_rows(
             error=record.error,
             shared=record.shared_texts,
             parts=parts,
+            agent_model=agent_model,
         )
     ]
 

@@ -3,7 +3,8 @@
 `FallbackChain` is the `ChatModel` an agent asks. In `cached` and `replay` modes it first looks
 for a stored answer of any of its models; otherwise it asks the models in order. A model that
 answers 429 ("limit exceeded") or is not served is skipped (by every agent) until the next quota
-day, or for the provider's short cooldown where a 429 only means "too fast", and the next model
+day when the answer says the day's quota is used up (or the model is not served), otherwise for
+the provider's short cooldown, doubled for each 429 in a row ("too fast"), and the next model
 is asked. When every model is skipped the call raises `NoModelAvailableError`, a temporary error:
 the agent holds and tries again next cycle. A 401, a 402 or a failure that outlived its retries
 ends the call. Every request is recorded in `quota_usage`, also when the call is cancelled; every
@@ -26,6 +27,9 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from app.domain import (
+    HELD_NOT_SERVED,
+    HELD_QUOTA,
+    REPLAYED_FAILURE,
     CallAttempt,
     ChatMessage,
     ChatOptions,
@@ -50,7 +54,13 @@ from app.errors import (
     TruncatedAnswerError,
 )
 from app.llm.cache import cache_key
-from app.llm.openai_compat import Monotonic, OpenAIChatModel, PreparedRequest, is_day_quota
+from app.llm.openai_compat import (
+    BeforeRequest,
+    Monotonic,
+    OpenAIChatModel,
+    PreparedRequest,
+    is_day_quota,
+)
 from app.llm.quota import QuotaTracker
 from app.ports import AnswerCache
 
@@ -212,7 +222,12 @@ class FallbackChain:
                 continue
             call.model, call.key = model, key
             try:
-                result = await model.send(request, deadline_at=deadline_at, journal=call.attempts)
+                result = await model.send(
+                    request,
+                    deadline_at=deadline_at,
+                    journal=call.attempts,
+                    before_request=self._begin_for(model),
+                )
             except (ModelQuotaError, ModelNotServedError) as error:
                 until, day_long = self._skip(model, error, now)
                 # A day-long skip marks the row, so a restart keeps skipping the model.
@@ -230,6 +245,7 @@ class FallbackChain:
             # request on a sure 429.
             spent = skip_if_spent(self.quota, model, result.rate_limit_headers, now)
             await self._record(call, at=now, exhausted_at=now if spent else None)
+            self.quota.answered(model.provider, model.model)
             result = replace(result, attempts=tuple(call.attempts))
             if self.cache is not None:
                 await self.cache.put(key, model=model.model, answer=result)
@@ -244,12 +260,31 @@ class FallbackChain:
             )
         if not_served:
             hints.append("if a model stays unserved past that, pick a model id the provider serves")
-        raise NoModelAvailableError(
+        message = (
             f"every model of {who} is skipped until {_when(until)}: {'; '.join(reasons)}. "
-            + "; ".join(hints),
-            attempts=tuple(call.attempts),
-            until=until,
+            + "; ".join(hints)
         )
+        if not call.attempts:
+            # No request was sent: the call is held, and its row names the model it was for.
+            first = self.models[0]
+            call.attempts.append(
+                CallAttempt(
+                    provider=first.provider,
+                    model=first.model,
+                    outcome=HELD_QUOTA if rate_limited else HELD_NOT_SERVED,
+                    error=message,
+                )
+            )
+            call.recorded = len(call.attempts)
+        raise NoModelAvailableError(message, attempts=tuple(call.attempts), until=until)
+
+    def _begin_for(self, model: OpenAIChatModel) -> BeforeRequest:
+        # Each request is counted (and its pending row written) before it is sent, so a kill
+        # while it is in flight still leaves it counted once.
+        async def begin() -> int | None:
+            return await self.quota.begin(model.provider, model.model, agent=self.agent)
+
+        return begin
 
     async def _record(
         self, call: _Call, *, at: datetime, exhausted_at: datetime | None = None
@@ -288,11 +323,19 @@ class FallbackChain:
     ) -> ModelCallError:
         who = f"agent {self.agent}" if self.agent else "the agent"
         error_type = replayed_error_type(failure.kind)
-        return error_type(
+        message = (
             f"replay: the recorded run got no answer for {who} "
             f"({failure.provider}:{failure.model}, prompt hash {prompt_hash(messages)[:16]}): "
             f"{failure.message}"
         )
+        # No request is sent; the row still says which model the recorded call was for.
+        attempt = CallAttempt(
+            provider=failure.provider,
+            model=failure.model,
+            outcome=REPLAYED_FAILURE,
+            error=message,
+        )
+        return error_type(message, attempts=(attempt,))
 
     def _skip(
         self, model: OpenAIChatModel, error: ModelCallError, now: datetime
@@ -356,14 +399,22 @@ def skip_after_error(
 
     The one rule for agents' chains and the gateway: not served, or a quota that is gone for the
     day, skips until the next quota day; a 429 that only means "too fast" skips for the
-    provider's cooldown.
+    provider's cooldown, doubled for each such 429 in a row.
     """
     traits = model.traits
-    cooldown_s = traits.rate_limit_cooldown_s
+    base_s = traits.rate_limit_cooldown_s
     day_long = (
-        isinstance(error, ModelNotServedError) or cooldown_s is None or is_day_quota(error, traits)
+        isinstance(error, ModelNotServedError) or base_s is None or is_day_quota(error, traits)
     )
-    until = next_quota_day_at(now) if day_long else now + timedelta(seconds=cooldown_s or 0)
+    day_end = next_quota_day_at(now)
+    if day_long or base_s is None:
+        until = day_end
+    else:
+        # "Too fast": a short cooldown, doubled for each 429 in a row (never past the day).
+        cooldown_s = quota.cooldown_s(
+            model.provider, model.model, base_s=base_s, max_s=traits.rate_limit_max_cooldown_s
+        )
+        until = min(now + timedelta(seconds=cooldown_s), day_end)
     reason = "rate_limited" if isinstance(error, ModelQuotaError) else "not_served"
     quota.skip(model.provider, model.model, until=until, reason=reason, message=str(error))
     log.warning(

@@ -9,7 +9,9 @@ message: every error text is masked.
 
 A call may have a deadline (`ChatOptions.budget_s`): a request starts only when the time left is
 at least what the model needs (`needed_s`), except the call's first request, which always starts;
-a request's timeout is cut to the time left. Each request is appended to the caller's `journal`
+a request's timeout is cut to the time left. A 200 whose body is not a JSON answer (an HTML page,
+invalid UTF-8) is `bad_answer` and not retried: asked again it would come back the same, and
+each retry spends quota. Each request is appended to the caller's `journal`
 as soon as it ends (a cancelled one as `cancelled`), so a caller cancelled mid-call still knows
 what was spent.
 """
@@ -69,6 +71,8 @@ MIN_ATTEMPT_S: Final = 10.0
 
 Sleep = Callable[[float], Awaitable[None]]
 ChunkConsumer = Callable[[ChatCompletionChunk], Awaitable[None]]
+# Called before each request is sent; returns the id of the request's pending record, if any.
+BeforeRequest = Callable[[], Awaitable[int | None]]
 # Seconds on a monotonic clock: what call deadlines are measured on.
 Monotonic = Callable[[], float]
 
@@ -323,6 +327,7 @@ class OpenAIChatModel:
         deadline_at: float | None = None,
         journal: list[CallAttempt] | None = None,
         relay: ChunkRelay | None = None,
+        before_request: BeforeRequest | None = None,
     ) -> ChatResult:
         """Send a prepared request with our retries; raise a `ModelCallError` carrying attempts.
 
@@ -347,7 +352,13 @@ class OpenAIChatModel:
                 if left_s < request.timeout_s:
                     sent = replace(request, timeout_s=left_s)
             try:
-                result = await self._attempt(sent, journal, cut=sent is not request, relay=relay)
+                result = await self._attempt(
+                    sent,
+                    journal,
+                    cut=sent is not request,
+                    relay=relay,
+                    before_request=before_request,
+                )
             except ModelCallError as error:
                 last_error = error
                 outcome = error.attempts[-1].outcome if error.attempts else ""
@@ -398,24 +409,31 @@ class OpenAIChatModel:
         *,
         cut: bool = False,
         relay: ChunkRelay | None = None,
+        before_request: BeforeRequest | None = None,
     ) -> ChatResult:
-        """Make one request; append how it ended to `journal`, even when cancelled."""
+        """Make one request; append how it ended to `journal`, even when cancelled.
+
+        `before_request` is awaited first (the request is recorded before it is sent); the id
+        it returns goes on the request's attempt.
+        """
+        pending_id = None if before_request is None else await before_request()
         progress = _Progress(started_s=time.perf_counter())
         try:
             result = await self._request(request, progress, cut=cut, relay=relay)
         except ModelCallError as error:
+            error.attempts = _pending(error.attempts, pending_id)
             journal.extend(error.attempts)
             raise
         except asyncio.CancelledError:
             # The request was sent (and counts against the quota) but its answer never came.
-            journal.append(
-                self._record(
-                    "cancelled",
-                    f"{self._who()}: request cancelled by the caller before the answer came",
-                    progress,
-                )
+            attempt = self._record(
+                "cancelled",
+                f"{self._who()}: request cancelled by the caller before the answer came",
+                progress,
             )
+            journal.append(replace(attempt, pending_id=pending_id))
             raise
+        result = replace(result, attempts=_pending(result.attempts, pending_id))
         journal.extend(result.attempts)
         return result
 
@@ -447,17 +465,29 @@ class OpenAIChatModel:
         except openai.APIStatusError as error:
             raise self._status_failure(error, progress, images=bool(request.images)) from error
         except openai.APIConnectionError as error:
-            if progress.in_stream:
+            cause = str(error.__cause__ or "").strip()
+            if progress.in_stream or "complete message body" in cause:
+                # The server answered, then the body stopped short: not a network outage.
+                why = f" ({_clip(cause)})" if cause else ""
                 raise self._failure(
                     TruncatedAnswerError,
                     "truncated",
-                    f"{self._who()}: the connection closed in the middle of the answer",
+                    f"{self._who()}: the connection closed in the middle of the answer{why}",
                     progress,
                 ) from error
+            if "without sending a response" in cause or "disconnected" in cause.lower():
+                raise self._failure(
+                    ModelUnavailableError,
+                    "network_error",
+                    f"{self._who()}: the server closed the connection without answering "
+                    f"({_clip(cause)})",
+                    progress,
+                ) from error
+            detail = f"{error.message} ({_clip(cause)})" if cause else error.message
             raise self._failure(
                 ModelUnavailableError,
                 "network_error",
-                f"could not reach {self.traits.label} at {self.base_url}: {error.message} "
+                f"could not reach {self.traits.label} at {self.base_url}: {detail} "
                 f"(check the network and {self.traits.name.upper()}_BASE_URL)",
                 progress,
             ) from error
@@ -483,13 +513,25 @@ class OpenAIChatModel:
             **self._arguments(request), stream=False
         )
         self._note_response(raw.http_response, progress)
-        completion = cast(ChatCompletion | str, raw.parse())
-        if not isinstance(completion, ChatCompletion):
+        # A 200 whose body is not a JSON answer (an HTML page, bytes that are not UTF-8) would
+        # come back the same if asked again: it is not retried, since each retry spends quota.
+        try:
+            completion = cast(ChatCompletion | str, raw.parse())
+        except ValueError as error:
             raise self._failure(
                 ModelUnavailableError,
-                "server_error",
-                f"{self._who()} answered with something that is not JSON: "
-                f"{_clip(str(completion))!r}",
+                "bad_answer",
+                f"{self._who()} answered status {progress.status_code} with a body that is not "
+                f"UTF-8 JSON ({_clip(str(error))})",
+                progress,
+            ) from error
+        if not isinstance(completion, ChatCompletion):
+            content_type = raw.http_response.headers.get("content-type", "?")
+            raise self._failure(
+                ModelUnavailableError,
+                "bad_answer",
+                f"{self._who()} answered status {progress.status_code} with something that is "
+                f"not JSON ({content_type}): {_clip(str(completion))!r}",
                 progress,
             )
         if not completion.choices:
@@ -744,9 +786,24 @@ def _with_images(request: PreparedRequest) -> list[dict[str, Any]]:
 
 
 def is_day_quota(error: ModelCallError, traits: ProviderTraits) -> bool:
-    """Return True when a rate-limit error says the quota is gone for the day."""
+    """Return True when a rate-limit error says the quota is gone for the day.
+
+    Either its message carries a day-quota marker (DashScope's `insufficient_quota`), or the
+    429's rate-limit headers show a daily remainder of 0 (ModelScope, whose per-minute limit and
+    daily quota answer the same body).
+    """
     text = str(error).lower()
-    return any(marker in text for marker in traits.day_quota_markers)
+    if any(marker in text for marker in traits.day_quota_markers):
+        return True
+    headers = error.attempts[-1].rate_limit_headers if error.attempts else {}
+    return any(headers.get(name, "").strip() == "0" for name in traits.day_quota_headers)
+
+
+def _pending(attempts: tuple[CallAttempt, ...], pending_id: int | None) -> tuple[CallAttempt, ...]:
+    """Return `attempts` (one request's) carrying the id of its pending record."""
+    if pending_id is None:
+        return attempts
+    return tuple(replace(attempt, pending_id=pending_id) for attempt in attempts)
 
 
 def _reasoning_of(message: object) -> str:

@@ -175,6 +175,7 @@ class PoolRouter:
                 continue
             spent = skip_if_spent(self.quota, model, result.rate_limit_headers, now)
             await self.quota.record(journal, at=now, exhausted_at=now if spent else None)
+            self.quota.answered(model.provider, model.model)
             every.extend(journal)
             return Routed(result=result, member=member, tried=tuple(tried), attempts=tuple(every))
         untils = [t.skipped_until for t in tried if t.skipped_until is not None]

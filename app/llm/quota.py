@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final, Protocol
 
-from app.domain import CallAttempt, QuotaDelta, next_quota_day_at, quota_day
+from app.domain import CallAttempt, QuotaDelta, next_quota_day_at, quota_day, was_sent
 from app.errors import TemporaryError
 from app.ports import QuotaLedger
 
@@ -79,6 +79,8 @@ class QuotaTracker:
         self.budget = budget
         self._skips: dict[tuple[str, str], Skip] = {}
         self._loaded_at: datetime | None = None
+        # 429s in a row per model that were only "too fast": each doubles the next cooldown.
+        self._streaks: dict[tuple[str, str], int] = {}
 
     def take(self, provider: str, model: str, at: datetime) -> Skip | None:
         """Take one call of `model` from the shared budget; the skip in force when none is left."""
@@ -87,6 +89,16 @@ class QuotaTracker:
         skip = Skip(until=next_quota_day_at(at), reason="rate_limited", message=BUDGET_SPENT)
         self._skips[(provider, model)] = skip
         return skip
+
+    def cooldown_s(self, provider: str, model: str, *, base_s: float, max_s: float) -> float:
+        """Count one more "too fast" 429 of `model`; return how long to skip it (backoff)."""
+        streak = self._streaks.get((provider, model), 0) + 1
+        self._streaks[(provider, model)] = streak
+        return min(base_s * 2.0 ** (streak - 1), max(base_s, max_s))
+
+    def answered(self, provider: str, model: str) -> None:
+        """Note that `model` answered: its next 429 starts the backoff over."""
+        self._streaks.pop((provider, model), None)
 
     def skip(
         self, provider: str, model: str, *, until: datetime, reason: str, message: str
@@ -137,6 +149,22 @@ class QuotaTracker:
                     message=found.message,
                 )
 
+    async def begin(self, provider: str, model: str, *, agent: str) -> int | None:
+        """Count a request about to be sent, before it is (see `QuotaLedger.begin`).
+
+        A process killed while the request is in flight has then still counted it, and its
+        pending `llm_call` row is marked interrupted at the next start.
+        """
+        if self.ledger is None:
+            return None
+        try:
+            return await asyncio.to_thread(
+                self.ledger.begin, provider, model, agent=agent, at=self.clock()
+            )
+        except TemporaryError as error:
+            log.warning("could not record an LLM request before sending it: %s", error)
+            return None
+
     async def record(
         self,
         attempts: Sequence[CallAttempt],
@@ -148,6 +176,8 @@ class QuotaTracker:
         if self.ledger is None or not attempts:
             return
         deltas = quota_deltas(attempts, at=at, exhausted_at=exhausted_at)
+        if not deltas:
+            return
         try:
             await asyncio.to_thread(self.ledger.record, deltas)
         except TemporaryError as error:
@@ -160,7 +190,8 @@ def quota_deltas(
 ) -> list[QuotaDelta]:
     """Return one `QuotaDelta` per model named in `attempts` (headers: the last ones seen)."""
     by_model: dict[tuple[str, str], list[CallAttempt]] = {}
-    for attempt in attempts:
+    # A held or replayed call sent nothing, so it spent no quota.
+    for attempt in (a for a in attempts if was_sent(a.outcome)):
         by_model.setdefault((attempt.provider, attempt.model), []).append(attempt)
     deltas = []
     for (provider, model), group in by_model.items():
@@ -174,7 +205,8 @@ def quota_deltas(
                 model=model,
                 day=quota_day(at),
                 at=at,
-                calls=len(group),
+                # A request begun in the ledger was counted before it was sent.
+                calls=sum(1 for a in group if a.pending_id is None),
                 successes=sum(1 for a in group if a.outcome == "ok"),
                 failures=sum(1 for a in group if a.outcome != "ok"),
                 rate_limited=sum(1 for a in group if a.outcome == "rate_limited"),

@@ -50,6 +50,7 @@ from app.domain import (
     ensure_utc,
     ns_to_datetime,
     timeframe_to_timedelta,
+    was_sent,
 )
 from app.errors import (
     AppError,
@@ -672,7 +673,9 @@ class CycleEngine:
             shared_texts=request.shared_texts,
         )
         cache_hit = chat is not None and chat.cache_hit
-        calls = len(asked.attempts) or (0 if chat is None or cache_hit else 1)
+        # Requests sent: a held call (no model could be asked) or a replayed failure sent none.
+        sent = sum(1 for attempt in asked.attempts if was_sent(attempt.outcome))
+        calls = sent or (0 if chat is None or cache_hit or asked.attempts else 1)
         summary = AgentCycleSummary(
             agent=slot.name,
             status=status,

@@ -29,10 +29,14 @@ API
 - `requests` (list of `RecordedRequest`: path, headers, body, model, stream), `request_count`,
   `requests_for(model)`, `clear()`: to prove what was sent, or that a replay sent nothing.
 - Replies (build with the functions): `answer(content, reasoning=..., delay_s=..., ...)`,
-  `whitespace()`, `choices_null()`, `rate_limited()`, `unauthorized()`, `not_served(model)`,
+  `whitespace()`, `choices_null()`, `rate_limited()` (daily quota used up: model remainder 0),
+  `too_fast()` (ModelScope's per-minute 429: same body, quota left), `unauthorized()`,
+  `not_served(model)`,
   `insufficient_balance()`, `server_error(status)`, `bad_gateway()`,
   `truncated(content, how="clean" | "cut" | "bad_json" | "error_event")`, `slow(delay_s)`,
   `hang()` (never answered: held until the server stops), `images_refused()`,
+  `raw_body(data, content_type=..., status=200)` (bytes as is: an HTML page or invalid UTF-8
+  with a 200), `cut_body()` (a plain answer cut short under a longer Content-Length),
   `error(status, body)` for anything else. A `delay_s` or `stall_s` of `math.inf` waits until
   the server stops.
 
@@ -125,6 +129,10 @@ class Reply:
     choices_null: bool = False
     inactive: Inactive | None = None
     rate_limit_headers: bool | None = None
+    # Sent as the body as is (status and content type above); with `cut_at`, only the first
+    # `cut_at` bytes are sent, under a Content-Length announcing them all, and the socket closed.
+    raw: bytes | None = None
+    cut_at: int | None = None
 
 
 @dataclass(frozen=True)
@@ -224,6 +232,34 @@ def images_refused() -> Reply:
 def rate_limited() -> Reply:
     """Return the flavor's 429 (ModelScope: "Request limit exceeded.", model quota at 0)."""
     return Reply(status=429, body="rate_limited")
+
+
+def too_fast() -> Reply:
+    """Return ModelScope's per-minute 429: the same body as `rate_limited()`, quota left.
+
+    The rate-limit headers still count down and show requests left for the day: only their
+    remainders tell it from the daily quota being used up.
+    """
+    return error(
+        429, {"errors": {"message": "Request limit exceeded.", "request_id": _request_id()}}
+    )
+
+
+def raw_body(data: bytes, *, content_type: str = "application/json", status: int = 200) -> Reply:
+    """Return `data` as the body, byte for byte (an HTML page or invalid UTF-8 with a 200)."""
+    return Reply(status=status, raw=data, content_type=content_type)
+
+
+def cut_body(content: str = DEFAULT_CONTENT, *, keep_bytes: int = 60) -> Reply:
+    """Return a plain answer whose body stops after `keep_bytes` (Content-Length says more)."""
+    payload = {
+        "id": "chatcmpl-cut",
+        "object": "chat.completion",
+        "created": CREATED,
+        "model": "cut",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}}],
+    }
+    return Reply(raw=json.dumps(payload).encode(), cut_at=keep_bytes)
 
 
 def unauthorized() -> Reply:
@@ -585,6 +621,26 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
         self.wfile.flush()
 
+    def _send_raw(
+        self,
+        status: int,
+        data: bytes,
+        content_type: str,
+        headers: Mapping[str, str],
+        cut_at: int | None,
+    ) -> None:
+        if cut_at is None:
+            self._send_bytes(status, data, content_type, headers)
+            return
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data[:cut_at])
+        self._cut()
+
     def _start_stream(self, headers: Mapping[str, str]) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
@@ -803,7 +859,9 @@ class FakeOpenAIServer:
             reply = error(400, {"error": {"message": message, "type": "invalid_request_error"}})
         headers = dict(self._quota_headers(model, reply))
         headers.update(reply.headers)
-        if reply.status != 200:
+        if reply.raw is not None:
+            handler._send_raw(reply.status, reply.raw, reply.content_type, headers, reply.cut_at)
+        elif reply.status != 200:
             self._send_error(handler, reply, model, headers)
         elif stream:
             self._send_stream(handler, reply, body, headers)

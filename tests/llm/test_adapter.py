@@ -39,11 +39,13 @@ from tests.fakes.openai_server import (
     answer,
     bad_gateway,
     choices_null,
+    cut_body,
     error,
     hang,
     insufficient_balance,
     not_served,
     rate_limited,
+    raw_body,
     server_error,
     truncated,
     unauthorized,
@@ -508,3 +510,55 @@ def test_under_a_deadline_a_request_needs_the_models_minimum_time_capped_by_its_
     assert qwq.needed_s(qwq.prepare(MESSAGES)) == 60
     assert qwen.needed_s(qwen.prepare(MESSAGES)) == 10
     assert quick.needed_s(quick.prepare(MESSAGES)) == 4
+
+
+@pytest.mark.parametrize(
+    ("reply", "says"),
+    [
+        (
+            raw_body(b"<html><body>Welcome to nginx</body></html>", content_type="text/html"),
+            "not JSON (text/html)",
+        ),
+        (
+            raw_body(b'{"id": "x", "choices": [{"message": {"content": "\xff\xfe"}}]}'),
+            "not UTF-8 JSON",
+        ),
+    ],
+    ids=["html", "invalid-utf8"],
+)
+def test_a_200_that_is_not_a_json_answer_is_not_retried(
+    fake_server: Server, reply: Any, says: str
+) -> None:
+    """Asked again, the same page comes back: each retry would only spend quota.
+
+    Before the fix the HTML page was retried twice (3 requests) and the invalid UTF-8 was
+    reported as "a garbled stream chunk" and retried twice too.
+    """
+    server = fake_server("modelscope")
+    server.script("Qwen/A", reply, reply, reply)
+
+    with pytest.raises(ModelUnavailableError, match="answered status 200") as caught:
+        ask(QwenProvider, server, "Qwen/A")
+
+    assert says in str(caught.value)
+    assert [a.outcome for a in caught.value.attempts] == ["bad_answer"]
+    assert server.request_count == 1
+
+
+def test_a_plain_answer_cut_short_is_truncated_not_a_server_out_of_reach(
+    fake_server: Server,
+) -> None:
+    """The body stops after 60 of its bytes: the server was reached, its answer was cut.
+
+    Before the fix this said "could not reach ModelScope ... check the network".
+    """
+    server = fake_server("modelscope")
+    server.script("Qwen/A", cut_body(), answer(HOLD))
+
+    result = ask(QwenProvider, server, "Qwen/A")
+
+    assert result.text == HOLD
+    (cut, ok) = result.attempts
+    assert (cut.outcome, ok.outcome) == ("truncated", "ok")
+    assert "closed in the middle of the answer" in (cut.error or "")
+    assert "could not reach" not in (cut.error or "")

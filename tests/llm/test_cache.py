@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import AgentConfig, Settings
 from app.db import models
+from app.db.llm_rows import decompress_text
 from app.domain import CallAttempt, ChatMessage, ChatResult, LlmMode
 from app.errors import (
     ConfigError,
@@ -71,6 +72,12 @@ def cache_rows(session_factory: sessionmaker[Session]) -> list[models.LlmCache]:
         return list(session.scalars(select(models.LlmCache)))
 
 
+def stored_text(row: models.LlmCache) -> str:
+    """Return the answer a cache row keeps (compressed in `response_z`, `response_text` empty)."""
+    assert row.response_text == ""
+    return decompress_text(row.response_z)
+
+
 def test_live_mode_always_calls_and_stores_the_answer(
     fake_server: Server, session_factory: sessionmaker[Session]
 ) -> None:
@@ -82,7 +89,7 @@ def test_live_mode_always_calls_and_stores_the_answer(
     assert server.request_count == 2
     assert [r.cache_hit for r in results] == [False, False]
     (row,) = cache_rows(session_factory)
-    assert (row.provider, row.model, row.model_answered, row.response_text) == (
+    assert (row.provider, row.model, row.model_answered, stored_text(row)) == (
         "modelscope",
         A,
         A,
@@ -217,7 +224,7 @@ def test_a_failed_call_of_a_cached_run_replays_as_the_same_temporary_error_witho
 
     assert isinstance(recorded[1], ModelUnavailableError)
     assert server.request_count == 5
-    (marker,) = [row for row in cache_rows(session_factory) if row.response_text == ""]
+    (marker,) = [row for row in cache_rows(session_factory) if row.response_z is None]
     assert (marker.finish_reason, marker.model, marker.model_answered) == (
         "error:unavailable",
         A,
@@ -233,7 +240,9 @@ def test_a_failed_call_of_a_cached_run_replays_as_the_same_temporary_error_witho
     assert isinstance(third, ChatResult) and third.cache_hit
     assert isinstance(failed, ModelUnavailableError) and not isinstance(failed, ConfigError)
     assert "recorded run got no answer for agent qwen" in str(failed)
-    assert "Server Overloaded" in str(failed) and failed.attempts == ()
+    assert "Server Overloaded" in str(failed)
+    # No request: one attempt naming the recorded model, kept as a cache hit (`llm_call` row).
+    assert [(a.model, a.outcome) for a in failed.attempts] == [(A, "replayed_failure")]
 
 
 def test_cached_mode_asks_again_after_a_failure_and_replaces_its_marker_with_the_answer(
@@ -250,7 +259,7 @@ def test_cached_mode_asks_again_after_a_failure_and_replaces_its_marker_with_the
     assert isinstance(answered, ChatResult) and not answered.cache_hit
     assert server.request_count == 4
     (row,) = cache_rows(session_factory)
-    assert (row.response_text, row.finish_reason) == (answered.text, "stop")
+    assert (stored_text(row), row.finish_reason) == (answered.text, "stop")
     assert isinstance(replayed, ChatResult) and replayed.text == answered.text
 
 

@@ -34,6 +34,7 @@ from tests.fakes.openai_server import (
     not_served,
     rate_limited,
     server_error,
+    too_fast,
     unauthorized,
 )
 from tests.llm.conftest import MESSAGES, FrozenClock, no_sleep
@@ -168,7 +169,8 @@ def test_every_model_out_of_quota_is_a_rate_limit_error_listing_each(
     # Asked again while both are skipped: no request at all, same kind of error.
     with pytest.raises(ModelQuotaError, match="skipped until") as again:
         ask_chain(server, [A, B], quota)
-    assert again.value.attempts == ()
+    # One held attempt, sent to nobody, for the chain's first model (its `llm_call` row).
+    assert [(a.model, a.outcome) for a in again.value.attempts] == [(A, "held_quota")]
     assert server.request_count == 2
 
 
@@ -194,7 +196,7 @@ def test_a_one_model_chain_not_served_holds_until_the_next_quota_day_without_ask
     clock.at = datetime(2026, 3, 14, 18, 0, tzinfo=UTC)
     with pytest.raises(NoModelAvailableError, match="skipped until 2026-03-15 00:00 UTC") as again:
         ask_chain(server, ["Qwen/Old"], quota)
-    assert again.value.attempts == ()
+    assert [(a.model, a.outcome) for a in again.value.attempts] == [("Qwen/Old", "held_not_served")]
     assert server.request_count == 1
 
 
@@ -366,3 +368,39 @@ def test_a_fallback_model_is_not_asked_when_the_budget_left_cannot_cover_a_reque
     assert [(a.model, a.outcome) for a in caught.value.attempts] == [(A, "rate_limited")]
     assert server.requests_for(C) == []
     assert quota.skipped("modelscope", A, clock.at) is not None
+
+
+def test_modelscope_per_minute_429_cools_down_with_backoff_and_does_not_bench_for_the_day(
+    fake_server: Server, session_factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    """A 429 whose headers still show quota left is "too fast": 60 s, then 120 s (backoff).
+
+    The same body with the model's daily remainder at 0 is the day's quota: skipped until
+    00:00 UTC and marked in `quota_usage`, so a restart keeps skipping it. The per-minute one
+    is not marked (before the fix every ModelScope 429 benched the model for the day).
+    """
+    server = fake_server("modelscope")
+    server.script(A, too_fast(), too_fast())
+    quota = QuotaTracker(SqlQuotaLedger(session_factory), clock=clock)
+
+    first = ask_chain(server, [A, B], quota)
+    clock.at += timedelta(seconds=61)
+    second = ask_chain(server, [A, B], quota)  # A asked again: too fast again, now 120 s
+    clock.at += timedelta(seconds=61)
+    third = ask_chain(server, [A, B], quota)  # 61 s < 120 s: A still cooling down
+    clock.at += timedelta(seconds=60)
+    fourth = ask_chain(server, [A, B], quota)  # 121 s: A answers, the backoff starts over
+
+    assert [r.model for r in (first, second, third, fourth)] == [B, B, B, A]
+    assert len(server.requests_for(A)) == 3
+    row = quota_table(session_factory)[A]
+    assert row.exhausted_at is None and row.rate_limited == 2
+    assert (row.model_requests_remaining or 0) > 0
+
+    server.script(A, rate_limited())
+    clock.at += timedelta(seconds=1)
+    ask_chain(server, [A, B], quota)
+    clock.at += timedelta(hours=2)
+    after_two_hours = ask_chain(server, [A, B], quota)
+    assert after_two_hours.model == B, "the day's quota is gone: skipped until 00:00 UTC"
+    assert quota_table(session_factory)[A].exhausted_at is not None

@@ -144,3 +144,70 @@ def test_quota_usage_accumulates_per_day_and_keeps_the_last_seen_limits(
     assert (row.requests_limit, row.model_requests_limit) == (2000, 500)
     assert (row.last_status, row.last_error) == ("401 auth_error", "refused")
     assert row.updated_at == AT + timedelta(minutes=3)
+
+
+def test_a_huge_answer_is_stored_capped_and_the_cache_keeps_it_compressed(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """A 5,000,000-character answer: 262,144 characters (256 Ki) are kept, with a note.
+
+    The parser refuses answers over the same 262,144 characters, so the stored one (cut, plus
+    the note) is refused the same way in a replay. The cache keeps it zlib-compressed and no
+    plain copy (before the fix both rows held all 5,000,000 characters, uncompressed).
+    """
+    from app.db.answer_cache import ResponseCache
+    from app.db.llm_rows import MAX_STORED_ANSWER_CHARS
+    from app.decisions import MAX_ANSWER_CHARS, parse_decisions_report
+    from app.errors import DecisionError
+
+    start = '{"BTC": {"coin": "BTC", "signal": "hold", "justification": "'
+    huge = start + "x" * (5_000_000 - len(start))  # 5,000,000 - 262,144 = 4,737,856 left out
+    result = ChatResult(
+        text=huge,
+        provider="modelscope",
+        model="Qwen/A",
+        reasoning="r" * 300_000,
+        finish_reason="stop",
+        attempts=(CallAttempt("modelscope", "Qwen/A", "ok", None, 1.0, 200),),
+    )
+    engine = session_factory.kw["bind"]
+    record_call(engine, "qwen", messages=MESSAGES, answer=result, at=AT)
+    cache = ResponseCache(session_factory, clock=lambda: AT)
+    cache.save("k1", model="Qwen/A", answer=result)
+
+    with session_factory() as session:
+        call = session.scalars(select(models.LlmCall)).one()
+        row = session.get(models.LlmCache, "k1")
+    assert row is not None and call.response_text is not None
+    assert MAX_STORED_ANSWER_CHARS == MAX_ANSWER_CHARS == 262_144
+    assert call.response_text.startswith(huge[:MAX_STORED_ANSWER_CHARS])
+    assert call.response_text.endswith("4,737,856 more characters of 5,000,000 not kept]")
+    assert len(call.response_text) < 263_000
+    assert len(decompress_text(call.reasoning_z)) < 264_000  # 300,000 cut to 262,144 + note
+    assert row.response_text == "" and row.response_z is not None
+    assert len(row.response_z) < 10_000, "kept compressed"
+    stored = cache.lookup("k1")
+    assert isinstance(stored, ChatResult) and stored.text == call.response_text
+    for text in (huge, stored.text):
+        try:
+            parse_decisions_report(text, ("BTC",))
+        except DecisionError as error:
+            assert "more than the 262,144" in str(error)
+        else:  # pragma: no cover - the assertion below names the failure
+            raise AssertionError("an answer over the limit must be refused")
+
+
+def test_a_call_that_reached_no_model_names_the_agents_model_and_is_no_request(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """Cut before its first request: one `error` row for the agent's model (not "unknown"),
+    counted neither as a request nor as held (before the fix: provider and model "unknown",
+    and one request counted)."""
+    engine = session_factory.kw["bind"]
+    record_call(engine, "qwen", messages=MESSAGES, answer=None, error="cut before asking", at=AT)
+
+    with session_factory() as session:
+        row = session.scalars(select(models.LlmCall)).one()
+        usage = usage_by_agent(session)[row.agent_id or 0]
+    assert (row.provider, row.model_requested, row.outcome) == ("modelscope", "Qwen/A", "error")
+    assert (usage.calls, usage.requests, usage.held_quota) == (1, 0, 0)
