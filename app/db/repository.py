@@ -20,7 +20,15 @@ from sqlalchemy.exc import IntegrityError
 from app.db import models
 from app.db.base import UTCDateTime
 from app.db.llm_rows import LLM_CALL_DEFAULTS, StoredPart, compress_text, llm_call_values
-from app.domain import AccountState, ClosedTrade, ExitPlan, Fill, FundingPayment, Position
+from app.domain import (
+    AccountState,
+    AccountView,
+    ClosedTrade,
+    ExitPlan,
+    Fill,
+    FundingPayment,
+    Position,
+)
 from app.errors import InvariantError
 from app.ports import AccountEventsRecord, AgentCycleRecord, DecisionRecord
 
@@ -431,14 +439,18 @@ class SqlCycleStore:
                     funding=record.funding,
                     changes=changes,
                 )
-            snapshots.append(_snapshot_values(agent_id, cycle_id, at, record))
+            if record.view is not None:
+                # A cycle skipped without prices leaves no snapshot: the latest one still holds
+                # the account, and its time is how far exits were checked.
+                snapshots.append(_snapshot_values(agent_id, cycle_id, at, record.view, record))
         if cycles:
             self._write_parts(connection, parts, changes, at=cycles[-1].finished_at)
         if calls:
             connection.execute(insert(models.LlmCall), calls)
         if decisions:
             connection.execute(insert(models.Decision), decisions)
-        connection.execute(insert(models.AccountSnapshot), snapshots)
+        if snapshots:
+            connection.execute(insert(models.AccountSnapshot), snapshots)
 
     def _write_parts(
         self,
@@ -602,9 +614,10 @@ def _snapshot_values(
     agent_id: int,
     cycle_id: int | None,
     at: datetime,
+    view: AccountView,
     record: AgentCycleRecord | AccountEventsRecord,
 ) -> dict[str, Any]:
-    view, books = record.view, record.books
+    books = record.books
     return {
         "agent_id": agent_id,
         "cycle_id": cycle_id,
