@@ -203,6 +203,11 @@ class SqlCycleStore:
             self._load_open_positions(connection)
         return dict(self.agent_ids)
 
+    def reload_open_positions(self) -> None:
+        """Read the open position rows again (another writer may have opened or closed some)."""
+        with self.engine.connect() as connection:
+            self._load_open_positions(connection)
+
     def _load_open_positions(self, connection: Connection) -> None:
         ids = list(self.agent_ids.values())
         rows = connection.execute(
