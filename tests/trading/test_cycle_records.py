@@ -1,0 +1,191 @@
+"""Every agent-cycle leaves a row with its reason, one agent's trouble never loses another's, and
+an agent-cycle lost to another writer reloads that agent from the database.
+
+Real parts: the historical market, paper accounts and a migrated SQLite store; the scripted
+strategies answer at once, so no real duration races anything."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+import pytest
+from sqlalchemy import Engine, select
+
+from app.db import models
+from app.db.repository import SqlCycleStore
+from app.errors import DatabaseError, DataUnavailableError
+from app.market.historical import HistoricalMarketData
+from app.ports import AgentCycleRecord
+from app.trading.engine import AgentSlot, CycleEngine
+from app.wiring import restore_slot
+from tests.fakes.strategies import ScriptedStrategy
+from tests.trading.test_engine import (
+    COSTS,
+    STEP,
+    build_engine,
+    count,
+    enter_long_btc_once,
+)
+
+# Fixtures `market` and `database` come from tests/trading/test_engine.py.
+from tests.trading.test_engine import database, market  # noqa: F401
+
+
+def cycle_rows(database: Engine) -> dict[str, tuple[str, str | None]]:
+    with database.connect() as connection:
+        return {
+            name: (status, error)
+            for name, status, error in connection.execute(
+                select(models.Agent.name, models.Cycle.status, models.Cycle.error).join(
+                    models.Cycle.agent
+                )
+            )
+        }
+
+
+class RefusingStore:
+    """The real store, except that it refuses `agent`'s agent-cycles that traded (a disk that
+    fills up on the large record, say): those raise the `DatabaseError` SQLite would."""
+
+    def __init__(self, store: SqlCycleStore, agent: str) -> None:
+        self.store = store
+        self.agent = agent
+        self.refused = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.store, name)
+
+    def record_cycle(self, record: AgentCycleRecord) -> bool:
+        if record.agent == self.agent and record.status == "ok":
+            self.refused += 1
+            raise DatabaseError("database or disk is full")
+        return self.store.record_cycle(record)
+
+
+def test_an_agent_cycle_the_database_refuses_is_retried_then_recorded_failed_and_others_trade(
+    market: HistoricalMarketData, database: Engine
+) -> None:
+    """`unlucky`'s record is refused three times (the recorder's attempts), then recorded as
+    failed with the reason and its account unchanged; `trader` in the same cycle fills and is
+    recorded. Before: the error ended the whole cycle (`gather` without `return_exceptions`)."""
+    unlucky = ScriptedStrategy("unlucky", enter_long_btc_once)
+    trader = ScriptedStrategy("trader", enter_long_btc_once)
+    engine, store, clock = build_engine(market, database, [unlucky, trader])
+    refusing = RefusingStore(store, "unlucky")
+    engine.recorder.store = refusing  # type: ignore[attr-defined]
+
+    report = asyncio.run(engine.run_cycle(clock[0]))
+
+    by_agent = {summary.agent: summary for summary in report.agents}
+    assert by_agent["trader"].status == "ok" and by_agent["trader"].fills == 1
+    assert by_agent["unlucky"].status == "failed"
+    assert refusing.refused == 3
+    rows = cycle_rows(database)
+    assert rows["trader"] == ("ok", None)
+    assert rows["unlucky"][0] == "failed"
+    assert "could not be recorded: database or disk is full" in (rows["unlucky"][1] or "")
+    slots = {slot.name: slot for slot in engine.slots}
+    assert not slots["unlucky"].account.positions  # the fill that was not recorded never was
+    assert "BTC" in slots["trader"].account.positions
+    assert count(database, models.Fill) == 1
+
+
+def test_a_cycle_without_market_data_is_recorded_skipped_for_every_agent(
+    market: HistoricalMarketData, database: Engine
+) -> None:
+    """The live engine records an exchange that fails the snapshot as a skipped agent-cycle per
+    agent, with the reason; nobody is asked. Before: the error left the cycle with no row."""
+    first = ScriptedStrategy("first", enter_long_btc_once)
+    second = ScriptedStrategy("second", enter_long_btc_once)
+    engine, _, clock = build_engine(market, database, [first, second])
+    engine.record_market_failures = True
+
+    class Down:
+        def __getattr__(self, name: str) -> object:
+            return getattr(market, name)
+
+        async def snapshot(self, at: datetime) -> object:
+            raise DataUnavailableError("exchange answered HTML where JSON was expected")
+
+    engine.market = Down()  # type: ignore[assignment]
+    report = asyncio.run(engine.run_cycle(clock[0]))
+
+    assert {(s.agent, s.status, s.recorded) for s in report.agents} == {
+        ("first", "skipped", True),
+        ("second", "skipped", True),
+    }
+    rows = cycle_rows(database)
+    assert set(rows) == {"first", "second"}
+    for status, error in rows.values():
+        assert status == "skipped"
+        assert error == "no market data: exchange answered HTML where JSON was expected"
+    assert first.requests == [] and second.requests == []
+    # Skipped without prices: no account snapshot claims the account was valued or checked.
+    assert count(database, models.AccountSnapshot) == 0
+
+
+def test_an_agent_whose_exits_could_not_be_checked_is_recorded_skipped(
+    market: HistoricalMarketData, database: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`blind`'s exit check fails; it sits the cycle out, on record, and `trader` trades."""
+    blind = ScriptedStrategy("blind", enter_long_btc_once)
+    trader = ScriptedStrategy("trader", enter_long_btc_once)
+    engine, _, clock = build_engine(market, database, [blind, trader])
+    checked = CycleEngine._catch_up_locked
+
+    async def failing(self: CycleEngine, slot: AgentSlot, now: datetime) -> int:
+        if slot.name == "blind":
+            raise TimeoutError("candles did not come within 10 s")
+        return await checked(self, slot, now)
+
+    monkeypatch.setattr(CycleEngine, "_catch_up_locked", failing)
+    report = asyncio.run(engine.run_cycle(clock[0]))
+
+    rows = cycle_rows(database)
+    assert rows["trader"] == ("ok", None)
+    assert rows["blind"] == (
+        "skipped",
+        "exits could not be checked: TimeoutError: candles did not come within 10 s",
+    )
+    assert blind.requests == []
+    assert {s.agent: s.status for s in report.agents} == {"trader": "ok", "blind": "skipped"}
+
+
+def test_an_engine_that_loses_an_agent_cycle_reloads_the_agent_before_trading_again(
+    market: HistoricalMarketData, database: Engine
+) -> None:
+    """Two engines on one database (what a defeated lock allows). `ahead` records the first
+    cycle: its trader goes long BTC. `behind`, restored before that, loses the same cycle, so
+    its account in memory is stale; it must reload the agent from the database, and at the next
+    cycle see the position (and hold), not open a second BTC position from stale books.
+    Before: it kept the stale account and entered again (two open BTC positions)."""
+    ahead_trader = ScriptedStrategy("trader", enter_long_btc_once)
+    behind_trader = ScriptedStrategy("trader", enter_long_btc_once)
+    ahead, _, clock = build_engine(market, database, [ahead_trader])
+    behind, behind_store, _ = build_engine(market, database, [behind_trader], restore=True)
+
+    async def reload(name: str) -> AgentSlot:
+        behind_store.reload_open_positions()
+        return restore_slot(behind_store, name, behind_trader, costs=COSTS, interval=STEP)
+
+    behind.reload_slot = reload
+    first = clock[0]
+    asyncio.run(ahead.run_cycle(first))
+    # `behind` saw the cycle as pending (its check came before `ahead` wrote): force that race.
+    behind.recorder.cycle_done = _never_done  # type: ignore[method-assign]
+    lost = asyncio.run(behind.run_cycle(first))
+    assert lost.agents[0].recorded is False
+
+    clock[0] = first + STEP
+    asyncio.run(behind.run_cycle(first + STEP))
+
+    assert "BTC" in behind_trader.requests[-1].account.positions
+    assert count(database, models.Position, status="open") == 1
+    assert count(database, models.Fill, reason="entry") == 1
+    # The books restore and agree with the ledgers (restore_slot checks them).
+    restore_slot(behind_store, "trader", behind_trader, costs=COSTS, interval=STEP)
+
+
+async def _never_done(agent: str, scheduled_at: datetime) -> bool:
+    return False
