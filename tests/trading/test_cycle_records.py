@@ -27,13 +27,15 @@ from tests.trading.test_engine import (
     count,
     enter_long_btc_once,
 )
+from tests.trading.test_engine import database as database_fixture
+from tests.trading.test_engine import market as market_fixture
 
-# Fixtures `market` and `database` come from tests/trading/test_engine.py.
-from tests.trading.test_engine import database, market  # noqa: F401
+market = market_fixture
+database = database_fixture
 
 
-def cycle_rows(database: Engine) -> dict[str, tuple[str, str | None]]:
-    with database.connect() as connection:
+def cycle_rows(engine: Engine) -> dict[str, tuple[str, str | None]]:
+    with engine.connect() as connection:
         return {
             name: (status, error)
             for name, status, error in connection.execute(

@@ -1,0 +1,140 @@
+"""What the daemon guarantees, checked on `arena run` as users run it (a real process over the
+fake exchange and the fake model server on loopback): every agent-cycle leaves a row with its
+reason, one daemon per database whatever path reaches it, a stop that is handled from the first
+instant, and a cadence the models can keep."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from app.db import models
+from app.db.lock import DaemonLock, lock_path_for
+from app.db.session import make_engine
+from tests.arena_cli import arena as arena_in_process
+from tests.fakes.exchange import FakeExchange
+from tests.fakes.openai_server import FakeOpenAIServer
+from tests.test_live import (
+    FIRST_CYCLE,
+    TREND_MODEL,
+    agent_args,
+    arena,
+    arena_env,
+)
+from tests.test_live import exchange as exchange_fixture
+from tests.test_live import llm as llm_fixture
+
+exchange = exchange_fixture
+llm = llm_fixture
+
+AGENTS = (f"trend=modelscope:{TREND_MODEL}", "hodl=baseline:buy_and_hold")
+
+
+def cycle_rows(database: Path) -> dict[str, tuple[str, str | None]]:
+    engine = make_engine(f"sqlite:///{database}")
+    try:
+        with engine.connect() as connection:
+            return {
+                name: (status, error)
+                for name, status, error in connection.execute(
+                    select(models.Agent.name, models.Cycle.status, models.Cycle.error).join(
+                        models.Cycle.agent
+                    )
+                )
+            }
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.slow
+def test_a_cycle_the_exchange_fails_is_recorded_skipped_for_every_agent_with_its_reason(
+    exchange: FakeExchange,
+    llm: FakeOpenAIServer,
+    tmp_path: Path,
+) -> None:
+    """The exchange answers the candles with a truncated body. Every agent's cycle is a
+    `skipped` row saying so, the model is not asked, the log has one line per agent, and the
+    run ends normally. Before: no row at all, only a traceback in the log."""
+    database = tmp_path / "arena.db"
+    env = arena_env(exchange, llm, database)
+    exchange.fail("/fapi/v1/klines", "malformed")
+    try:
+        result = arena(
+            "run",
+            "--once",
+            "--at",
+            FIRST_CYCLE.isoformat(),
+            *agent_args(AGENTS),
+            env=env,
+            cwd=tmp_path,
+        )
+    finally:
+        exchange.clear_failures()
+
+    assert result.returncode == 0, result.stderr
+    rows = cycle_rows(database)
+    assert set(rows) == {"trend", "hodl"}
+    for status, error in rows.values():
+        assert status == "skipped"
+        assert (error or "").startswith("no market data: ")
+    assert llm.requests_for(TREND_MODEL) == []
+    for agent in ("trend", "hodl"):
+        lines = [line for line in result.stderr.splitlines() if f": {agent} skipped (" in line]
+        assert len(lines) == 1, result.stderr
+        assert "no market data" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_lock_path_is_the_same_whatever_path_reaches_the_database(tmp_path: Path) -> None:
+    real = tmp_path / "data" / "arena.db"
+    real.parent.mkdir()
+    real.touch()
+    (tmp_path / "linked-folder").symlink_to(real.parent)
+    (tmp_path / "linked-file.db").symlink_to(real)
+    expected = lock_path_for(f"sqlite:///{real}")
+    assert lock_path_for(f"sqlite:///{tmp_path / 'linked-folder' / 'arena.db'}") == expected
+    assert lock_path_for(f"sqlite:///{tmp_path / 'linked-file.db'}") == expected
+    assert lock_path_for(f"sqlite:///{tmp_path / 'data' / '..' / 'data' / 'arena.db'}") == (
+        expected
+    )
+
+
+@pytest.mark.slow
+def test_a_second_daemon_reaching_the_database_through_a_symlink_is_refused(
+    exchange: FakeExchange,
+    llm: FakeOpenAIServer,
+    tmp_path: Path,
+) -> None:
+    """The first daemon holds the database's lock (taken as `arena run` takes it, through the
+    real path); a second `arena run` whose DATABASE_URL goes through a symlink to the file is
+    refused with the one-line message and exit code 2, and writes nothing. Before: the lock
+    file was named from the unresolved path, so the second daemon ran."""
+    real = tmp_path / "real" / "arena.db"
+    real.parent.mkdir()
+    first_env = arena_env(exchange, llm, real)
+    created = arena_in_process(
+        "run", "--once", "--at", FIRST_CYCLE.isoformat(), *agent_args(AGENTS[1:]), env=first_env
+    )
+    assert created.exit_code == 0, created.stderr
+    link = tmp_path / "elsewhere.db"
+    link.symlink_to(real)
+    before = cycle_rows(real)
+
+    with DaemonLock(lock_path_for(f"sqlite:///{real}")):
+        second = arena(
+            "run",
+            "--once",
+            *agent_args(AGENTS[1:]),
+            env=arena_env(exchange, llm, link),
+            cwd=tmp_path,
+        )
+
+    assert second.returncode == 2, second.stderr
+    message = [line for line in second.stderr.splitlines() if line.strip()]
+    assert len(message) == 1, second.stderr
+    assert "another `arena run` already uses this database" in message[0]
+    assert f"pid {os.getpid()}" in message[0]
+    assert cycle_rows(real) == before
