@@ -138,3 +138,17 @@ def test_a_second_daemon_reaching_the_database_through_a_symlink_is_refused(
     assert "another `arena run` already uses this database" in message[0]
     assert f"pid {os.getpid()}" in message[0]
     assert cycle_rows(real) == before
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("SCHEDULE_INTERVAL", "1s"), ("SCHEDULE_MONITOR_INTERVAL", "30s")]
+)
+def test_a_cadence_below_one_minute_is_refused_in_one_line(name: str, value: str) -> None:
+    """Before: `SCHEDULE_INTERVAL=1s` was accepted and every model cycle then failed."""
+    result = arena_in_process(
+        "run", "--once", "--agent", "hodl=baseline:buy_and_hold", env={name: value}
+    )
+    assert result.exit_code == 2
+    message = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(message) == 1, result.stderr
+    assert name in message[0] and "minimum of 1m" in message[0]
