@@ -6,6 +6,10 @@ instant, and a cadence the models can keep."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +24,7 @@ from tests.fakes.openai_server import FakeOpenAIServer
 from tests.test_live import (
     FIRST_CYCLE,
     TREND_MODEL,
+    _Lines,
     agent_args,
     arena,
     arena_env,
@@ -152,3 +157,40 @@ def test_a_cadence_below_one_minute_is_refused_in_one_line(name: str, value: str
     message = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(message) == 1, result.stderr
     assert name in message[0] and "minimum of 1m" in message[0]
+
+
+@pytest.mark.slow
+def test_a_sigterm_while_the_daemon_starts_stops_it_cleanly_before_any_cycle(
+    llm: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    """The exchange holds the daemon's first request (its markets), so the daemon is caught in
+    its start, before its event loop could take the signal over: SIGTERM then. The stop is
+    remembered; once the exchange answers, the daemon stops before its first cycle, exit code 0.
+    A state to reach, not a race. Before: Python's default action killed it (exit -15)."""
+    database = tmp_path / "arena.db"
+    with FakeExchange() as live_exchange:  # follows the real clock, as a daemon needs
+        live_exchange.fail("/fapi/v1/exchangeInfo", "timeout", times=1)
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "app", "run", "--agent", "hodl=baseline:buy_and_hold"],
+            env=arena_env(live_exchange, llm, database),
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        lines = _Lines(daemon.stderr)
+        try:
+            deadline = time.monotonic() + 300  # only keeps a broken run from hanging
+            while not live_exchange.requests_to("/fapi/v1/exchangeInfo"):
+                assert daemon.poll() is None, "".join(lines.lines)
+                assert time.monotonic() < deadline, "the daemon never asked for the markets"
+                time.sleep(0.05)
+            daemon.send_signal(signal.SIGTERM)
+            live_exchange.reset()  # the held request is answered (504), the retry succeeds
+            assert daemon.wait(timeout=300) == 0, "".join(lines.lines)
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+    assert any("SIGTERM received" in line for line in lines.lines), "".join(lines.lines)
+    assert any("arena stopped" in line for line in lines.lines), "".join(lines.lines)
+    assert cycle_rows(database) == {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -26,6 +27,7 @@ from app.cli.reports import (
 )
 from app.cli.run import run_command, start_command
 from app.cli.serve import serve_command
+from app.early_stop import hold_stop_signals, release_stop_signals
 from app.errors import AppError, ConfigError
 from app.logs import mask_secrets
 
@@ -91,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     failure the project reports (`app.errors.AppError`, database errors included) or an OS error,
     130 when interrupted. The adapters translate library errors, so nothing else is caught here.
     """
+    hold_stop_signals(list(argv) if argv is not None else sys.argv[1:])
     try:
         app(args=list(argv) if argv is not None else None)
     except ConfigError as error:
@@ -102,3 +105,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         _fail(f"{error.strerror or error}{where}", 1)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+    finally:
+        release_stop_signals()
