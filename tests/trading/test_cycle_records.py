@@ -7,6 +7,8 @@ strategies answer at once, so no real duration races anything."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import threading
 from datetime import datetime
 
 import pytest
@@ -14,15 +16,19 @@ from sqlalchemy import Engine, select
 
 from app.db import models
 from app.db.repository import SqlCycleStore
+from app.db.session import make_engine
+from app.db.writer import DatabaseWriter
 from app.errors import DatabaseError, DataUnavailableError
 from app.market.historical import HistoricalMarketData
-from app.ports import AgentCycleRecord
-from app.trading.engine import AgentSlot, CycleEngine
+from app.ports import AgentCycleRecord, DecisionRequest, StrategyAnswer
+from app.trading.engine import AgentSlot, CycleEngine, CycleReport
+from app.trading.recording import ImmediateRecorder
 from app.wiring import restore_slot
 from tests.fakes.strategies import ScriptedStrategy
 from tests.trading.test_engine import (
     COSTS,
     STEP,
+    HeldOffLimit,
     build_engine,
     count,
     enter_long_btc_once,
@@ -191,3 +197,83 @@ def test_an_engine_that_loses_an_agent_cycle_reloads_the_agent_before_trading_ag
 
 async def _never_done(agent: str, scheduled_at: datetime) -> bool:
     return False
+
+
+class AnswersWhenTold(ScriptedStrategy):
+    """A model whose answer comes when the test says so (an event on the event loop)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name, enter_long_btc_once)
+        self.go = asyncio.Event()
+
+    async def decide(self, request: DecisionRequest) -> StrategyAnswer:
+        await self.go.wait()
+        return await super().decide(request)
+
+
+def test_a_database_locked_by_another_process_delays_only_the_records(
+    market: HistoricalMarketData, database: Engine, db_url: str
+) -> None:
+    """Another connection holds the SQLite write lock for longer than the busy timeout (here
+    50 ms) while a cycle runs. `first` answers at once: its write waits on the writer thread,
+    fails, and is retried. Meanwhile the event loop is free: `second`'s model is asked, answers
+    (only once `first`'s write has failed, so the order proves it) and is settled, its time
+    limit never cut. Once the lock is let go, both agent-cycles are recorded `ok`.
+
+    No duration races: the retry's wait is a test-controlled event, the lock is let go when the
+    test says. Before: the write ran on the event loop, froze it for the busy timeout, and its
+    error ended the whole cycle."""
+    store_engine = make_engine(db_url, busy_timeout_ms=50)
+    first = ScriptedStrategy("first", enter_long_btc_once)
+    second = AnswersWhenTold("second")
+    limits = HeldOffLimit()
+    engine, store, clock = build_engine(market, store_engine, [first, second], time_limit=limits)
+    writer = DatabaseWriter()
+    retries = asyncio.Queue[None]()
+    unlocked = asyncio.Event()
+
+    async def wait_for_unlock(_seconds: float) -> None:
+        retries.put_nowait(None)
+        await unlocked.wait()
+
+    recorder = ImmediateRecorder(
+        store, write=writer.run, read=asyncio.to_thread, sleep=wait_for_unlock
+    )
+    engine.recorder = recorder
+    locked = threading.Event()
+    release = threading.Event()
+
+    def hold_the_lock() -> None:
+        holder = sqlite3.connect(db_url.removeprefix("sqlite:///"), isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        locked.set()
+        release.wait(60)  # only keeps a broken run from hanging
+        holder.execute("COMMIT")
+        holder.close()
+
+    async def scenario() -> CycleReport:
+        holder = threading.Thread(target=hold_the_lock)
+        holder.start()
+        await asyncio.to_thread(locked.wait, 60)
+        cycle = asyncio.create_task(engine.run_cycle(clock[0]))
+        await retries.get()  # `first`'s write failed behind the lock ...
+        second.go.set()  # ... and the loop still serves `second`'s model, which answers,
+        await retries.get()  # is settled, and whose write fails behind the lock in turn
+        assert count(database, models.Cycle) == 0
+        release.set()
+        await asyncio.to_thread(holder.join, 60)
+        unlocked.set()
+        return await cycle
+
+    try:
+        report = asyncio.run(scenario())
+    finally:
+        release.set()
+        writer.close()
+    assert {(s.agent, s.status, s.recorded) for s in report.agents} == {
+        ("first", "ok", True),
+        ("second", "ok", True),
+    }
+    assert limits.asked_s == [5.0, 5.0]
+    assert cycle_rows(database) == {"first": ("ok", None), "second": ("ok", None)}
+    assert count(database, models.Fill) == 2
