@@ -7,7 +7,6 @@ Every engine raises `app.errors.DatabaseError` in place of SQLAlchemy's `Operati
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -42,16 +41,7 @@ def sqlite_path(url: str) -> Path | None:
     return Path(database)
 
 
-def _sqlite_pragmas(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
-    def set_pragmas(dbapi_connection: Any, record: Any) -> None:
-        _set_sqlite_pragmas(dbapi_connection, record, busy_timeout_ms=busy_timeout_ms)
-
-    return set_pragmas
-
-
-def _set_sqlite_pragmas(
-    dbapi_connection: Any, _record: Any, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS
-) -> None:
+def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
         # Calls with their prompt, answer and reasoning are 2-3 kB rows: 4 kB pages would hold
@@ -59,7 +49,7 @@ def _set_sqlite_pragmas(
         cursor.execute(f"PRAGMA page_size={PAGE_SIZE_BYTES}")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         # WAL with NORMAL is still crash-safe for the database; at most the last commit is lost
         # on power failure, never a half-written one.
         cursor.execute("PRAGMA synchronous=NORMAL")
@@ -71,11 +61,8 @@ def _set_sqlite_pragmas(
         cursor.close()
 
 
-def make_engine(url: str, *, echo: bool = False, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Engine:
-    """Create an engine for `url`, creating the SQLite file's folder on demand.
-
-    `busy_timeout_ms`: how long a SQLite write waits for another connection's write lock.
-    """
+def make_engine(url: str, *, echo: bool = False) -> Engine:
+    """Create an engine for `url`, creating the SQLite file's folder on demand."""
     path = sqlite_path(url)
     if path is not None:
         try:
@@ -93,7 +80,7 @@ def make_engine(url: str, *, echo: bool = False, busy_timeout_ms: int = BUSY_TIM
         raise ConfigError(f"DATABASE_URL {safe_url(url)!r} cannot be opened: {error}") from error
     event.listen(engine, "handle_error", translate_operational_error)
     if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas(busy_timeout_ms))
+        event.listen(engine, "connect", _set_sqlite_pragmas)
     return engine
 
 

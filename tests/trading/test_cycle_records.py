@@ -16,7 +16,6 @@ from sqlalchemy import Engine, select
 
 from app.db import models
 from app.db.repository import SqlCycleStore
-from app.db.session import make_engine
 from app.db.writer import DatabaseWriter
 from app.errors import DatabaseError, DataUnavailableError
 from app.market.historical import HistoricalMarketData
@@ -205,49 +204,71 @@ class AnswersWhenTold(ScriptedStrategy):
     def __init__(self, name: str) -> None:
         super().__init__(name, enter_long_btc_once)
         self.go = asyncio.Event()
+        self.answered = asyncio.Event()
 
     async def decide(self, request: DecisionRequest) -> StrategyAnswer:
         await self.go.wait()
-        return await super().decide(request)
+        answer = await super().decide(request)
+        self.answered.set()
+        return answer
+
+
+class SignallingStore:
+    """The real store; `writing` is set when an agent-cycle write starts (on whatever thread)."""
+
+    def __init__(self, store: SqlCycleStore) -> None:
+        self.store = store
+        self.writing = threading.Event()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.store, name)
+
+    def record_cycle(self, record: AgentCycleRecord) -> bool:
+        self.writing.set()
+        return self.store.record_cycle(record)
 
 
 def test_a_database_locked_by_another_process_delays_only_the_records(
     market: HistoricalMarketData, database: Engine, db_url: str
 ) -> None:
-    """Another connection holds the SQLite write lock for longer than the busy timeout (here
-    50 ms) while a cycle runs. `first` answers at once: its write waits on the writer thread,
-    fails, and is retried. Meanwhile the event loop is free: `second`'s model is asked, answers
-    (only once `first`'s write has failed, so the order proves it) and is settled, its time
-    limit never cut. Once the lock is let go, both agent-cycles are recorded `ok`.
+    """Another connection holds the SQLite write lock while a cycle runs. `first` answers at
+    once and its write starts, waiting for the lock. While it waits, the event loop must stay
+    free: only then can `second`'s model be asked and answer, and only after that does the test
+    let the lock go. Both agent-cycles are then recorded `ok`, no write ever failed, and
+    `second`'s time limit was never cut.
 
-    No duration races: the retry's wait is a test-controlled event, the lock is let go when the
-    test says. Before: the write ran on the event loop, froze it for the busy timeout, and its
-    error ended the whole cycle."""
-    store_engine = make_engine(db_url, busy_timeout_ms=50)
+    The order is the proof, not a duration: the busy timeout (10 s) is only the margin within
+    which the loop must get a turn. Before: the write ran on the event loop, which froze until
+    the busy timeout ran out; the write failed and the error ended the whole cycle (with the
+    write merely retried on the loop, the lock is let go first and writes fail: checked by
+    running this test with `write=run_inline`)."""
     first = ScriptedStrategy("first", enter_long_btc_once)
     second = AnswersWhenTold("second")
     limits = HeldOffLimit()
-    engine, store, clock = build_engine(market, store_engine, [first, second], time_limit=limits)
+    engine, store, clock = build_engine(market, database, [first, second], time_limit=limits)
+    signalling = SignallingStore(store)
     writer = DatabaseWriter()
-    retries = asyncio.Queue[None]()
-    unlocked = asyncio.Event()
+    failed_writes: list[float] = []
 
-    async def wait_for_unlock(_seconds: float) -> None:
-        retries.put_nowait(None)
-        await unlocked.wait()
+    async def note_retry(seconds: float) -> None:
+        failed_writes.append(seconds)
 
-    recorder = ImmediateRecorder(
-        store, write=writer.run, read=asyncio.to_thread, sleep=wait_for_unlock
+    engine.recorder = ImmediateRecorder(
+        signalling,  # type: ignore[arg-type]
+        write=writer.run,
+        read=asyncio.to_thread,
+        sleep=note_retry,
     )
-    engine.recorder = recorder
     locked = threading.Event()
     release = threading.Event()
+    order: list[str] = []
 
     def hold_the_lock() -> None:
         holder = sqlite3.connect(db_url.removeprefix("sqlite:///"), isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")
         locked.set()
         release.wait(60)  # only keeps a broken run from hanging
+        order.append("lock let go")
         holder.execute("COMMIT")
         holder.close()
 
@@ -256,13 +277,12 @@ def test_a_database_locked_by_another_process_delays_only_the_records(
         holder.start()
         await asyncio.to_thread(locked.wait, 60)
         cycle = asyncio.create_task(engine.run_cycle(clock[0]))
-        await retries.get()  # `first`'s write failed behind the lock ...
-        second.go.set()  # ... and the loop still serves `second`'s model, which answers,
-        await retries.get()  # is settled, and whose write fails behind the lock in turn
-        assert count(database, models.Cycle) == 0
+        await asyncio.to_thread(signalling.writing.wait, 60)  # `first`'s write waits ...
+        second.go.set()  # ... while the loop serves `second`'s model
+        await second.answered.wait()
+        order.append("second answered")
         release.set()
         await asyncio.to_thread(holder.join, 60)
-        unlocked.set()
         return await cycle
 
     try:
@@ -270,6 +290,8 @@ def test_a_database_locked_by_another_process_delays_only_the_records(
     finally:
         release.set()
         writer.close()
+    assert order == ["second answered", "lock let go"]
+    assert failed_writes == []
     assert {(s.agent, s.status, s.recorded) for s in report.agents} == {
         ("first", "ok", True),
         ("second", "ok", True),
