@@ -12,8 +12,11 @@ Standard library only: this module is imported before anything else.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from types import FrameType
@@ -91,6 +94,25 @@ def disarm_watchdogs() -> None:
     for timer in _watchdogs:
         timer.cancel()
     _watchdogs.clear()
+
+
+def end_command(exit_code: object) -> None:
+    """The command is over: give the signals back; a daemon that was stopped leaves at once.
+
+    Once stopped, everything is recorded and closed; what the interpreter would still do on its
+    way out (joining library threads, collecting objects) took seconds and counted against the
+    stop's 30 s, so the process ends here with its exit code.
+    """
+    stopped = bool(_watchdogs)
+    release_stop_signals()
+    if not stopped:
+        return
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    code = exit_code if isinstance(exit_code, int) else (0 if exit_code is None else 1)
+    os._exit(code)
 
 
 def _remember(signum: int, _frame: FrameType | None) -> None:

@@ -27,7 +27,7 @@ from app.cli.reports import (
 )
 from app.cli.run import run_command, start_command
 from app.cli.serve import serve_command
-from app.early_stop import hold_stop_signals, release_stop_signals
+from app.early_stop import end_command, hold_stop_signals, release_stop_signals
 from app.errors import AppError, ConfigError
 from app.logs import mask_secrets
 
@@ -95,6 +95,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     """
     hold_stop_signals(list(argv) if argv is not None else sys.argv[1:])
     try:
+        _run(argv)
+    except SystemExit as exit_:
+        end_command(exit_.code)
+        raise
+    finally:
+        release_stop_signals()
+
+
+def _run(argv: Sequence[str] | None) -> None:
+    try:
         app(args=list(argv) if argv is not None else None)
     except ConfigError as error:
         _fail(str(error), 2)
@@ -105,5 +115,3 @@ def main(argv: Sequence[str] | None = None) -> None:
         _fail(f"{error.strerror or error}{where}", 1)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
-    finally:
-        release_stop_signals()
