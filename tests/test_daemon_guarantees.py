@@ -5,19 +5,24 @@ instant, and a cadence the models can keep."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
+from app.config import AgentConfig
 from app.db import models
 from app.db.lock import DaemonLock, lock_path_for
+from app.db.repository import AgentIdentity, SqlCycleStore
 from app.db.session import make_engine
+from app.domain import PaperCosts
 from tests.arena_cli import arena as arena_in_process
 from tests.fakes.exchange import FakeExchange
 from tests.fakes.openai_server import FakeOpenAIServer
@@ -28,6 +33,7 @@ from tests.test_live import (
     agent_args,
     arena,
     arena_env,
+    count_rows,
 )
 from tests.test_live import exchange as exchange_fixture
 from tests.test_live import llm as llm_fixture
@@ -194,3 +200,61 @@ def test_a_sigterm_while_the_daemon_starts_stops_it_cleanly_before_any_cycle(
     assert any("SIGTERM received" in line for line in lines.lines), "".join(lines.lines)
     assert any("arena stopped" in line for line in lines.lines), "".join(lines.lines)
     assert cycle_rows(database) == {}
+
+
+def test_a_live_arena_that_loses_a_cycle_to_another_writer_reloads_the_agent(
+    exchange: FakeExchange,
+    llm: FakeOpenAIServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two live arenas on one database, as a defeated lock would allow (here the second one's
+    lock is switched off). Both are built, then `ahead` runs the first cycle: buy-and-hold buys
+    the six coins. `behind`, restored before that, runs the same cycle (its check forced to find
+    it pending, the race it would lose), loses it, and reloads the agent through the live
+    arena's own reload; at the next cycle it holds what `ahead` bought instead of buying it all
+    again. Before: it kept its stale books, bought twice and the next start refused the ledger."""
+    from app.config import load_settings
+    from app.db.lock import DaemonLock as RealLock
+    from app.wiring import build_live_arena, open_database, restore_slots
+
+    for key, value in arena_env(exchange, llm, tmp_path / "arena.db").items():
+        monkeypatch.setenv(key, value)
+    settings = load_settings(env_file=None)
+    agents = [AgentConfig.from_spec("hodl=baseline:buy_and_hold")]
+    second = FIRST_CYCLE + timedelta(minutes=3)
+
+    class NoLock(RealLock):
+        def acquire(self) -> None:
+            return None
+
+    async def never_done(agent: str, scheduled_at: datetime) -> bool:
+        return False
+
+    async def race() -> None:
+        async with build_live_arena(settings, agents) as ahead:
+            monkeypatch.setattr("app.wiring.DaemonLock", NoLock)
+            async with build_live_arena(settings, agents) as behind:
+                await ahead.run_once(FIRST_CYCLE)
+                checks = behind.engine.recorder.cycle_done
+                behind.engine.recorder.cycle_done = never_done  # type: ignore[method-assign]
+                await behind.run_once(FIRST_CYCLE)
+                behind.engine.recorder.cycle_done = checks  # type: ignore[method-assign]
+                await behind.run_once(second)
+
+    asyncio.run(race())
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'arena.db'}")
+    with engine.connect() as connection:
+        open_positions = connection.execute(
+            select(models.Position.coin).where(models.Position.status == "open")
+        ).all()
+    engine.dispose()
+    assert len(open_positions) == 6 == len({coin for (coin,) in open_positions})
+    assert count_rows(tmp_path / "arena.db", models.Cycle) == 2
+    # The books restore and agree with the ledgers (a mismatch raises here).
+    database = open_database(settings)
+    store = SqlCycleStore(database.engine)
+    store.register_agents([AgentIdentity("hodl", "baseline", "buy_and_hold")], at=second)
+    strategies = {"hodl": object()}
+    restore_slots(store, strategies, costs=PaperCosts(), interval=timedelta(minutes=3))  # type: ignore[arg-type]
