@@ -15,6 +15,7 @@ import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
@@ -44,6 +45,8 @@ from app.providers import AGENT_PROVIDERS, POOL, PROVIDERS
 DEFAULT_MODELSCOPE_MODEL: Final = "Qwen/Qwen3-235B-A22B-Instruct-2507"
 DEFAULT_CONFIG_FILE: Final = "arena.toml"
 DEFAULT_ENV_FILE: Final = ".env"
+# The shortest decision and exit-monitor cadence the daemon accepts (see ScheduleSettings).
+MIN_CADENCE: Final = timedelta(minutes=1)
 
 _config_file_var: ContextVar[Path | None] = ContextVar("arena_config_file", default=None)
 
@@ -161,6 +164,18 @@ class ScheduleSettings(BaseModel):
     @classmethod
     def _check_timeframe(cls, value: str) -> str:
         timeframe_to_timedelta(value)
+        return value
+
+    @field_validator("interval", "monitor_interval")
+    @classmethod
+    def _check_cadence_floor(cls, value: str) -> str:
+        # Exchanges close candles by the minute (the exits read 1m candles) and a cycle starts
+        # 2 s after its boundary: a shorter cadence decides again on the same closed candles,
+        # and no model answers within it.
+        if timeframe_to_timedelta(value) < MIN_CADENCE:
+            raise ValueError(
+                f"{value} is shorter than the minimum of 1m (candles close by the minute)"
+            )
         return value
 
 

@@ -13,17 +13,21 @@ from app.trading.engine import CycleEngine, CycleReport
 log = logging.getLogger(__name__)
 
 
-def describe_report(report: CycleReport) -> str:
-    """Return one log line for a cycle: each agent's status and fills."""
-    parts = []
+def describe_report(report: CycleReport) -> list[str]:
+    """Return the cycle's log lines: one per agent (status, fills or reason), then its exits."""
+    when = f"cycle {report.scheduled_at:%Y-%m-%d %H:%M} UTC"
+    lines = []
     for agent in report.agents:
         detail = f"{agent.fills} fill{'s' if agent.fills != 1 else ''}"
         if agent.error:
             detail = agent.error
-        parts.append(f"{agent.agent} {agent.status} ({detail})")
-    exits = f"; {report.exit_fills} exits" if report.exit_fills else ""
-    agents = ", ".join(parts) or "nothing to do (already recorded)"
-    return f"cycle {report.scheduled_at:%Y-%m-%d %H:%M} UTC: {agents}{exits}"
+        unrecorded = "" if agent.recorded or agent.status == "stopped" else "; NOT RECORDED"
+        lines.append(f"{when}: {agent.agent} {agent.status} ({detail}{unrecorded})")
+    if not lines:
+        lines.append(f"{when}: nothing to do (already recorded)")
+    if report.exit_fills:
+        lines.append(f"{when}: {report.exit_fills} exits before the decisions")
+    return lines
 
 
 class LoggingRunner:
@@ -35,7 +39,8 @@ class LoggingRunner:
     async def run_cycle(self, scheduled_at: datetime) -> CycleReport:
         """Run the cycle and log what it did."""
         report = await self.engine.run_cycle(scheduled_at)
-        log.info("%s", describe_report(report))
+        for line in describe_report(report):
+            log.info("%s", line)
         return report
 
     async def run_monitor(self, now: datetime) -> int:

@@ -263,10 +263,14 @@ class AgentCycleRecord:
     started_at: datetime
     finished_at: datetime
     invocation: int
-    # skipped: the data was unusable (stale, contradictory); the model was not asked.
+    # ok: decided (and filled); failed: asked, with no usable outcome; skipped: not asked (no
+    # market data, stale or contradictory data, exits unchecked...). `error` says why for the
+    # last two.
     status: Literal["ok", "failed", "skipped"]
     books: AccountState
-    view: AccountView
+    # The account valued at the cycle's prices; None when there were none to value it at (the
+    # store then writes no account snapshot for it).
+    view: AccountView | None
     error: str | None = None
     prompt_version: str | None = None
     messages: tuple[ChatMessage, ...] = ()

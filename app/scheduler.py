@@ -5,8 +5,12 @@
 - The exit monitor (take-profit, stop-loss, liquidation, funding) runs at its faster cadence.
 - `max_instances=1` and coalesced misfires: a slow cycle is never overlapped by the next one, and
   after a pause only one catch-up run happens.
-- SIGINT/SIGTERM: the running cycle gets a grace period to finish, then is cancelled. Each
-  agent-cycle is written in one transaction, so either way nothing is half-written. Exit code 0.
+- SIGINT/SIGTERM: the whole stop takes at most `STOP_BUDGET_S` (30 s) from the signal: the running
+  cycle gets what is left of it minus `TEARDOWN_RESERVE_S` to finish, then is cancelled, and the
+  rest closes the connections. Should anything still hold the process at the budget's end, a
+  watchdog ends it there. Each agent-cycle is written in one transaction, so either way nothing
+  is half-written. Exit code 0. A SIGTERM that came before the daemon could handle it
+  (`app.early_stop`) stops it before its first cycle.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
@@ -23,11 +29,18 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from app.domain import floor_time
+from app.early_stop import arm_watchdog, take_pending_stop
 
 log = logging.getLogger(__name__)
 
 # Fire a little after each boundary so the exchange has closed the candle that ends there.
 BOUNDARY_DELAY: Final = timedelta(seconds=2)
+# The promise: from a stop signal to the process's end, at most this long.
+STOP_BUDGET_S: Final = 30.0
+# Of the budget, what closing the exchange, the models' clients and the dashboard may take.
+TEARDOWN_RESERVE_S: Final = 5.0
+# The watchdog fires this much before the budget ends (the exit itself takes a moment).
+WATCHDOG_MARGIN_S: Final = 0.5
 
 
 def utc_now() -> datetime:
@@ -56,14 +69,22 @@ class Daemon:
         *,
         interval: timedelta,
         monitor_interval: timedelta,
-        grace_s: float = 30.0,
+        stop_budget_s: float = STOP_BUDGET_S,
+        teardown_reserve_s: float = TEARDOWN_RESERVE_S,
         clock: Callable[[], datetime] = utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
+        start_watchdog: Callable[[float, Callable[[], None]], object] | None = None,
     ) -> None:
         self.runner = runner
         self.interval = interval
         self.monitor_interval = monitor_interval
-        self.grace_s = grace_s
+        self.stop_budget_s = stop_budget_s
+        self.teardown_reserve_s = teardown_reserve_s
         self.clock = clock
+        self.monotonic = monotonic
+        self.start_watchdog = start_watchdog or arm_watchdog
+        # When the first stop was asked (on `monotonic`); None while running.
+        self.stop_asked_at: float | None = None
         self._stop = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
         self.scheduler: AsyncIOScheduler | None = None
@@ -145,8 +166,23 @@ class Daemon:
                 task.cancel()
             return
         name = signal.Signals(signum).name if signum is not None else "stop"
-        log.info("%s received: finishing the running cycle, then exiting", name)
+        log.info(
+            "%s received: finishing the running cycle, then exiting (within %g s)",
+            name,
+            self.stop_budget_s,
+        )
+        self.stop_asked_at = self.monotonic()
         self._stop.set()
+
+    def stop_remaining_s(self) -> float:
+        """Return what is left of the stop budget (all of it while no stop was asked)."""
+        if self.stop_asked_at is None:
+            return self.stop_budget_s
+        return max(0.0, self.stop_budget_s - (self.monotonic() - self.stop_asked_at))
+
+    def drain_timeout_s(self) -> float:
+        """Return how long the running cycle may still take: the budget minus the teardown's."""
+        return max(0.0, self.stop_remaining_s() - self.teardown_reserve_s)
 
     async def run_forever(self) -> int:
         """Run until SIGINT/SIGTERM; return the exit code (0)."""
@@ -154,6 +190,9 @@ class Daemon:
         for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signum, self.request_stop, signum)
+        early = take_pending_stop()
+        if early is not None:  # asked while the arena was being built: no cycle runs
+            self.request_stop(early)
         self.scheduler = self.build_scheduler()
         self.scheduler.start()
         log.info(
@@ -165,6 +204,9 @@ class Daemon:
             # The first cycle runs at start (for the latest boundary), as the README promises.
             first = asyncio.create_task(self.cycle_job())
             await self._stop.wait()
+            # Whatever holds the process past the budget (a write stuck behind another
+            # process's lock, a server that will not close), it ends there.
+            self.start_watchdog(self.stop_remaining_s() - WATCHDOG_MARGIN_S, _exit_now)
             self.scheduler.pause()
             await self._drain(first)
         finally:
@@ -179,7 +221,7 @@ class Daemon:
         pending = {task for task in (*self._running, *extra) if not task.done()}
         if not pending:
             return
-        _, still = await asyncio.wait(pending, timeout=self.grace_s)
+        _, still = await asyncio.wait(pending, timeout=self.drain_timeout_s())
         for task in still:
             task.cancel()
         if still:
@@ -191,6 +233,16 @@ class Daemon:
         await self.runner.run_monitor(scheduled_at)
         await self.runner.run_cycle(scheduled_at)
         return 0
+
+
+def _exit_now() -> None:
+    """End the process at the stop budget's end, whatever still holds it."""
+    log.error(
+        "the stop took %g s: exiting now (agent-cycles not recorded will rerun at the next start)",
+        STOP_BUDGET_S,
+    )
+    logging.shutdown()
+    os._exit(0)
 
 
 def _describe(step: timedelta) -> str:

@@ -18,6 +18,7 @@ built objects and never reads the settings to pick an implementation.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -51,6 +52,7 @@ from app.db.models import LIVE_RUN_ID
 from app.db.quota_ledger import SqlQuotaLedger
 from app.db.repository import AgentIdentity, SqlCycleStore
 from app.db.session import Database, make_engine, make_session_factory, sqlite_path
+from app.db.writer import DatabaseWriter
 from app.domain import AccountState, LlmMode, PaperCosts, timeframe_to_timedelta
 from app.errors import ConfigError, InvariantError
 from app.gateway.services import GatewayServices, Pools
@@ -461,29 +463,39 @@ def restore_slots(
     interval: timedelta,
 ) -> list[AgentSlot]:
     """Rebuild every agent's engine state from the database (accounts, counters, checkpoints)."""
-    slots = []
-    for name, strategy in strategies.items():
-        restored = store.restore(name)
-        sharpe = RunningSharpe(interval)
-        for equity in queries.cycle_equity_values(store.engine, restored.agent_id):
-            sharpe.add(equity)
-        recent: deque[datetime] = deque()
-        if restored.last_cycle_at is not None:
-            recent.extend(store.recent_entries(name, restored.last_cycle_at - ENTRY_WINDOW))
-        _check_against_ledger(store, name, restored.agent_id, restored.books)
-        slots.append(
-            AgentSlot(
-                name=name,
-                strategy=strategy,
-                account=PaperAccount.restore(restored.books, costs=costs),
-                sharpe=sharpe,
-                invocations=restored.invocations,
-                started_at=restored.first_cycle_at,
-                checked_until=restored.last_snapshot_at,
-                recent_entries_at=recent,
-            )
-        )
-    return slots
+    return [
+        restore_slot(store, name, strategy, costs=costs, interval=interval)
+        for name, strategy in strategies.items()
+    ]
+
+
+def restore_slot(
+    store: SqlCycleStore,
+    name: str,
+    strategy: Strategy,
+    *,
+    costs: PaperCosts,
+    interval: timedelta,
+) -> AgentSlot:
+    """Rebuild one agent's engine state from the database, checked against its ledgers."""
+    restored = store.restore(name)
+    sharpe = RunningSharpe(interval)
+    for equity in queries.cycle_equity_values(store.engine, restored.agent_id):
+        sharpe.add(equity)
+    recent: deque[datetime] = deque()
+    if restored.last_cycle_at is not None:
+        recent.extend(store.recent_entries(name, restored.last_cycle_at - ENTRY_WINDOW))
+    _check_against_ledger(store, name, restored.agent_id, restored.books)
+    return AgentSlot(
+        name=name,
+        strategy=strategy,
+        account=PaperAccount.restore(restored.books, costs=costs),
+        sharpe=sharpe,
+        invocations=restored.invocations,
+        started_at=restored.first_cycle_at,
+        checked_until=restored.last_snapshot_at,
+        recent_entries_at=recent,
+    )
 
 
 def _check_against_ledger(
@@ -675,7 +687,19 @@ async def build_live_arena(
             coins=coins,
             startup_retry_s=settings.exchange.startup_retry_s,
         )
+        writer = DatabaseWriter()
         try:
+
+            def restore_from_database(name: str) -> AgentSlot:
+                # Another writer recorded this agent's cycle: its books are the database's now,
+                # and so are the open position rows the store's index points at.
+                store.reload_open_positions()
+                return restore_slot(
+                    store, name, strategies[name], costs=config.costs, interval=interval
+                )
+
+            async def reload_slot(name: str) -> AgentSlot:
+                return await writer.run(lambda: restore_from_database(name))
 
             async def fresh_prices() -> Mapping[str, float] | None:
                 # A replayed past cycle fills at its own prices, never at today's.
@@ -683,13 +707,18 @@ async def build_live_arena(
 
             engine = CycleEngine(
                 market=market,
-                recorder=ImmediateRecorder(store),
+                # Writes on their own thread: a locked database delays records, not the models.
+                recorder=ImmediateRecorder(
+                    store, write=writer.run, read=asyncio.to_thread, sleep=asyncio.sleep
+                ),
                 agents=slots,
                 config=config,
                 clock=clock,
                 rules=await market.market_rules(),
                 fresh_prices=fresh_prices,
                 charts=build_chart_source(settings, agents, coins=coins),
+                reload_slot=reload_slot,
+                record_market_failures=True,
             )
             daemon = Daemon(
                 LoggingRunner(engine),
@@ -707,6 +736,7 @@ async def build_live_arena(
                 )
             yield LiveArena(engine=engine, daemon=daemon, clock=clock)
         finally:
+            writer.close()
             await market.close()
             if runtime is not None:
                 await runtime.aclose()

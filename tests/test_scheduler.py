@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from apscheduler.triggers.interval import IntervalTrigger
 
 from app.scheduler import BOUNDARY_DELAY, Daemon
@@ -71,7 +73,7 @@ def test_the_cycle_job_runs_the_latest_boundary_and_survives_a_failure() -> None
 
 def test_a_second_stop_request_abandons_the_running_cycle() -> None:
     runner = RecordingRunner(endless=True)
-    arena = daemon(runner, grace_s=60.0)
+    arena = daemon(runner, stop_budget_s=60.0)
 
     async def scenario() -> bool:
         runner.cycle_started = asyncio.Event()
@@ -95,3 +97,41 @@ def test_run_once_checks_exits_then_runs_the_cycle_of_the_given_time() -> None:
     assert asyncio.run(daemon(runner).run_once(at)) == 0
     boundary = datetime(2025, 10, 20, 9, 0, tzinfo=UTC)
     assert runner.monitors == [boundary] and runner.cycles == [boundary]
+
+
+def test_the_stop_budget_covers_everything_from_the_signal() -> None:
+    """A stop asked at t=100 s (on the daemon's monotonic clock) when 3 s pass before the drain
+    starts: the running cycle may take 30 - 5 - 3 = 22 s more, the teardown the 5 s left, and
+    the watchdog is armed for the 27 s left minus its 0.5 s margin."""
+    now = [100.0]
+    armed: list[float] = []
+    arena = daemon(
+        RecordingRunner(),
+        monotonic=lambda: now[0],
+        start_watchdog=lambda delay_s, action: armed.append(delay_s),
+    )
+    assert arena.drain_timeout_s() == 25.0  # nothing asked yet: the whole budget
+    arena.request_stop()
+    now[0] = 103.0
+    assert arena.stop_remaining_s() == 27.0
+    assert arena.drain_timeout_s() == 22.0
+    now[0] = 140.0
+    assert arena.stop_remaining_s() == 0.0 and arena.drain_timeout_s() == 0.0
+
+
+def test_the_daemon_arms_its_watchdog_and_stops_at_once_on_an_early_stop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A SIGTERM remembered before the daemon took the signal over (`app.early_stop`) stops it
+    before its first cycle, and the watchdog is armed with what is left of the budget."""
+    import app.scheduler as scheduler
+
+    monkeypatch.setattr(scheduler, "take_pending_stop", lambda: signal.SIGTERM)
+    armed: list[float] = []
+    runner = RecordingRunner()
+    arena = daemon(
+        runner, monotonic=lambda: 50.0, start_watchdog=lambda delay_s, action: armed.append(delay_s)
+    )
+    assert asyncio.run(arena.run_forever()) == 0
+    assert runner.cycles == []
+    assert armed == [29.5]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -28,6 +29,7 @@ from app.cli.reports import (
 )
 from app.cli.run import run_command, start_command
 from app.cli.serve import serve_command
+from app.early_stop import end_command, hold_stop_signals, release_stop_signals
 from app.errors import AppError, ConfigError
 from app.logs import mask_secrets
 
@@ -95,6 +97,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     failure the project reports (`app.errors.AppError`, database errors included) or an OS error,
     130 when interrupted. The adapters translate library errors, so nothing else is caught here.
     """
+    hold_stop_signals(list(argv) if argv is not None else sys.argv[1:])
+    try:
+        _run(argv)
+    except SystemExit as exit_:
+        end_command(exit_.code)
+        raise
+    finally:
+        release_stop_signals()
+
+
+def _run(argv: Sequence[str] | None) -> None:
     try:
         app(args=list(argv) if argv is not None else None)
     except ConfigError as error:

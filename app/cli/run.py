@@ -13,6 +13,7 @@ from app.cli.context import get_settings
 from app.cli.options import AgentOption, WideOption, agents_from, parse_time
 from app.cli.views import leaderboard_table
 from app.config import Settings
+from app.early_stop import release_stop_signals
 from app.errors import ConfigError
 
 # Said after the first look: how to go from the offline baselines to a model trading.
@@ -77,6 +78,8 @@ def start_command(
     lacking = {name for names in missing_keys(settings, agents).values() for name in names}
     if any(agent.name not in lacking for agent in llm_agents(agents)):
         raise typer.Exit(asyncio.run(run_arena(settings, agents, serve=True)))
+    # Not the daemon after all: a stop asked from now on (or already) ends the first look.
+    release_stop_signals()
     _first_look(settings, data, wide=wide)
 
 

@@ -1,4 +1,4 @@
-"""One daemon per database: an exclusive lock file beside the SQLite file.
+"""One daemon per database: an exclusive lock file beside the SQLite file (its resolved path).
 
 `fcntl.flock` is released by the kernel when the holder dies, even on SIGKILL, so a crashed daemon
 never blocks the next start; the file's text says who holds it for the refusal message.
@@ -84,10 +84,16 @@ def describe_holder(text: str) -> str:
 
 
 def lock_path_for(database_url: str) -> Path:
-    """Return the lock file of a database: beside the SQLite file, or under data/ otherwise."""
+    """Return the lock file of a database: beside the SQLite file, or under data/ otherwise.
+
+    The file's path is resolved first (symbolic links to the file or to a folder on the way,
+    `..`, a relative path from another working folder), so every path that reaches one database
+    names the same lock.
+    """
     from app.db.session import sqlite_path
 
     path = sqlite_path(database_url)
     if path is None:
         return Path("data") / "arena.lock"
+    path = path.expanduser().resolve()
     return path.with_name(path.name + ".lock")

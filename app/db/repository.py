@@ -23,6 +23,7 @@ from app.db.base import UTCDateTime
 from app.db.llm_rows import LLM_CALL_DEFAULTS, StoredPart, compress_text, llm_call_values
 from app.domain import (
     AccountState,
+    AccountView,
     ClosedTrade,
     ExitPlan,
     Fill,
@@ -212,6 +213,11 @@ class SqlCycleStore:
                     )
             self._load_open_positions(connection)
         return dict(self.agent_ids)
+
+    def reload_open_positions(self) -> None:
+        """Read the open position rows again (another writer may have opened or closed some)."""
+        with self.engine.connect() as connection:
+            self._load_open_positions(connection)
 
     def _load_open_positions(self, connection: Connection) -> None:
         ids = list(self.agent_ids.values())
@@ -462,9 +468,28 @@ class SqlCycleStore:
                     funding=record.funding,
                     changes=changes,
                 )
-            snapshots.append(_snapshot_values(agent_id, cycle_id, at, record))
+            if record.view is not None:
+                # A cycle skipped without prices leaves no snapshot: the latest one still holds
+                # the account, and its time is how far exits were checked.
+                snapshots.append(_snapshot_values(agent_id, cycle_id, at, record.view, record))
         if cycles:
             self._write_parts(connection, parts, changes, at=cycles[-1].finished_at)
+        self._write_calls(connection, cycles, calls, call_images, changes)
+        if decisions:
+            connection.execute(insert(models.Decision), decisions)
+        if snapshots:
+            connection.execute(insert(models.AccountSnapshot), snapshots)
+
+    def _write_calls(
+        self,
+        connection: Connection,
+        cycles: Sequence[AgentCycleRecord],
+        calls: list[dict[str, Any]],
+        call_images: dict[int, tuple[ImagePart, ...]],
+        changes: _PositionChanges,
+    ) -> None:
+        """Write the cycles' `llm_call` rows (and which images each sent) in place of any
+        `pending` rows written for them."""
         # The rows written (`pending`) before their requests were sent give way to the finished
         # rows, in the same transaction: a request is never counted twice, nor lost.
         pending_ids = [
@@ -490,9 +515,6 @@ class SqlCycleStore:
             )
         elif calls:
             connection.execute(insert(models.LlmCall), calls)
-        if decisions:
-            connection.execute(insert(models.Decision), decisions)
-        connection.execute(insert(models.AccountSnapshot), snapshots)
 
     def _write_parts(
         self,
@@ -720,9 +742,10 @@ def _snapshot_values(
     agent_id: int,
     cycle_id: int | None,
     at: datetime,
+    view: AccountView,
     record: AgentCycleRecord | AccountEventsRecord,
 ) -> dict[str, Any]:
-    view, books = record.view, record.books
+    books = record.books
     return {
         "agent_id": agent_id,
         "cycle_id": cycle_id,

@@ -12,8 +12,12 @@ A cycle at time `t`:
    for a batch); only once it is accepted does the copy become the agent's account. An
    agent-cycle already recorded (same agent, same scheduled time) is skipped: running a
    scheduled cycle twice never trades twice.
-A failed agent (timeout, quota, unusable answer) is recorded with the reason and holds; the
-others trade. Time is an input: the engine reads no clock but the one it is given.
+A failed agent (timeout, quota, unusable answer, a record the database refused) is recorded
+`failed` with the reason and holds; the others trade. An agent that sits a cycle out without
+being asked (no market data, exits that could not be checked, no prompt) is recorded `skipped`
+with the reason. An agent-cycle another writer recorded first makes the engine reload that agent
+from the database before it trades again. Time is an input: the engine reads no clock but the
+one it is given.
 """
 
 from __future__ import annotations
@@ -89,6 +93,8 @@ log = logging.getLogger(__name__)
 
 FillPrices = Callable[[MarketSnapshot], Mapping[str, float | None]]
 FreshPrices = Callable[[], Awaitable[Mapping[str, float] | None]]
+# Rebuilds an agent's slot from the database (the live arena; a backtest has one writer).
+ReloadSlot = Callable[[str], Awaitable["AgentSlot"]]
 Clock = Callable[[], datetime]
 # Given seconds, a context that cancels its body and raises TimeoutError once they have passed.
 TimeLimit = Callable[[float], AbstractAsyncContextManager[object]]
@@ -227,6 +233,8 @@ class CycleEngine:
         fresh_prices: FreshPrices | None = None,
         time_limit: TimeLimit = asyncio.timeout,
         charts: ChartSource | None = None,
+        reload_slot: ReloadSlot | None = None,
+        record_market_failures: bool = False,
     ) -> None:
         self.market = market
         # Chart images for vision agents' prompts (None: no agent is shown charts).
@@ -241,6 +249,10 @@ class CycleEngine:
         self.fresh_prices = fresh_prices
         # The agent's time limit on the event loop's clock; a test gives one it controls.
         self.time_limit = time_limit
+        self.reload_slot = reload_slot
+        # Live: a cycle without market data is recorded `skipped` for every agent. A backtest's
+        # history missing a moment is an error in its data, which stops the run.
+        self.record_market_failures = record_market_failures
         self._in_flight: set[tuple[str, datetime]] = set()
         self._exit_step_ns = int(
             timeframe_to_timedelta(config.exit_timeframe).total_seconds() * 1e9
@@ -359,7 +371,7 @@ class CycleEngine:
                 funding=tuple(funding),
             )
             # The account moves on only once the recorder has the events.
-            self.recorder.accept_events(events)
+            await self.recorder.accept_events(events)
             slot.account = trial
         slot.checked_until = horizon
         return len(fills)
@@ -395,28 +407,49 @@ class CycleEngine:
     async def run_cycle(self, scheduled_at: datetime) -> CycleReport:
         """Run the cycle scheduled at `scheduled_at` for every agent that has not run it yet."""
         at = ensure_utc(scheduled_at)
+        stopped = tuple(
+            AgentCycleSummary(
+                agent=slot.name, status="stopped", recorded=False, error=slot.disabled_reason
+            )
+            for slot in self.slots
+            if slot.disabled_reason is not None
+        )
         pending = [
             slot
             for slot in self.slots
             if slot.disabled_reason is None
             and (slot.name, at) not in self._in_flight
-            and not self.recorder.cycle_done(slot.name, at)
+            and not await self._done(slot, at)
         ]
         if not pending:
-            return CycleReport(scheduled_at=at)
+            return CycleReport(scheduled_at=at, agents=stopped)
         self._in_flight.update((slot.name, at) for slot in pending)
         try:
-            return await self._run_cycle(at, pending)
+            report = await self._run_cycle(at, pending)
         finally:
             self._in_flight.difference_update((slot.name, at) for slot in pending)
+        return replace(report, agents=report.agents + stopped)
+
+    async def _done(self, slot: AgentSlot, at: datetime) -> bool:
+        try:
+            return await self.recorder.cycle_done(slot.name, at)
+        except Exception as error:  # the unique key still refuses a second record
+            log.warning("agent %s: could not tell whether %s is recorded: %s", slot.name, at, error)
+            return False
 
     async def _run_cycle(self, at: datetime, pending: list[AgentSlot]) -> CycleReport:
-        snapshot = await self.market.snapshot(at)
+        try:
+            snapshot = await self.market.snapshot(at)
+        except Exception as error:
+            if not self.record_market_failures:
+                raise
+            # Exchange down, slow, or answering garbage: every agent sits the cycle out, on record.
+            return await self._skip_cycle(at, pending, f"no market data: {_describe(error)}")
         problems = snapshot_problems(snapshot, max_price_gap_pct=self.config.max_price_gap_pct)
         if problems:
             # Stale or contradictory data: no model is asked and nothing fills this cycle.
-            return self._skip_cycle(
-                snapshot, pending, "market data unusable: " + "; ".join(problems)
+            return await self._skip_cycle(
+                at, pending, "market data unusable: " + "; ".join(problems)
             )
         exit_fills = 0
         skipped: list[AgentCycleSummary] = []
@@ -426,8 +459,16 @@ class CycleEngine:
             try:
                 exit_fills += await self._catch_up(slot, at, fetched)
             except Exception as error:  # this agent sits the cycle out; the others trade
-                log.exception("agent %s: exits could not be checked before the cycle", slot.name)
-                skipped.append(_skipped(slot, f"exits could not be checked: {error}"))
+                log.warning(
+                    "agent %s: exits could not be checked before the cycle: %s",
+                    slot.name,
+                    _describe(error),
+                )
+                skipped.append(
+                    await self._record_skip(
+                        slot, at, f"exits could not be checked: {_describe(error)}"
+                    )
+                )
                 continue
             ready.append(slot)
         market_section: str | None = None
@@ -442,17 +483,30 @@ class CycleEngine:
                 asking.append((slot, self._request(slot, snapshot, market_section, shared)))
             except (AppError, ValueError) as error:
                 log.warning("agent %s: no prompt this cycle: %s", slot.name, error)
-                skipped.append(_skipped(slot, f"no prompt: {error}"))
+                skipped.append(await self._record_skip(slot, at, f"no prompt: {error}"))
         fill_prices = self.fill_prices(snapshot)
         # Each agent's cycle is settled and recorded as soon as its answer is in, so a slow model
-        # delays nobody's fills and a crash keeps the agent-cycles already finished.
-        summaries = tuple(
-            await asyncio.gather(
-                *(self._ask_and_record(slot, req, snapshot, fill_prices) for slot, req in asking)
-            )
+        # delays nobody's fills and a crash keeps the agent-cycles already finished. One agent's
+        # error never ends the others' cycle: `return_exceptions` keeps every outcome.
+        outcomes = await asyncio.gather(
+            *(self._ask_and_record(slot, req, snapshot, fill_prices) for slot, req in asking),
+            return_exceptions=True,
         )
+        summaries: list[AgentCycleSummary] = []
+        for (slot, _), outcome in zip(asking, outcomes, strict=True):
+            if isinstance(outcome, AgentCycleSummary):
+                summaries.append(outcome)
+                continue
+            if not isinstance(outcome, Exception):
+                raise outcome  # cancelled: the daemon is stopping
+            log.error("agent %s: cycle %s lost: %s", slot.name, at.isoformat(), _describe(outcome))
+            summaries.append(
+                AgentCycleSummary(
+                    agent=slot.name, status="failed", recorded=False, error=_describe(outcome)
+                )
+            )
         return CycleReport(
-            scheduled_at=at, agents=summaries + tuple(skipped), exit_fills=exit_fills
+            scheduled_at=at, agents=tuple(summaries) + tuple(skipped), exit_fills=exit_fills
         )
 
     async def _ask_and_record(
@@ -469,45 +523,139 @@ class CycleEngine:
                 # Never the snapshot's older price: a coin without a current price is not filled.
                 fill_prices = {coin: fresh.get(coin) for coin in fill_prices}
         async with slot.lock:
-            trial, record, summary = self._settle(answer, snapshot, fill_prices)
-            self._commit(slot, trial, record)
-        return summary
+            try:
+                trial, record, summary = self._settle(answer, snapshot, fill_prices)
+            except Exception as error:  # a bug in one agent's settling: on record, holding
+                log.exception("agent %s: the answer could not be settled", slot.name)
+                return await self._record_failure(
+                    answer, f"the answer could not be settled: {_describe(error)}"
+                )
+            try:
+                accepted = await self.recorder.accept(record)
+            except Exception as error:  # the database refused it, even after retries
+                log.error(
+                    "agent %s: cycle %s could not be recorded: %s",
+                    slot.name,
+                    record.scheduled_at.isoformat(),
+                    _describe(error),
+                )
+                return await self._record_failure(
+                    answer, f"could not be recorded: {_describe(error)}"
+                )
+            if accepted:
+                self._advance(slot, trial, record)
+                return summary
+            await self._lost_race(slot, record.scheduled_at)
+            return replace(summary, recorded=False, fills=0, error="recorded by another writer")
 
-    def _skip_cycle(
-        self, snapshot: MarketSnapshot, pending: Sequence[AgentSlot], reason: str
+    async def _skip_cycle(
+        self, at: datetime, pending: Sequence[AgentSlot], reason: str
     ) -> CycleReport:
         """Record every pending agent-cycle as `skipped` with `reason`; the accounts stay."""
-        log.warning("cycle %s skipped: %s", snapshot.at.isoformat(), reason)
-        now = self.clock()
-        summaries = []
-        for slot in pending:
-            record = AgentCycleRecord(
-                agent=slot.name,
-                scheduled_at=snapshot.at,
-                started_at=now,
-                finished_at=now,
-                invocation=slot.invocations,  # the model was not invoked
-                status="skipped",
-                books=slot.account.state(),
-                view=slot.account.view(snapshot.prices(), snapshot.at),
-                error=reason,
-            )
-            self._commit(slot, slot.account, record)
-            summaries.append(_skipped(slot, reason, recorded=True))
-        return CycleReport(scheduled_at=snapshot.at, agents=tuple(summaries))
+        log.warning("cycle %s skipped: %s", at.isoformat(), reason)
+        skips = await asyncio.gather(*(self._record_skip(slot, at, reason) for slot in pending))
+        return CycleReport(scheduled_at=at, agents=tuple(skips))
 
     def flush(self) -> None:
         """Write what the recorder still holds back (a backtest's last step)."""
         self.recorder.flush()
 
-    def _commit(self, slot: AgentSlot, trial: PaperAccount, record: AgentCycleRecord) -> None:
-        if self.recorder.accept(record):
-            self._advance(slot, trial, record)
+    async def _record_skip(self, slot: AgentSlot, at: datetime, reason: str) -> AgentCycleSummary:
+        """Record that the agent sat this cycle out (never asked, nothing filled) and why."""
+        now = self.clock()
+        record = AgentCycleRecord(
+            agent=slot.name,
+            scheduled_at=at,
+            started_at=now,
+            finished_at=now,
+            # The model was not asked: its invocations stay where they were.
+            invocation=slot.invocations,
+            status="skipped",
+            books=slot.account.state(),
+            # No valuation and no account snapshot: the exits were not checked up to `at`.
+            view=None,
+            error=reason,
+        )
+        summary = AgentCycleSummary(agent=slot.name, status="skipped", recorded=True, error=reason)
+        async with slot.lock:
+            try:
+                accepted = await self.recorder.accept(record)
+            except Exception as error:
+                log.error(
+                    "agent %s: the skipped cycle %s could not be recorded: %s",
+                    slot.name,
+                    at.isoformat(),
+                    _describe(error),
+                )
+                return replace(summary, recorded=False)
+            if not accepted:
+                await self._lost_race(slot, at)
+                return replace(summary, recorded=False)
+        return summary
+
+    async def _record_failure(self, asked: _Answer, reason: str) -> AgentCycleSummary:
+        """Record the agent-cycle as failed with the account unchanged (called under its lock)."""
+        slot, request = asked.slot, asked.request
+        record = AgentCycleRecord(
+            agent=slot.name,
+            scheduled_at=request.at,
+            started_at=asked.started_at,
+            finished_at=self.clock(),
+            invocation=request.invocation,
+            status="failed",
+            books=slot.account.state(),
+            view=None,
+            error=reason,
+            prompt_version=request.prompt_version,
+        )
+        summary = AgentCycleSummary(agent=slot.name, status="failed", recorded=True, error=reason)
+        try:
+            accepted = await self.recorder.accept(record)
+        except Exception as error:
+            log.error(
+                "agent %s: the failed cycle %s could not be recorded either: %s",
+                slot.name,
+                request.at.isoformat(),
+                _describe(error),
+            )
+            return replace(summary, recorded=False)
+        if not accepted:
+            await self._lost_race(slot, request.at)
+            return replace(summary, recorded=False)
+        slot.invocations = record.invocation
+        return summary
+
+    async def _lost_race(self, slot: AgentSlot, at: datetime) -> None:
+        """Another writer recorded this agent-cycle first: its books are the database's now."""
+        if self.reload_slot is None:
+            slot.disabled_reason = (
+                f"another writer recorded its cycle {at.isoformat()}; its account in memory is "
+                "out of date: stop the other writer and restart"
+            )
+            log.error("agent %s stopped: %s", slot.name, slot.disabled_reason)
             return
+        try:
+            fresh = await self.reload_slot(slot.name)
+        except Exception as error:
+            slot.disabled_reason = (
+                f"another writer recorded its cycle {at.isoformat()} and the account could not "
+                f"be reloaded ({_describe(error)}): stop the other writer and restart"
+            )
+            log.error("agent %s stopped: %s", slot.name, slot.disabled_reason)
+            return
+        slot.account = fresh.account
+        slot.sharpe = fresh.sharpe
+        slot.invocations = fresh.invocations
+        slot.started_at = fresh.started_at
+        slot.checked_until = fresh.checked_until
+        slot.recent_entries_at = fresh.recent_entries_at
         log.warning(
-            "agent %s: cycle %s was already recorded elsewhere; its account is unchanged",
+            "agent %s: cycle %s was already recorded by another writer; account reloaded from "
+            "the database (cash %.2f USD, %s)",
             slot.name,
-            record.scheduled_at.isoformat(),
+            at.isoformat(),
+            slot.account.cash_usd,
+            ", ".join(slot.account.positions) or "no positions",
         )
 
     async def _fresh_prices(self) -> Mapping[str, float] | None:
@@ -525,7 +673,8 @@ class CycleEngine:
         slot.invocations = record.invocation
         if slot.started_at is None:
             slot.started_at = record.scheduled_at
-        slot.sharpe.add(record.view.equity_usd)
+        if record.view is not None:
+            slot.sharpe.add(record.view.equity_usd)
         slot.recent_entries_at.extend(
             fill.filled_at for fill in record.fills if fill.reason == "entry"
         )
@@ -778,8 +927,12 @@ def _has_orders(answer: StrategyAnswer | None) -> bool:
     return answer is not None and any(d.signal != "hold" for d in answer.decisions)
 
 
-def _skipped(slot: AgentSlot, reason: str, *, recorded: bool = False) -> AgentCycleSummary:
-    return AgentCycleSummary(agent=slot.name, status="skipped", recorded=recorded, error=reason)
+def _describe(error: BaseException) -> str:
+    """Return an error as a reason: its message, with its type when the message says little."""
+    text = str(error).strip()
+    if isinstance(error, AppError) and text:
+        return text
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def _before(bars: Bars, end_ns: int) -> Bars:

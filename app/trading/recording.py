@@ -4,8 +4,9 @@ The engine moves an agent's account forward only once the recorder has accepted 
 says so, whichever policy it is given:
 
 - `ImmediateRecorder` (the daemon): every agent-cycle and every batch of monitor events is
-  written in its own transaction before `accept` returns; `accept` is False when another writer
-  recorded that agent-cycle first, and the account then stays as it was.
+  written in its own transaction before `accept` returns, off the event loop, tried again when
+  the database refuses it; `accept` is False when another writer recorded that agent-cycle
+  first, and the engine then reloads the agent from the database.
 - `BatchRecorder` (backtests): the run is new and has one writer, so a record is accepted once it
   is known not to be a duplicate and is queued, in the order things happened; the queue is
   written in large transactions (each record still whole). A batch the store refuses in part
@@ -14,28 +15,46 @@ says so, whichever policy it is given:
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
-from app.errors import InvariantError
+from app.errors import DatabaseError, InvariantError
 from app.ports import AccountEventsRecord, AgentCycleRecord, CycleStore
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Agent-cycles and monitor events a batch writes per transaction.
 DEFAULT_BATCH_RECORDS: Final = 600
 
 
+# Runs a piece of database work somewhere off the event loop and awaits its result.
+Run = Callable[[Callable[[], T]], Awaitable[T]]
+
+
+async def run_inline(work: Callable[[], T]) -> T:
+    """Run `work` on the caller's thread (tests and tools without an event loop to protect)."""
+    return work()
+
+
+async def _no_wait(_seconds: float) -> None:
+    return None
+
+
 class Recorder(Protocol):
     """The engine's recording policy (see the module docstring)."""
 
-    def cycle_done(self, agent: str, scheduled_at: datetime) -> bool:
+    async def cycle_done(self, agent: str, scheduled_at: datetime) -> bool:
         """Return True when this agent-cycle is already recorded (or accepted)."""
         ...
 
-    def accept(self, record: AgentCycleRecord) -> bool:
+    async def accept(self, record: AgentCycleRecord) -> bool:
         """Take an agent-cycle; False when that agent-cycle was already recorded."""
         ...
 
-    def accept_events(self, record: AccountEventsRecord) -> None:
+    async def accept_events(self, record: AccountEventsRecord) -> None:
         """Take the monitor's exits and funding for one agent."""
         ...
 
@@ -45,25 +64,78 @@ class Recorder(Protocol):
 
 
 class ImmediateRecorder:
-    """Write each record in its own transaction before accepting it."""
+    """Write each record in its own transaction before accepting it.
 
-    def __init__(self, store: CycleStore) -> None:
+    `write` runs the store's writes (the daemon: on one writer thread, so a slow or locked
+    database delays the records and never the event loop, where the models' calls and their
+    deadlines live); `read` runs its reads (any thread: SQLite in WAL mode reads while another
+    connection writes). A write that fails with a `DatabaseError` is tried `attempts` times,
+    `retry_delay_s` apart (doubling), then the error reaches the engine, which records the
+    agent-cycle as failed when it can.
+    """
+
+    def __init__(
+        self,
+        store: CycleStore,
+        *,
+        write: Run[Any] = run_inline,
+        read: Run[Any] = run_inline,
+        attempts: int = 3,
+        retry_delay_s: float = 1.0,
+        sleep: Callable[[float], Awaitable[None]] = _no_wait,
+    ) -> None:
+        if attempts < 1:
+            raise ValueError("attempts must be at least 1")
         self.store = store
+        self._write = write
+        self._read = read
+        self.attempts = attempts
+        self.retry_delay_s = retry_delay_s
+        self._sleep = sleep
 
-    def cycle_done(self, agent: str, scheduled_at: datetime) -> bool:
+    async def cycle_done(self, agent: str, scheduled_at: datetime) -> bool:
         """Ask the store."""
-        return self.store.cycle_done(agent, scheduled_at)
+        done: bool = await self._read(lambda: self.store.cycle_done(agent, scheduled_at))
+        return done
 
-    def accept(self, record: AgentCycleRecord) -> bool:
+    async def accept(self, record: AgentCycleRecord) -> bool:
         """Write the agent-cycle now; False when another writer recorded it first."""
-        return self.store.record_cycle(record)
+        accepted: bool = await self._retried(
+            f"agent {record.agent}: cycle {record.scheduled_at.isoformat()}",
+            lambda: self.store.record_cycle(record),
+        )
+        return accepted
 
-    def accept_events(self, record: AccountEventsRecord) -> None:
+    async def accept_events(self, record: AccountEventsRecord) -> None:
         """Write the monitor events now."""
-        self.store.record_events(record)
+        await self._retried(
+            f"agent {record.agent}: exits up to {record.at.isoformat()}",
+            lambda: self.store.record_events(record),
+        )
 
     def flush(self) -> None:
         """Nothing is held back."""
+
+    async def _retried(self, what: str, work: Callable[[], T]) -> T:
+        delay_s = self.retry_delay_s
+        for attempt in range(1, self.attempts + 1):
+            try:
+                result: T = await self._write(work)
+                return result
+            except DatabaseError as error:
+                if attempt == self.attempts:
+                    raise
+                log.warning(
+                    "%s could not be written (%s); attempt %d of %d in %g s",
+                    what,
+                    error,
+                    attempt + 1,
+                    self.attempts,
+                    delay_s,
+                )
+                await self._sleep(delay_s)
+                delay_s *= 2
+        raise AssertionError("unreachable")  # pragma: no cover
 
 
 class BatchRecorder:
@@ -77,11 +149,11 @@ class BatchRecorder:
         self._done: set[tuple[str, datetime]] = set(store.done_cycles())
         self._pending: list[AgentCycleRecord | AccountEventsRecord] = []
 
-    def cycle_done(self, agent: str, scheduled_at: datetime) -> bool:
+    async def cycle_done(self, agent: str, scheduled_at: datetime) -> bool:
         """Answer from memory: what the run held at start plus what was accepted since."""
         return (agent, scheduled_at) in self._done
 
-    def accept(self, record: AgentCycleRecord) -> bool:
+    async def accept(self, record: AgentCycleRecord) -> bool:
         """Queue the agent-cycle unless it is already recorded or queued."""
         key = (record.agent, record.scheduled_at)
         if key in self._done:
@@ -90,7 +162,7 @@ class BatchRecorder:
         self._hold(record)
         return True
 
-    def accept_events(self, record: AccountEventsRecord) -> None:
+    async def accept_events(self, record: AccountEventsRecord) -> None:
         """Queue the monitor events in their place among the cycles."""
         self._hold(record)
 
