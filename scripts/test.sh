@@ -5,7 +5,7 @@
 # Extra arguments go to pytest (e.g. scripts/test.sh -k paper -x; -m "not slow" leaves out the
 # tests that start real processes; -n 0 runs in a single process, e.g. to use a debugger).
 source "$(dirname "${BASH_SOURCE[0]}")/_bootstrap.sh"
-bootstrap_install dev
+bootstrap_install dev,postgres
 echo "==> ruff check" >&2
 "$VENV_PY" -m ruff check app tests scripts benchmarks migrations
 echo "==> mypy app" >&2
