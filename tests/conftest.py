@@ -116,7 +116,8 @@ def db_url(request: pytest.FixtureRequest) -> str:
     """Return the URL of a fresh database (not yet migrated): every database test runs twice,
     on a SQLite file and on a PostgreSQL schema (skipped, saying how to enable it, without a
     server)."""
-    return str(request.getfixturevalue(f"{'sqlite' if request.param == 'sqlite' else 'postgres'}_url"))
+    fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    return str(request.getfixturevalue(fixture))
 
 
 @pytest.fixture

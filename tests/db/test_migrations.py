@@ -109,7 +109,7 @@ def test_naive_datetimes_are_refused(db_url: str) -> None:
 def test_foreign_keys_are_enforced(db_url: str) -> None:
     engine = make_engine(db_url)
     upgrade(db_url, engine=engine)
-    with pytest.raises(Exception, match="(?i)foreign key"), engine.begin() as connection:
+    with pytest.raises(Exception, match=r"(?i)foreign key"), engine.begin() as connection:
         connection.execute(
             text(
                 "INSERT INTO cycle (agent_id, scheduled_at, invocation, started_at, status) "
