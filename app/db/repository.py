@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from app.db import models
@@ -455,7 +455,13 @@ class SqlCycleStore:
         }
         if not new:
             return
-        statement = sqlite_insert(models.PromptPart).on_conflict_do_nothing(index_elements=["hash"])
+        # SQLite and PostgreSQL both say ON CONFLICT DO NOTHING, each through its own dialect.
+        dialect_insert = (
+            postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+        )
+        statement = dialect_insert(models.PromptPart).on_conflict_do_nothing(
+            index_elements=["hash"]
+        )
         connection.execute(
             statement,
             [
