@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -31,13 +32,20 @@ def describe_report(report: CycleReport) -> list[str]:
 
 
 class LoggingRunner:
-    """The engine, with a log line per cycle for the daemon's output."""
+    """The engine, with a log line per cycle for the daemon's output.
 
-    def __init__(self, engine: CycleEngine) -> None:
+    `guard` runs before each job and raises when the daemon may no longer write (its lock on a
+    server database was lost and could not be taken back): the job is then skipped, not run.
+    """
+
+    def __init__(self, engine: CycleEngine, *, guard: Callable[[], None] | None = None) -> None:
         self.engine = engine
+        self.guard = guard
 
     async def run_cycle(self, scheduled_at: datetime) -> CycleReport:
         """Run the cycle and log what it did."""
+        if self.guard is not None:
+            self.guard()
         report = await self.engine.run_cycle(scheduled_at)
         for line in describe_report(report):
             log.info("%s", line)
@@ -45,6 +53,8 @@ class LoggingRunner:
 
     async def run_monitor(self, now: datetime) -> int:
         """Apply exits up to `now` and log them."""
+        if self.guard is not None:
+            self.guard()
         exits = await self.engine.run_monitor(now)
         if exits:
             log.info("exit monitor: %d position%s closed", exits, "s" if exits != 1 else "")

@@ -46,7 +46,7 @@ from app.db import queries
 from app.db.answer_cache import ResponseCache
 from app.db.candles import CandleCache, load_cached_candles
 from app.db.evaluation_plans import EvaluationPlanStore
-from app.db.lock import DaemonLock, lock_path_for
+from app.db.lock import daemon_lock_for
 from app.db.migrate import upgrade
 from app.db.models import LIVE_RUN_ID
 from app.db.quota_ledger import SqlQuotaLedger
@@ -657,7 +657,7 @@ async def build_live_arena(
     `feed_clock` is the exchange's "now" (the real clock; a simulation passes its own).
     """
     agents = runnable_agents(settings, agents)
-    lock = DaemonLock(lock_path_for(settings.database.url))
+    lock = daemon_lock_for(settings.database.url)
     lock.acquire()
     try:
         database = open_database(settings)
@@ -721,7 +721,7 @@ async def build_live_arena(
                 record_market_failures=True,
             )
             daemon = Daemon(
-                LoggingRunner(engine),
+                LoggingRunner(engine, guard=lock.check),
                 interval=interval,
                 monitor_interval=timeframe_to_timedelta(settings.schedule.monitor_interval),
             )

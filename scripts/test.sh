@@ -5,8 +5,9 @@
 # Extra arguments go to pytest (e.g. scripts/test.sh -k paper -x; -m "not slow" leaves out the
 # tests that start real processes; -n 0 runs in a single process, e.g. to use a debugger).
 source "$(dirname "${BASH_SOURCE[0]}")/_bootstrap.sh"
-# The `cluster` extra (Ray) too: the executor tests run windows on a local Ray.
-bootstrap_install dev,cluster
+# The `cluster` extra (Ray) too: the executor tests run windows on a local Ray; and `postgres`
+# (psycopg): the database tests run on SQLite and on the PostgreSQL at TEST_POSTGRES_URL.
+bootstrap_install dev,cluster,postgres
 echo "==> ruff check" >&2
 "$VENV_PY" -m ruff check app tests scripts benchmarks migrations
 echo "==> mypy app" >&2

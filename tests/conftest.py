@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.postgres import SessionDatabase, server_url, session_database
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -83,10 +85,39 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Itera
     yield
 
 
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[SessionDatabase | None]:
+    """This session's PostgreSQL database (see tests/postgres.py), or None without a server."""
+    admin, _why = server_url()
+    if admin is None:
+        yield None
+        return
+    with session_database(admin) as database:
+        yield database
+
+
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
+def sqlite_url(tmp_path: Path) -> str:
     """Return the URL of a fresh SQLite file (not yet migrated)."""
     return f"sqlite:///{tmp_path / 'arena.db'}"
+
+
+@pytest.fixture
+def postgres_url(postgres_database: SessionDatabase | None) -> Iterator[str]:
+    """Return the URL of a fresh, empty PostgreSQL schema (not yet migrated), or skip."""
+    if postgres_database is None:
+        pytest.skip(server_url()[1])
+    with postgres_database.schema() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """Return the URL of a fresh database (not yet migrated): every database test runs twice,
+    on a SQLite file and on a PostgreSQL schema (skipped, saying how to enable it, without a
+    server)."""
+    fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    return str(request.getfixturevalue(fixture))
 
 
 @pytest.fixture

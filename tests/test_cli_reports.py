@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 from collections.abc import Iterator
@@ -16,16 +17,30 @@ from app.market import load_candles
 from app.market.sample import SAMPLE_LABEL, write_sample_data
 from tests.arena_cli import arena
 from tests.conftest import unset_settings
+from tests.postgres import SessionDatabase, server_url
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def recorded(
+    request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
+    postgres_database: SessionDatabase | None,
 ) -> Iterator[tuple[Path, dict[str, str], str]]:
-    """A database holding one backtest of the two baselines on 12 days of sample data."""
+    """A database (SQLite, then PostgreSQL) holding one backtest of the two baselines on 12 days
+    of sample data."""
     folder = tmp_path_factory.mktemp("recorded")
+    with contextlib.ExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite:///{folder / 'arena.db'}"
+        elif postgres_database is None:
+            pytest.skip(server_url()[1])
+        else:
+            url = stack.enter_context(postgres_database.schema())
+        yield from _record(folder, {"DATABASE_URL": url})
+
+
+def _record(folder: Path, env: dict[str, str]) -> Iterator[tuple[Path, dict[str, str], str]]:
     data = write_sample_data(folder / "sample", days=12)
-    env = {"DATABASE_URL": f"sqlite:///{folder / 'arena.db'}"}
     with pytest.MonkeyPatch.context() as monkeypatch:
         # Module-scoped: set up before the per-test fixture that cleans the environment.
         unset_settings(monkeypatch)
@@ -92,9 +107,9 @@ def test_unknown_run_is_one_clear_line(recorded) -> None:
     assert "no run 'nope'" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_backtest_replays_the_candle_cache(tmp_path: Path) -> None:
+def test_backtest_replays_the_candle_cache(tmp_path: Path, db_url: str) -> None:
     data = write_sample_data(tmp_path / "sample", days=12)
-    url = f"sqlite:///{tmp_path / 'arena.db'}"
+    url = db_url
     engine = make_engine(url)
     upgrade(url, engine=engine)
     cache = CandleCache(engine)

@@ -59,20 +59,20 @@ def llm() -> Iterator[FakeOpenAIServer]:
         yield server
 
 
-def arena_env(exchange: FakeExchange, llm: FakeOpenAIServer, database: Path) -> dict[str, str]:
+def arena_env(exchange: FakeExchange, llm: FakeOpenAIServer, database: str) -> dict[str, str]:
     """Return a subprocess's whole environment: the system's basics and the arena's settings."""
     base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "SYSTEMROOT")}
     return {**base, "PYTHONPATH": str(REPO_ROOT), **settings_env(exchange, llm, database)}
 
 
-def settings_env(exchange: FakeExchange, llm: FakeOpenAIServer, database: Path) -> dict[str, str]:
-    """Return the arena's settings for the fakes and `database`."""
+def settings_env(exchange: FakeExchange, llm: FakeOpenAIServer, database: str) -> dict[str, str]:
+    """Return the arena's settings for the fakes and the database at URL `database`."""
     return {
         "EXCHANGE_ID": "binanceusdm",
         "EXCHANGE_API_URL": exchange.url,
         # The fake answers at once; a loaded machine must not turn a slow reply into a failure.
         "EXCHANGE_TIMEOUT_S": "60",
-        "DATABASE_URL": f"sqlite:///{database}",
+        "DATABASE_URL": database,
         "MODELSCOPE_API_KEY": "ms-test-not-a-real-key",
         "MODELSCOPE_BASE_URL": llm.base_url,
         "LLM_MAX_RETRIES": "0",
@@ -98,8 +98,8 @@ def arena(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedPro
     )
 
 
-def books_by_agent(database: Path) -> dict[str, object]:
-    engine = make_engine(f"sqlite:///{database}")
+def books_by_agent(database: str) -> dict[str, object]:
+    engine = make_engine(database)
     store = SqlCycleStore(engine)
     with engine.connect() as connection:
         names = list(connection.scalars(select(models.Agent.name).order_by(models.Agent.name)))
@@ -110,8 +110,8 @@ def books_by_agent(database: Path) -> dict[str, object]:
     return {name: store.restore(name).books for name in names}
 
 
-def count_rows(database: Path, table: type[models.Base]) -> int:
-    engine = make_engine(f"sqlite:///{database}")
+def count_rows(database: str, table: type[models.Base]) -> int:
+    engine = make_engine(database)
     with engine.connect() as connection:
         return int(connection.execute(select(func.count()).select_from(table)).scalar_one())
 
@@ -120,13 +120,14 @@ def test_several_once_runs_give_the_accounts_of_one_longer_run(
     exchange: FakeExchange,
     llm: FakeOpenAIServer,
     tmp_path: Path,
+    db_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Six cycles three minutes apart: six `arena run --once --at` runs against one database
     (each builds the arena afresh and restores the accounts from it), and one arena that runs
-    the six cycles in a row, end with identical books."""
+    the six cycles in a row (on a SQLite file), end with identical books."""
     times = [FIRST_CYCLE + i * timedelta(minutes=3) for i in range(6)]
-    once_db = tmp_path / "once.db"
+    once_db = db_url
     env = settings_env(exchange, llm, once_db)
     for moment in times:
         at = moment.isoformat()
@@ -134,7 +135,7 @@ def test_several_once_runs_give_the_accounts_of_one_longer_run(
         assert result.exit_code == 0, result.stderr
         assert "Traceback" not in result.stderr
 
-    long_db = tmp_path / "long.db"
+    long_db = f"sqlite:///{tmp_path / 'long.db'}"
     for key, value in settings_env(exchange, llm, long_db).items():
         monkeypatch.setenv(key, value)
     settings = load_settings(env_file=None)
@@ -152,7 +153,7 @@ def test_several_once_runs_give_the_accounts_of_one_longer_run(
     assert count_rows(once_db, models.Fill) == count_rows(long_db, models.Fill)
     assert count_rows(once_db, models.Cycle) == len(times) * len(AGENT_SPECS)
     # Not a trivial equality: the model agents traded and the baselines bought.
-    engine = make_engine(f"sqlite:///{once_db}")
+    engine = make_engine(once_db)
     with engine.connect() as connection:
         traders = set(
             connection.scalars(
@@ -166,11 +167,11 @@ def test_several_once_runs_give_the_accounts_of_one_longer_run(
 
 @pytest.mark.slow
 def test_sigkill_mid_cycle_leaves_no_partial_agent_cycle_and_the_next_start_continues(
-    exchange: FakeExchange, llm: FakeOpenAIServer, tmp_path: Path
+    exchange: FakeExchange, llm: FakeOpenAIServer, tmp_path: Path, db_url: str
 ) -> None:
     """The `trend` model never answers; the other agents' cycles are recorded as soon as they
     are done. SIGKILL while `trend` is still thinking, then start again."""
-    database = tmp_path / "arena.db"
+    database = db_url
     env = arena_env(exchange, llm, database)
     llm.script(TREND_MODEL, hang())
     process = subprocess.Popen(
@@ -194,7 +195,7 @@ def test_sigkill_mid_cycle_leaves_no_partial_agent_cycle_and_the_next_start_cont
         # A state to reach, not a race: the limit only keeps a broken run from hanging.
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            if llm.requests_for(TREND_MODEL) and database.exists() and _cycles(database) >= 3:
+            if llm.requests_for(TREND_MODEL) and _cycles(database) >= 3:
                 break
             assert process.poll() is None, process.stderr.read() if process.stderr else ""
             time.sleep(0.1)
@@ -207,7 +208,7 @@ def test_sigkill_mid_cycle_leaves_no_partial_agent_cycle_and_the_next_start_cont
             process.kill()
     assert process.returncode == -signal.SIGKILL
 
-    engine = make_engine(f"sqlite:///{database}")
+    engine = make_engine(database)
     with engine.connect() as connection:
         recorded = dict(
             connection.execute(
@@ -251,7 +252,7 @@ def test_sigkill_mid_cycle_leaves_no_partial_agent_cycle_and_the_next_start_cont
 
 @pytest.mark.slow
 def test_a_request_in_flight_at_sigkill_is_counted_once_and_recorded_as_interrupted(
-    exchange: FakeExchange, llm: FakeOpenAIServer, tmp_path: Path
+    exchange: FakeExchange, llm: FakeOpenAIServer, tmp_path: Path, db_url: str
 ) -> None:
     """The server holds `trend`'s answer; SIGKILL once it has the request; start again.
 
@@ -261,7 +262,7 @@ def test_a_request_in_flight_at_sigkill_is_counted_once_and_recorded_as_interrup
     records agree with what the server received. Before the fix the killed request was in
     neither table (1 call and 1 row after the restart, for 2 requests received).
     """
-    database = tmp_path / "arena.db"
+    database = db_url
     env = arena_env(exchange, llm, database)
     llm.script(TREND_MODEL, hang())
     specs = (f"trend=modelscope:{TREND_MODEL}",)
@@ -295,7 +296,7 @@ def test_a_request_in_flight_at_sigkill_is_counted_once_and_recorded_as_interrup
     assert len(llm.requests_for(TREND_MODEL)) == 1
 
     def records() -> tuple[int, list[str]]:
-        engine = make_engine(f"sqlite:///{database}")
+        engine = make_engine(database)
         with engine.connect() as connection:
             calls = connection.execute(
                 select(func.sum(models.QuotaUsage.calls)).where(
@@ -320,8 +321,8 @@ def test_a_request_in_flight_at_sigkill_is_counted_once_and_recorded_as_interrup
     assert "in flight when an earlier process stopped" in result.stderr
 
 
-def fills_by_agent(database: Path) -> dict[str, int]:
-    engine = make_engine(f"sqlite:///{database}")
+def fills_by_agent(database: str) -> dict[str, int]:
+    engine = make_engine(database)
     with engine.connect() as connection:
         return dict(
             connection.execute(
@@ -332,7 +333,7 @@ def fills_by_agent(database: Path) -> dict[str, int]:
         )
 
 
-def _cycles(database: Path) -> int:
+def _cycles(database: str) -> int:
     try:
         return count_rows(database, models.Cycle)
     except Exception:  # the schema may not exist yet while the daemon migrates
@@ -365,10 +366,10 @@ class _Lines:
 @pytest.mark.slow
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_second_daemon_is_refused_and_a_signal_stops_the_first_cleanly(
-    llm: FakeOpenAIServer, tmp_path: Path, stop_signal: signal.Signals
+    llm: FakeOpenAIServer, tmp_path: Path, db_url: str, stop_signal: signal.Signals
 ) -> None:
     with FakeExchange() as live_exchange:  # follows the real clock, as a daemon needs
-        env = arena_env(live_exchange, llm, tmp_path / "arena.db")
+        env = arena_env(live_exchange, llm, db_url)
         daemon = subprocess.Popen(
             [sys.executable, "-m", "app", "run", "--agent", "hodl=baseline:buy_and_hold"],
             env=env,

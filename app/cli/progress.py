@@ -93,3 +93,23 @@ def download_progress(timeframe: str) -> Iterator[ProgressFactory]:
             return lambda found: bar.advance(task, found)
 
         yield track
+
+
+@contextmanager
+def copy_progress() -> Iterator[Callable[[str, int, int], None]]:
+    """Yield `arena db copy`'s progress callback: one bar per table, set to the rows copied."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(bar_width=24),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=stderr,
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(table: str, done: int, total: int) -> None:
+            if table not in tasks:
+                tasks[table] = bar.add_task(table, total=total)
+            bar.update(tasks[table], completed=done)
+
+        yield update

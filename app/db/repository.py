@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from app.charts.png import compact_png
@@ -531,7 +531,9 @@ class SqlCycleStore:
         }
         if not new:
             return
-        statement = sqlite_insert(models.PromptPart).on_conflict_do_nothing(index_elements=["hash"])
+        statement = _dialect_insert(connection)(models.PromptPart).on_conflict_do_nothing(
+            index_elements=["hash"]
+        )
         connection.execute(
             statement,
             [
@@ -596,7 +598,9 @@ class SqlCycleStore:
                 }
             )
         if new_rows:
-            connection.execute(sqlite_insert(models.ChartImage).on_conflict_do_nothing(), new_rows)
+            connection.execute(
+                _dialect_insert(connection)(models.ChartImage).on_conflict_do_nothing(), new_rows
+            )
         changes.new_images.update({key: known[key] for key in wanted if key in known})
         links = [
             {
@@ -802,3 +806,9 @@ def _stored_png(png: bytes) -> tuple[str, bytes]:
 
 def _record_time(record: AgentCycleRecord | AccountEventsRecord) -> datetime:
     return record.at if isinstance(record, AccountEventsRecord) else record.scheduled_at
+
+
+def _dialect_insert(connection: Connection) -> Any:
+    """Return the INSERT of the connection's dialect: SQLite and PostgreSQL both say ON CONFLICT
+    DO NOTHING, each through its own construct."""
+    return postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert

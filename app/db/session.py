@@ -15,6 +15,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import Pool
 
 from app.db.errors import translate_operational_error
 from app.errors import ConfigError
@@ -61,8 +62,13 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-def make_engine(url: str, *, echo: bool = False) -> Engine:
-    """Create an engine for `url`, creating the SQLite file's folder on demand."""
+def make_engine(url: str, *, echo: bool = False, poolclass: type[Pool] | None = None) -> Engine:
+    """Create an engine for `url`, creating the SQLite file's folder on demand.
+
+    On a server database the pool checks a connection before handing it out (`pool_pre_ping`),
+    so one the server or the network dropped while idle is replaced instead of failing the next
+    write; SQLAlchemy's default QueuePool sizes (5 kept, 10 more on demand) serve one process.
+    """
     path = sqlite_path(url)
     if path is not None:
         try:
@@ -73,7 +79,10 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
                 f"({error.strerror or error}); point DATABASE_URL at a folder you can write to"
             ) from error
     try:
-        engine = create_engine(url, echo=echo, future=True)
+        options: dict[str, Any] = {} if poolclass is None else {"poolclass": poolclass}
+        if path is None and make_url(url).get_backend_name() != "sqlite":
+            options["pool_pre_ping"] = True
+        engine = create_engine(url, echo=echo, future=True, **options)
     except ImportError as error:
         raise ConfigError(_missing_driver(url, error)) from error
     except ArgumentError as error:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from app.config import AgentConfig, Settings
-from app.db.session import Database, sqlite_path
+from app.db.base import Base
+from app.db.session import Database, make_engine
 from app.domain import ChatResult
 from app.errors import AppError
 from app.logs import configure_logging
@@ -92,13 +93,21 @@ def test_the_key_is_in_no_log_no_row_and_no_error_text(
     texts += [a.error or "" for a in (*ok.attempts, *gateway.attempts, *auth.attempts)]
     assert all(CANARY not in text for text in texts)
     assert "***" in str(auth)  # the echoed key was there, and was masked
-    database = sqlite_path(db_url)
-    assert database is not None
-    with sqlite3.connect(database) as connection:
-        dump = "\n".join(connection.iterdump())
+    dump = dump_rows(db_url)
     assert "Qwen/D" in dump and CANARY not in dump
     assert CANARY not in log_file.read_text(encoding="utf-8")
     assert CANARY not in capsys.readouterr().err
     assert CANARY not in caplog.text
     # The fake did receive it: the test would see a leak if one happened.
     assert server.requests[0].headers["authorization"] == f"Bearer {CANARY}"
+
+
+def dump_rows(url: str) -> str:
+    """Return every row of every table as text (on SQLite and PostgreSQL alike)."""
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        return "\n".join(
+            repr(tuple(row))
+            for table in Base.metadata.sorted_tables
+            for row in connection.execute(select(table))
+        )
