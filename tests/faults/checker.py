@@ -16,7 +16,8 @@ Invariants (each gives a list of violations; empty means it holds):
 - `ledger`: per agent, the last snapshot's cash = starting cash + realized PnL - fees - funding -
   open margin, and its realized PnL, fees and funding equal the sums of the fill and funding rows.
 - `bad_data`: no decision and no fill on an agent-cycle whose newest candle was served empty,
-  stale, frozen, with an absurd wick or at zero (what the fault log says was served).
+  stale, frozen, with an absurd wick or at zero to the daemon's life that ran it (what the
+  fault log says was served).
 - `fill_prices`: every fill within 10 % of the honest prices of the minutes around it (a fill
   at an injected wick or zero price is caught here, whichever cycle or exit check made it).
 - `llm_recorded`: per model, the requests the model server received are all in `llm_call` and in
@@ -39,6 +40,7 @@ import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -82,12 +84,20 @@ class RunRecord:
         """Return when lives ended by a kill or the final stop (rows may be missing then)."""
         return [life["ended_at"] for life in self.lives if life["ended_by"] in ("kill", "stop")]
 
-    def bad_candle_closes_s(self) -> set[float]:
+    def bad_candles(self) -> set[tuple[int, float]]:
+        """Return (life, candle close in epoch s) pairs some request was served bad data for."""
         return {
-            e["newest_close_ms"] / 1000
+            (int(e["life"]), e["newest_close_ms"] / 1000)
             for e in self.events
             if e["source"] == "exchange" and e["kind"] in BAD_DATA_FAULTS and "newest_close_ms" in e
         }
+
+    def life_at(self, moment: float) -> int | None:
+        """Return the index of the life running at `moment`."""
+        for index, life in enumerate(self.lives):
+            if life["started_at"] <= moment <= life["ended_at"] + 1.0:
+                return index
+        return None
 
 
 class Checker:
@@ -120,7 +130,9 @@ class Checker:
     def integrity(self) -> list[str]:
         found = [row[0] for row in self.rows("PRAGMA integrity_check")]
         out = [] if found == ["ok"] else [f"integrity_check: {found}"]
-        out += [f"dangling foreign key: {tuple(row)}" for row in self.rows("PRAGMA foreign_key_check")]
+        out += [
+            f"dangling foreign key: {tuple(row)}" for row in self.rows("PRAGMA foreign_key_check")
+        ]
         return out
 
     def duplicate_cycles(self) -> list[str]:
@@ -186,12 +198,13 @@ class Checker:
                 continue
             snap = last[0]
             sums = self.rows(
-                "SELECT coalesce(sum(realized_pnl_usd), 0) AS pnl, coalesce(sum(fee_usd), 0) AS fees "
-                "FROM fill WHERE agent_id = ?",
+                "SELECT coalesce(sum(realized_pnl_usd), 0) AS pnl, "
+                "coalesce(sum(fee_usd), 0) AS fees FROM fill WHERE agent_id = ?",
                 agent["id"],
             )[0]
             funding = self.rows(
-                "SELECT coalesce(sum(amount_usd), 0) AS paid FROM funding_payment WHERE agent_id = ?",
+                "SELECT coalesce(sum(amount_usd), 0) AS paid FROM funding_payment "
+                "WHERE agent_id = ?",
                 agent["id"],
             )[0]["paid"]
             margin = self.rows(
@@ -218,18 +231,19 @@ class Checker:
     # -- market data ---------------------------------------------------------------------------
 
     def bad_data(self) -> list[str]:
-        bad = self.record.bad_candle_closes_s()
+        bad = self.record.bad_candles()
         step = self.record.timeframe_s
         out: list[str] = []
         for c in self.rows(
-            "SELECT c.id, a.name, c.scheduled_at, c.status, "
+            "SELECT c.id, a.name, c.scheduled_at, c.started_at, c.status, "
             "(SELECT count(*) FROM decision d WHERE d.cycle_id = c.id) AS decisions, "
             "(SELECT count(*) FROM fill f WHERE f.cycle_id = c.id) AS fills "
             "FROM cycle c JOIN agent a ON a.id = c.agent_id"
         ):
-            at = _t(c["scheduled_at"])
-            assert at is not None
-            if at - at % step in bad and (c["decisions"] or c["fills"]):
+            at, started = _t(c["scheduled_at"]), _t(c["started_at"])
+            assert at is not None and started is not None
+            life = self.record.life_at(started)
+            if (life, at - at % step) in bad and (c["decisions"] or c["fills"]):
                 out.append(
                     f"{c['name']} {c['scheduled_at']} ({c['status']}): {c['decisions']} decisions, "
                     f"{c['fills']} fills on bad candles"
@@ -246,9 +260,7 @@ class Checker:
             at = _t(f["filled_at"])
             assert at is not None
             minute = int(at // 60) * 60_000
-            near = [
-                bands.get(f["coin"], {}).get(minute + k * 60_000) for k in range(-15, 2)
-            ]
+            near = [bands.get(f["coin"], {}).get(minute + k * 60_000) for k in range(-15, 2)]
             known = [band for band in near if band is not None]
             if not known:
                 continue
@@ -311,7 +323,9 @@ class Checker:
                 continue
             at = datetime.fromisoformat(request["cycle_at"]).replace(tzinfo=UTC).timestamp()
             if (name, at) not in cycles and not self._cut_soon_after(request["at"]):
-                out.append(f"{name} {request['cycle_at']}: asked (request {request['number']}), no row")
+                out.append(
+                    f"{name} {request['cycle_at']}: asked (request {request['number']}), no row"
+                )
         # A 401 stops an agent until its daemon restarts: its later cycles are not due.
         stopped: list[tuple[str, float, float]] = []
         for event in self.record.events:
@@ -328,7 +342,8 @@ class Checker:
                     continue
                 if any(n == name and t0 <= at + KILL_GRACE_S and at <= t1 for n, t0, t1 in stopped):
                     continue
-                out.append(f"{name} {datetime.fromtimestamp(at, UTC):%H:%M:%S}: others recorded it, it did not")
+                moment = datetime.fromtimestamp(at, UTC)
+                out.append(f"{name} {moment:%H:%M:%S}: others recorded it, it did not")
         return out
 
     def missed_boundaries(self) -> list[str]:
@@ -340,14 +355,16 @@ class Checker:
         out: list[str] = []
         step = self.record.interval_s
         for life in self.record.lives:
-            inside = sorted(at for at in ends if life["started_at"] <= at + step and at <= life["ended_at"])
-            for first, second in zip(inside, inside[1:], strict=False):
+            inside = sorted(
+                at for at in ends if life["started_at"] <= at + step and at <= life["ended_at"]
+            )
+            for first, second in pairwise(inside):
                 moment = first + step
                 while moment < second - 1e-6:
                     if ends[first] < moment + 1.0 and not self._cut_soon_after(moment):
                         out.append(
-                            f"{datetime.fromtimestamp(moment, UTC):%H:%M:%S}: no agent recorded it; "
-                            f"the cycle before ended at "
+                            f"{datetime.fromtimestamp(moment, UTC):%H:%M:%S}: no agent recorded "
+                            "it; the cycle before ended at "
                             f"{datetime.fromtimestamp(ends[first], UTC):%H:%M:%S}"
                         )
                     moment += step

@@ -65,6 +65,8 @@ class ExchangeFaultProxy:
         self.timeframe_ms = int(timeframe[:-1]) * _TIMEFRAME_MS[timeframe[-1]]
         self.slow_s = slow_s
         self.enabled = True
+        # The daemon's life (set by the harness at each start): candle faults are keyed by it.
+        self.life = 0
         self._count = 0
         self._lock = threading.Lock()
         # Minutes whose ticker is frozen (a `frozen` candle fault): minute start ms -> old price.
@@ -129,10 +131,14 @@ class ExchangeFaultProxy:
         if not self.enabled or query.get("interval") != self.timeframe or "endTime" not in query:
             return None
         newest_close_ms = int(query["endTime"]) + 1
-        kind = self.plan.candle_fault(newest_close_ms)
+        kind = self.plan.candle_fault(newest_close_ms, self.life, self.timeframe_ms)
         if kind is None:
             return None
-        detail: dict[str, Any] = {"symbol": query.get("symbol"), "newest_close_ms": newest_close_ms}
+        detail: dict[str, Any] = {
+            "symbol": query.get("symbol"),
+            "newest_close_ms": newest_close_ms,
+            "life": self.life,
+        }
         if kind == "empty":
             self.log.add("exchange", kind, **detail)
             return 200, b"[]"

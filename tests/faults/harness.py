@@ -21,13 +21,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from tests.fakes.exchange import FakeExchange, synthetic_candles
+from tests.fakes.openai_server import FakeOpenAIServer
+from tests.fakes.traders import contrarian_trader, trend_trader
 from tests.faults.checker import Checker, RunRecord, summary
 from tests.faults.exchange_proxy import ExchangeFaultProxy
 from tests.faults.model_server import FaultyModelServer
 from tests.faults.plan import FaultLog, FaultPlan
-from tests.fakes.exchange import FakeExchange, synthetic_candles
-from tests.fakes.openai_server import FakeOpenAIServer
-from tests.fakes.traders import contrarian_trader, trend_trader
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TIMEFRAME = "1m"
@@ -121,7 +121,9 @@ class _Daemon:
         return code
 
 
-def honest_bands(candles: dict[str, Any], start: datetime, end: datetime) -> dict[str, list[list[float]]]:
+def honest_bands(
+    candles: dict[str, Any], start: datetime, end: datetime
+) -> dict[str, list[list[float]]]:
     """Return per coin [[minute open ms, low, high], ...] between `start` and `end`."""
     out: dict[str, list[list[float]]] = {}
     for coin, frame in candles.items():
@@ -204,6 +206,7 @@ def run_faults(options: RunOptions, workdir: Path) -> RunResult:
             )
 
         while time.time() < limit_at:
+            exchange.life = len(lives)
             daemon = _Daemon(args, env, workdir, log_path)
             first_request = exchange.request_count
             kill_after = rng.randint(*options.kill_after_requests)
@@ -213,7 +216,12 @@ def run_faults(options: RunOptions, workdir: Path) -> RunResult:
                 else None
             )
 
-            def due(life_end: float | None = life_end, kill_after: int = kill_after) -> bool:
+            def due(
+                life_end: float | None = life_end,
+                kill_after: int = kill_after,
+                first_request: int = first_request,
+                kills_left: int = kills_left,
+            ) -> bool:
                 if kills_left == 0:
                     return done()
                 if life_end is not None:

@@ -152,7 +152,9 @@ class FaultyModelServer:
             self._count += 1
         return number, (self.plan.llm_fault(number) if self.enabled else None)
 
-    def forward(self, path: str, raw: bytes, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
+    def forward(
+        self, path: str, raw: bytes, headers: dict[str, str]
+    ) -> tuple[int, bytes, dict[str, str]]:
         connection = http.client.HTTPConnection(*self.upstream, timeout=120)
         try:
             connection.request("POST", path, body=raw, headers=headers)
@@ -226,7 +228,7 @@ def _handler(server: FaultyModelServer) -> type[BaseHTTPRequestHandler]:
                 pass
             self._drop()
 
-        def do_POST(self) -> None:  # noqa: C901 - one branch per fault kind
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b"{}"
             try:
@@ -246,8 +248,13 @@ def _handler(server: FaultyModelServer) -> type[BaseHTTPRequestHandler]:
             elif fault == "rate_daily":
                 self._send(429, _ms_error("Request limit exceeded."), _quota_headers(0))
             elif fault == "unauthorized":
-                self._send(401, _ms_error("Authentication failed, please make sure that a "
-                                          "valid ModelScope token is supplied."))
+                self._send(
+                    401,
+                    _ms_error(
+                        "Authentication failed, please make sure that a "
+                        "valid ModelScope token is supplied."
+                    ),
+                )
             elif fault == "server_error":
                 self._send(500, _ms_error("Internal Server Error"), _quota_headers(300))
             elif fault == "timeout":
@@ -257,11 +264,15 @@ def _handler(server: FaultyModelServer) -> type[BaseHTTPRequestHandler]:
                 page = b"<html><body><h1>Service temporarily unavailable</h1></body></html>"
                 self._send(200, page, content_type="text/html")
             elif fault == "bad_utf8":
-                self._send(200, b'{"id":"x","choices":[{"message":{"content":"\xff\xfe\xfa\xc3"}}]}')
+                self._send(
+                    200, b'{"id":"x","choices":[{"message":{"content":"\xff\xfe\xfa\xc3"}}]}'
+                )
             elif fault == "bad_json":
                 self._send(200, b'{"id": "chatcmpl-x", "choices": [}')
             elif fault == "bad_schema":
-                content = json.dumps({"BTC": {"signal": "moon", "quantity": "lots", "leverage": -3}})
+                content = json.dumps(
+                    {"BTC": {"signal": "moon", "quantity": "lots", "leverage": -3}}
+                )
                 self._answer(model, content, stream)
             elif fault == "huge":
                 filler = "x" * server.huge_bytes
@@ -285,7 +296,12 @@ def _handler(server: FaultyModelServer) -> type[BaseHTTPRequestHandler]:
                 elif fault == "slow_stream":
                     self._dribble(status, answer, kept)
                 else:
-                    self._send(status, answer, kept, content_type=kept.get("Content-Type", "application/json"))
+                    self._send(
+                        status,
+                        answer,
+                        kept,
+                        content_type=kept.get("Content-Type", "application/json"),
+                    )
 
         def do_GET(self) -> None:
             self._send(404, b'{"error": "not found"}')

@@ -47,8 +47,8 @@ class FaultPlan:
     """How often each family of fault happens; `seed` fixes which requests get which."""
 
     seed: int = 17
-    exchange_rate: float = 0.1
-    candle_rate: float = 0.35
+    exchange_rate: float = 0.12
+    candle_rate: float = 0.5
     llm_rate: float = 0.5
     # Rarer kinds: an agent stopped by a 401 sits out the rest of its daemon's life, and a
     # daily-quota 429 may bench a model until 00:00 UTC; a huge answer costs megabytes.
@@ -67,9 +67,16 @@ class FaultPlan:
         """Return the fault for the exchange's `number`th request (None: answer it)."""
         return self._pick("exchange", number, self.exchange_rate, EXCHANGE_FAULTS)
 
-    def candle_fault(self, newest_close_ms: int) -> str | None:
-        """Return the data fault for the candles closing at `newest_close_ms` (None: honest)."""
-        return self._pick("candles", newest_close_ms, self.candle_rate, CANDLE_FAULTS)
+    def candle_fault(self, newest_close_ms: int, life: int, step_ms: int) -> str | None:
+        """Return the data fault for the candles closing at `newest_close_ms` (None: honest).
+
+        Keyed by the daemon's life too, so a short run with many restarts sees many bad candles;
+        the kinds take turns, so every kind comes up within five bad candles.
+        """
+        rng = random.Random(f"{self.seed}:candles:{life}:{newest_close_ms}")
+        if rng.random() >= self.candle_rate:
+            return None
+        return CANDLE_FAULTS[(newest_close_ms // step_ms + life) % len(CANDLE_FAULTS)]
 
     def llm_fault(self, number: int) -> str | None:
         """Return the fault for the model server's `number`th request (None: answer it)."""
@@ -101,15 +108,6 @@ class FaultLog:
                 key = f"{event['source']}:{event['kind']}"
                 out[key] = out.get(key, 0) + 1
         return dict(sorted(out.items()))
-
-    def bad_candle_ends_ms(self) -> set[int]:
-        """Return the candle-close times (ms) some cycle was served bad data for."""
-        with self._lock:
-            return {
-                int(e["newest_close_ms"])
-                for e in self.events
-                if e["kind"] in BAD_DATA_FAULTS and "newest_close_ms" in e
-            }
 
     def to_json(self) -> dict[str, Any]:
         with self._lock:
