@@ -40,5 +40,7 @@ def test_300_faults_and_10_kills_leave_whole_books_and_no_lost_or_duplicated_cyc
     assert crashes == [], f"the daemon exited on its own: {crashes}; see {result.log_path}"
     assert lives[-1]["ended_by"] == "stop" and lives[-1]["rc"] == 0, lives[-1]
 
-    violations = {name: found for name, found in result.violations.items() if found}
-    assert violations == {}, violations
+    broken = {name: found for name, found in result.violations.items() if found}
+    lines = [f"{name}: {len(v)}, e.g. " + "; ".join(v[:3]) for name, v in broken.items()]
+    where = result.log_path.parent
+    assert broken == {}, f"invariants broken (run kept in {where}):\n" + "\n".join(lines)
