@@ -229,13 +229,17 @@ def run_faults(options: RunOptions, workdir: Path) -> RunResult:
                 return exchange.request_count - first_request >= kill_after
 
             next_sample = time.time()
-            while not due() and daemon.process.poll() is None and time.time() < limit_at:
-                if time.time() >= next_sample:
-                    rss = _rss_kb(daemon.process.pid)
-                    if rss is not None:
-                        memory.append((round(time.time() - started, 1), rss))
-                    next_sample += options.sample_memory_s
-                time.sleep(0.05)
+            try:
+                while not due() and daemon.process.poll() is None and time.time() < limit_at:
+                    if time.time() >= next_sample:
+                        rss = _rss_kb(daemon.process.pid)
+                        if rss is not None:
+                            memory.append((round(time.time() - started, 1), rss))
+                        next_sample += options.sample_memory_s
+                    time.sleep(0.05)
+            except BaseException:
+                daemon.end(signal.SIGKILL)  # never leave a daemon behind (Ctrl+C, a bug here)
+                raise
             ended_at = time.time()
             if daemon.process.poll() is not None:
                 code = daemon.end(signal.SIGTERM)
