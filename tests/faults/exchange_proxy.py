@@ -67,6 +67,8 @@ class ExchangeFaultProxy:
         self.enabled = True
         # The daemon's life (set by the harness at each start): candle faults are keyed by it.
         self.life = 0
+        # (life, newest candle close ms) -> the candle fault decided for it (None: honest).
+        self._candle_kinds: dict[tuple[int, int], str | None] = {}
         self._count = 0
         self._lock = threading.Lock()
         # Minutes whose ticker is frozen (a `frozen` candle fault): minute start ms -> old price.
@@ -131,7 +133,15 @@ class ExchangeFaultProxy:
         if not self.enabled or query.get("interval") != self.timeframe or "endTime" not in query:
             return None
         newest_close_ms = int(query["endTime"]) + 1
-        kind = self.plan.candle_fault(newest_close_ms, self.life, self.timeframe_ms)
+        key = (self.life, newest_close_ms)
+        with self._lock:
+            kind = self._candle_kinds.get(key)
+            if kind is None and key not in self._candle_kinds:
+                if self.plan.candle_bad(newest_close_ms, self.life):
+                    kind = self.plan.candle_kind(
+                        sum(k is not None for k in self._candle_kinds.values())
+                    )
+                self._candle_kinds[key] = kind
         if kind is None:
             return None
         detail: dict[str, Any] = {

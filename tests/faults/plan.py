@@ -67,16 +67,18 @@ class FaultPlan:
         """Return the fault for the exchange's `number`th request (None: answer it)."""
         return self._pick("exchange", number, self.exchange_rate, EXCHANGE_FAULTS)
 
-    def candle_fault(self, newest_close_ms: int, life: int, step_ms: int) -> str | None:
-        """Return the data fault for the candles closing at `newest_close_ms` (None: honest).
+    def candle_bad(self, newest_close_ms: int, life: int) -> bool:
+        """Return whether the candles closing at `newest_close_ms` are served bad in `life`.
 
-        Keyed by the daemon's life too, so a short run with many restarts sees many bad candles;
-        the kinds take turns, so every kind comes up within five bad candles.
+        Keyed by the daemon's life too, so a short run with many restarts sees many bad candles.
         """
         rng = random.Random(f"{self.seed}:candles:{life}:{newest_close_ms}")
-        if rng.random() >= self.candle_rate:
-            return None
-        return CANDLE_FAULTS[(newest_close_ms // step_ms + life) % len(CANDLE_FAULTS)]
+        return rng.random() < self.candle_rate
+
+    def candle_kind(self, turn: int) -> str:
+        """Return the kind of the `turn`th bad candle: the kinds take turns, so every one comes
+        up within five bad candles."""
+        return CANDLE_FAULTS[(turn + self.seed) % len(CANDLE_FAULTS)]
 
     def llm_fault(self, number: int) -> str | None:
         """Return the fault for the model server's `number`th request (None: answer it)."""

@@ -16,12 +16,11 @@ def test_the_same_seed_gives_the_same_faults_and_another_seed_others() -> None:
     assert {first.llm_fault(n) for n in range(2000)} == {None, *LLM_FAULTS}
 
 
-def test_every_candle_kind_comes_up_and_one_candle_gets_one_answer_per_life() -> None:
+def test_bad_candles_are_seeded_per_life_and_every_kind_comes_up_in_five_turns() -> None:
     plan = FaultPlan(seed=17)
-    kinds = {
-        plan.candle_fault(k * MINUTE_MS, life, MINUTE_MS) for k in range(20) for life in range(3)
-    }
-    assert kinds == {None, *CANDLE_FAULTS}
-    assert plan.candle_fault(5 * MINUTE_MS, 1, MINUTE_MS) == plan.candle_fault(
-        5 * MINUTE_MS, 1, MINUTE_MS
-    )
+    bad = [plan.candle_bad(k * MINUTE_MS, life) for k in range(20) for life in range(3)]
+    assert bad == [
+        FaultPlan(seed=17).candle_bad(k * MINUTE_MS, life) for k in range(20) for life in range(3)
+    ]
+    assert True in bad and False in bad
+    assert {plan.candle_kind(turn) for turn in range(5)} == set(CANDLE_FAULTS)
