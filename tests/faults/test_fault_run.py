@@ -16,14 +16,19 @@ from pathlib import Path
 import pytest
 
 from tests.faults.harness import RunOptions, run_faults
-from tests.faults.plan import CANDLE_FAULTS, EXCHANGE_FAULTS, LLM_FAULTS
+from tests.faults.plan import CANDLE_FAULTS, EXCHANGE_FAULTS, LLM_FAULTS, FaultPlan
+
+# Denser than the soak's plan, so 300 faults come within about three minutes.
+PLAN = FaultPlan(seed=17, exchange_rate=0.2, llm_rate=0.6)
 
 
 @pytest.mark.slow
 def test_300_faults_and_10_kills_leave_whole_books_and_no_lost_or_duplicated_cycle(
     tmp_path: Path,
 ) -> None:
-    result = run_faults(RunOptions(kills=10, min_faults=300, agents=8, seed=17), tmp_path)
+    result = run_faults(
+        RunOptions(kills=10, min_faults=300, agents=8, seed=17, plan=PLAN), tmp_path
+    )
 
     served = result.fault_counts
     assert sum(served.values()) >= 300, served
