@@ -31,7 +31,7 @@ def test_300_faults_and_10_kills_leave_whole_books_and_no_lost_or_duplicated_cyc
     )
 
     served = result.fault_counts
-    assert sum(served.values()) >= 300, served
+    assert sum(n for kind, n in served.items() if kind != "exchange:frozen_price") >= 300, served
     kinds = {key.split(":", 1)[1] for key in served}
     # Every request-level kind shows up in a run this long; candle kinds and the rarer model
     # kinds are seeded too, so the same seed always serves the same mix.
