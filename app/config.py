@@ -25,6 +25,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     create_model,
     field_validator,
     model_validator,
@@ -45,8 +46,6 @@ from app.providers import AGENT_PROVIDERS, POOL, PROVIDERS
 DEFAULT_MODELSCOPE_MODEL: Final = "Qwen/Qwen3-235B-A22B-Instruct-2507"
 DEFAULT_CONFIG_FILE: Final = "arena.toml"
 DEFAULT_ENV_FILE: Final = ".env"
-# The shortest decision and exit-monitor cadence the daemon accepts (see ScheduleSettings).
-MIN_CADENCE: Final = timedelta(minutes=1)
 
 _config_file_var: ContextVar[Path | None] = ContextVar("arena_config_file", default=None)
 
@@ -154,6 +153,9 @@ class RiskSettings(BaseModel):
 class ScheduleSettings(BaseModel):
     """The daemon's clock: decision cadence, exit-monitor cadence and candle timeframes."""
 
+    # The shortest cadence accepted. Exchanges close candles by the minute; only a simulation
+    # against an exchange of its own (the fault-injection run) goes below it.
+    min_cadence: str = "1m"
     interval: str = "3m"
     monitor_interval: str = "1m"
     intraday_timeframe: str = "3m"
@@ -166,15 +168,23 @@ class ScheduleSettings(BaseModel):
         timeframe_to_timedelta(value)
         return value
 
+    @field_validator("min_cadence")
+    @classmethod
+    def _check_min_cadence(cls, value: str) -> str:
+        if timeframe_to_timedelta(value) < timedelta(seconds=1):
+            raise ValueError(f"{value} is shorter than one second")
+        return value
+
     @field_validator("interval", "monitor_interval")
     @classmethod
-    def _check_cadence_floor(cls, value: str) -> str:
+    def _check_cadence_floor(cls, value: str, info: ValidationInfo) -> str:
         # Exchanges close candles by the minute (the exits read 1m candles) and a cycle starts
         # 2 s after its boundary: a shorter cadence decides again on the same closed candles,
         # and no model answers within it.
-        if timeframe_to_timedelta(value) < MIN_CADENCE:
+        floor = info.data.get("min_cadence", "1m")
+        if timeframe_to_timedelta(value) < timeframe_to_timedelta(floor):
             raise ValueError(
-                f"{value} is shorter than the minimum of 1m (candles close by the minute)"
+                f"{value} is shorter than the minimum of {floor} (candles close by the minute)"
             )
         return value
 
