@@ -166,8 +166,19 @@ def candle_age(frame: pd.DataFrame, step: timedelta, at: datetime) -> timedelta 
     """Return how long before `at` the newest candle of `frame` closed (None: no candle)."""
     if frame.empty:
         return None
-    newest_close = ns_to_datetime(int(index_ns(frame)[-1])) + step
-    return at - newest_close
+    return at - (_newest_open(frame) + step)
+
+
+_NS_PER_UNIT: Final = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
+
+
+def _newest_open(frame: pd.DataFrame) -> datetime:
+    # The last open time read straight from the index's integers: this runs for every coin and
+    # timeframe every cycle, and boxing timestamps or converting the whole index cost more.
+    index = frame.index
+    if isinstance(index, pd.DatetimeIndex):
+        return ns_to_datetime(int(index.asi8[-1]) * _NS_PER_UNIT[index.unit])
+    return ns_to_datetime(int(pd.Timestamp(index[-1]).value))
 
 
 def staleness(frame: pd.DataFrame, step: timedelta, at: datetime) -> str | None:
@@ -181,7 +192,7 @@ def staleness(frame: pd.DataFrame, step: timedelta, at: datetime) -> str | None:
     if age is None:
         return "no closed candle"
     if age > step:
-        newest = ns_to_datetime(int(index_ns(frame)[-1]))
+        newest = _newest_open(frame)
         return (
             f"the newest closed candle opened {newest:%Y-%m-%d %H:%M} UTC and closed "
             f"{_minutes(age)} before the cycle (more than one {_minutes(step)} period)"
@@ -221,7 +232,7 @@ def snapshot_problems(snapshot: MarketSnapshot, *, max_price_gap_pct: float) -> 
                 problems.append(f"{coin} {timeframe} data is stale: {stale}")
         if data.intraday.empty:
             continue
-        close = float(data.intraday["close"].iloc[-1])
+        close = float(data.intraday["close"].to_numpy()[-1])
         gap_pct = price_gap_pct(data.last_price, close)
         if gap_pct > max_price_gap_pct:
             problems.append(

@@ -52,6 +52,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=2)
     parser.add_argument("--agents", type=int, default=1)
+    parser.add_argument("--own", action="store_true", help="also list functions by own time")
     args = parser.parse_args()
     traders = {m: (trend_trader if i % 2 == 0 else contrarian_trader) for i, m in enumerate(MODELS)}
     with (
@@ -99,6 +100,8 @@ def main() -> None:
     for name, seconds in sorted(own.items(), key=lambda item: -item[1]):
         print(f"{100 * seconds / total:5.1f}%  {name}")
     stats.sort_stats("cumulative").print_stats(25)
+    if args.own:
+        stats.sort_stats("tottime").print_stats(30)
 
 
 if __name__ == "__main__":
