@@ -130,7 +130,8 @@ def _decisions(database: Path, run_id: str) -> list[tuple[Any, ...]]:
         database,
         "SELECT a.name, c.scheduled_at, d.coin, d.signal, d.quantity, d.outcome, "
         "d.filled_quantity FROM decision d JOIN cycle c ON c.id = d.cycle_id "
-        "JOIN agent a ON a.id = c.agent_id WHERE a.run_id = ? ORDER BY a.name, c.scheduled_at, d.id",
+        "JOIN agent a ON a.id = c.agent_id WHERE a.run_id = ? "
+        "ORDER BY a.name, c.scheduled_at, d.id",
         run_id,
     )
 
