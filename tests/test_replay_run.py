@@ -120,6 +120,40 @@ def _results(summary: dict[str, Any]) -> dict[str, Any]:
     return {**summary, "agents": agents, "run_id": None}
 
 
+# The standing `arena leaderboard` shows, without where the answers came from.
+STANDING = (
+    "name",
+    "final_equity",
+    "return_pct",
+    "sharpe",
+    "max_drawdown_pct",
+    "trades",
+    "win_rate",
+    "fees_paid",
+    "funding_paid",
+    "parse_failures",
+    "rejected_decisions",
+    "failed_cycles",
+    "open_positions",
+    "last_at",
+)
+
+
+def _standing(database: Path, run_id: str) -> list[dict[str, Any]]:
+    """`arena leaderboard --run RUN_ID --json`'s agents, money in cents."""
+    board = arena(
+        "leaderboard", "--run", run_id, "--json", env={"DATABASE_URL": f"sqlite:///{database}"}
+    )
+    assert board.exit_code == 0, board.stderr
+    return [
+        {
+            name: round(row[name], 2) if isinstance(row[name], float) else row[name]
+            for name in STANDING
+        }
+        for row in json.loads(board.stdout)["agents"]
+    ]
+
+
 def _query(database: Path, sql: str, run_id: str) -> list[tuple[Any, ...]]:
     with sqlite3.connect(database) as connection:
         return connection.execute(sql, (run_id,)).fetchall()
@@ -181,6 +215,8 @@ def test_replay_run_reproduces_its_run_where_a_later_run_answered_its_failures(
         "a replay sends nothing"
     )
     assert _results(exact) == _results(run_a)
+    assert _standing(database, exact["run_id"]) == _standing(database, run_a["run_id"])
+    assert _standing(database, plain["run_id"]) != _standing(database, run_a["run_id"])
     assert _decisions(database, exact["run_id"]) == _decisions(database, run_a["run_id"])
     assert _failed_cycles(database, exact["run_id"]) == A_FAILED
     assert all(
