@@ -60,6 +60,8 @@ class BacktestOptions:
     end: datetime | None = None
     interval: str | None = None
     llm_mode: LlmMode = LlmMode.CACHED
+    # Replay this recorded run's own answers and failures (with `llm_mode` replay), not the cache's.
+    replay_run: str | None = None
     cash_usd: float = 10_000.0
     fee_bps: float | None = None
     slippage_bps: float | None = None

@@ -560,6 +560,33 @@ class RecordedFailure:
     model: str
 
 
+# The failure-marker kind of a recorded call that got no answer, by the outcome of its last
+# `llm_call` row: a replay of that run raises the same kind of error (`app.llm.fallback`). Every
+# model skipped after a 429 or "not served" ends the chain with `no_model`; a 401/402 stopped the
+# agent (`auth`, `billing`). Anything else (a local error, a replayed failure, an interrupted
+# request) replays as `unavailable`: the agent holds.
+RECORDED_OUTCOME_KINDS: Final[Mapping[str, str]] = {
+    HELD_QUOTA: "no_model",
+    HELD_NOT_SERVED: "no_model",
+    "rate_limited": "no_model",
+    "not_served": "no_model",
+    "timeout": "timeout",
+    "cancelled": "cancelled",
+    "truncated": "truncated",
+    "empty_text": "empty",
+    "no_choices": "empty",
+    "images_refused": "images_refused",
+    "bad_request": "rejected",
+    "auth_error": "auth",
+    "billing_error": "billing",
+}
+
+
+def recorded_failure_kind(last_outcome: str) -> str:
+    """Return the failure kind of a recorded call whose last request ended with `last_outcome`."""
+    return RECORDED_OUTCOME_KINDS.get(last_outcome, "unavailable")
+
+
 @dataclass(frozen=True, slots=True)
 class QuotaDelta:
     """What some requests to one model on one quota day add to its `quota_usage` row."""

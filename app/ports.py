@@ -121,6 +121,28 @@ class AnswerCache(Protocol):
         ...
 
 
+class RecordedAnswers(Protocol):
+    """One recorded run's answers and failures, by agent and prompt, for `--replay-run`.
+
+    Unlike the `AnswerCache` (one entry per prompt, whichever run stored it), this is what that
+    one run got: its replay gives back its answers and fails where it failed.
+    """
+
+    run_id: str
+
+    def agents(self) -> frozenset[str]:
+        """Return the names of the run's agents."""
+        ...
+
+    def lookup(self, agent: str, prompt_hash: str) -> ChatResult | RecordedFailure | None:
+        """Return the run's answer (marked `cache_hit`) or failure for this prompt, or None.
+
+        A prompt the agent asked more than once gives the run's calls in their order (then the
+        last again).
+        """
+        ...
+
+
 class QuotaLedger(Protocol):
     """Where requests per provider, model and UTC day are counted (raises `TemporaryError`)."""
 

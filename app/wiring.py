@@ -8,7 +8,8 @@ Entry points (the CLI, the connectivity script, benchmarks) ask it for what they
 - `build_backtest(settings, options, database=...)`: a planned backtest over loaded candles
   (`run_backtest` runs it);
 - `build_llm_runtime` / `build_strategies` / `build_chat_model`: agents' models over one shared
-  set of SDK clients, quota tracker and answer cache;
+  set of SDK clients, quota tracker and answer cache (`recorded_run`: one run's own answers,
+  for `--replay-run`);
 - `build_exchange_feed` / `download`: the ccxt feed with its candle cache;
 - `quota_targets`, `quota_tracker`: what `arena quota --probe` asks and records.
 
@@ -51,6 +52,7 @@ from app.db.migrate import upgrade
 from app.db.models import LIVE_RUN_ID
 from app.db.quota_ledger import SqlQuotaLedger
 from app.db.repository import AgentIdentity, SqlCycleStore
+from app.db.run_answers import RunAnswers
 from app.db.session import Database, make_engine, make_session_factory, sqlite_path
 from app.db.writer import DatabaseWriter
 from app.domain import AccountState, LlmMode, PaperCosts, timeframe_to_timedelta
@@ -72,7 +74,7 @@ from app.market.dataset import DataSet, drop_implausible, expand_paths, load_dat
 from app.market.download import ProgressFactory, download_candles
 from app.market.sample import is_synthetic
 from app.metrics import RunningSharpe
-from app.ports import Strategy
+from app.ports import RecordedAnswers, Strategy
 from app.providers import BASELINE, PROVIDERS, takes_images
 from app.quota_report import ProbeTarget, configured_models
 from app.scheduler import Daemon
@@ -243,21 +245,44 @@ def build_llm_runtime(
     clock: Clock = utc_now,
     budget: CallBudget | None = None,
     run_id: str | None = None,
+    recorded: RecordedAnswers | None = None,
 ) -> LlmRuntime:
     """Return the SDK clients, quota tracker and answer cache every agent's calls share.
 
     `run_id` names the run whose agents ask: their requests are recorded before they are sent.
+    `recorded` (replay mode only) is the recorded run whose own answers the agents get.
     """
     mode = mode or settings.llm.cache_mode
     if mode != "live" and database is None:
         raise ConfigError(f"LLM cache mode {mode!r} needs the database (DATABASE_URL)")
+    if recorded is not None and mode != "replay":
+        raise ConfigError(
+            f"--replay-run {recorded.run_id} replays a run: it goes with --llm-mode replay, "
+            f"not {mode}"
+        )
     cache = None if database is None else ResponseCache(database.sessions, clock=clock)
     return LlmRuntime(
         clients=ClientPool(),
         quota=quota_tracker(database, clock=clock, budget=budget, run_id=run_id),
         cache=cache,
         mode=mode,
+        recorded=recorded,
     )
+
+
+def recorded_run(database: Database, run_id: str, agents: Sequence[AgentConfig]) -> RecordedAnswers:
+    """Return run `run_id`'s own answers, for replaying it; every LLM agent must be one of its.
+
+    A name the run never had would miss at its first cycle: say so now, with the run's names.
+    """
+    recorded = RunAnswers(database.engine, run_id)
+    unknown = [agent.name for agent in llm_agents(agents) if agent.name not in recorded.agents()]
+    if unknown:
+        raise ConfigError(
+            f"--replay-run {run_id}: that run has no agent {', '.join(unknown)} "
+            f"(its agents: {', '.join(sorted(recorded.agents()))})"
+        )
+    return recorded
 
 
 def build_model(
@@ -314,7 +339,12 @@ def build_chat_model(
         for provider, model in chain
     ]
     return FallbackChain(
-        models, agent=agent.name, quota=runtime.quota, cache=runtime.cache, mode=runtime.mode
+        models,
+        agent=agent.name,
+        quota=runtime.quota,
+        cache=runtime.cache,
+        mode=runtime.mode,
+        recorded=runtime.recorded,
     )
 
 
@@ -373,12 +403,18 @@ def build_strategies(
     llm_mode: LlmMode,
     budget: CallBudget | None = None,
     run_id: str | None = None,
+    recorded: RecordedAnswers | None = None,
 ) -> tuple[dict[str, Strategy], LlmRuntime | None]:
     """Return each agent's strategy (LLM or baseline) and the shared LLM runtime, if any."""
     runtime = None
     if llm_agents(agents):
         runtime = build_llm_runtime(
-            settings, database=database, mode=llm_mode, budget=budget, run_id=run_id
+            settings,
+            database=database,
+            mode=llm_mode,
+            budget=budget,
+            run_id=run_id,
+            recorded=recorded,
         )
     strategies: dict[str, Strategy] = {}
     for agent in agents:
@@ -945,6 +981,11 @@ async def build_backtest(
         raise ConfigError(
             "no agents: pass --agent NAME=PROVIDER:MODEL or list agents in arena.toml"
         )
+    if options.replay_run is not None and options.llm_mode != "replay":
+        raise ConfigError(
+            f"--replay-run {options.replay_run} replays a run: it goes with --llm-mode replay, "
+            f"not {options.llm_mode}"
+        )
     if options.llm_mode != "replay":
         require_keys(
             settings,
@@ -957,6 +998,12 @@ async def build_backtest(
         database=source,
         cache_timeframe=options.cache_timeframe,
         max_move_pct=settings.exchange.max_candle_move_pct,
+    )
+    # Checked before the run is registered: a wrong run id leaves no empty run behind.
+    recorded = (
+        None
+        if options.replay_run is None
+        else recorded_run(database, options.replay_run, options.agents)
     )
     plan = plan_backtest(settings, options, data)
     synthetic = options.synthetic or is_synthetic(options.data)
@@ -981,6 +1028,7 @@ async def build_backtest(
         # Requests are recorded before they are sent only where the run's rows live: a worker
         # whose caches are another database's records them when they finish.
         run_id=run_id if source is database else None,
+        recorded=recorded,
     )
     slots = [
         AgentSlot(

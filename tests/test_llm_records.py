@@ -19,7 +19,7 @@ import pytest
 
 from tests.arena_cli import arena
 from tests.conftest import shared_data
-from tests.fakes.openai_server import FakeOpenAIServer, rate_limited
+from tests.fakes.openai_server import UNLIMITED_QUOTA, FakeOpenAIServer, rate_limited
 from tests.fakes.traders import by_model, trend_trader
 
 MODEL = "Qwen/Qwen3-235B-A22B-Instruct-2507"
@@ -31,7 +31,14 @@ OVERLAP_END, OVERLAP_CYCLES = "2025-10-21T00:00", 288 + 1
 
 @pytest.fixture
 def good_llm() -> Iterator[FakeOpenAIServer]:
-    with FakeOpenAIServer("modelscope", responder=by_model({MODEL: trend_trader})) as server:
+    # More requests than the fake's default daily quota (500): with the quota left at 0 the
+    # adapter benches the model for the day, as it should.
+    with FakeOpenAIServer(
+        "modelscope",
+        responder=by_model({MODEL: trend_trader}),
+        requests_limit=UNLIMITED_QUOTA,
+        model_requests_limit=UNLIMITED_QUOTA,
+    ) as server:
         yield server
 
 

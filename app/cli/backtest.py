@@ -41,13 +41,23 @@ def backtest_command(
     ] = None,
     agent: AgentOption = None,
     llm_mode: Annotated[
-        LlmMode,
+        LlmMode | None,
         typer.Option(
             "--llm-mode",
-            help="cached: call only for prompts not answered before; "
+            help="cached (default): call only for prompts not answered before; "
             "replay: never call a model; live: always call.",
         ),
-    ] = LlmMode.CACHED,
+    ] = None,
+    replay_run: Annotated[
+        str | None,
+        typer.Option(
+            "--replay-run",
+            metavar="RUN_ID",
+            help="Replay that recorded run exactly: each answer and failure from its own calls, "
+            "not from the answer cache (implies --llm-mode replay; give the run's window, "
+            "interval and agents).",
+        ),
+    ] = None,
     cash: Annotated[float, typer.Option("--cash", help="Starting cash per agent, USD.")] = 10_000.0,
     fee_bps: Annotated[
         float | None, typer.Option("--fee-bps", help="Taker fee (default: RISK_FEE_BPS).")
@@ -84,7 +94,8 @@ def backtest_command(
         start=parse_time(start, option="--start") if start is not None else None,
         end=parse_time(end, option="--end") if end is not None else None,
         interval=parse_timeframe(interval, option="--interval") if interval is not None else None,
-        llm_mode=llm_mode,
+        llm_mode=llm_mode or (LlmMode.REPLAY if replay_run else LlmMode.CACHED),
+        replay_run=replay_run,
         cash_usd=cash,
         fee_bps=fee_bps,
         slippage_bps=slippage_bps,

@@ -4,7 +4,8 @@ Modes: `live` always calls and stores the answer, `cached` uses a stored answer 
 (and calls and stores otherwise), `replay` never calls (a miss is an error naming the prompt).
 A call that got no answer leaves a failure marker (`RecordedFailure`): `replay` fails the same
 way, `cached` asks again and replaces it with the answer. Where answers are kept is the
-`AnswerCache` port (`app.db.answer_cache`, the `llm_cache` table).
+`AnswerCache` port (`app.db.answer_cache`, the `llm_cache` table). A replay of one recorded run
+(`--replay-run`) reads that run's own calls instead (`RecordedAnswers`), by agent and prompt hash.
 """
 
 from __future__ import annotations

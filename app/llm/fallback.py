@@ -13,6 +13,8 @@ answer says which model gave it and lists each request made.
 A call that ends without an answer for a temporary reason leaves a failure marker in the cache
 (`live` and `cached` modes), so `replay` raises the same kind of error and the agent holds where
 it held in the recorded run; `cached` treats a marker as a miss and asks again.
+A replay of one recorded run (`recorded`, `--replay-run`) takes every answer and failure from that
+run's own calls, by agent and prompt hash, and never reads the cache.
 `ChatOptions.budget_s` bounds the whole call, retries and fallback models included.
 """
 
@@ -41,6 +43,8 @@ from app.domain import (
 )
 from app.errors import (
     EmptyAnswerError,
+    ModelAuthError,
+    ModelBillingError,
     ModelCallError,
     ModelImagesRefusedError,
     ModelNotServedError,
@@ -62,7 +66,7 @@ from app.llm.openai_compat import (
     is_day_quota,
 )
 from app.llm.quota import QuotaTracker
-from app.ports import AnswerCache
+from app.ports import AnswerCache, RecordedAnswers
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +84,12 @@ FAILURE_KINDS: Final[tuple[tuple[str, type[ModelCallError]], ...]] = (
 )
 # The caller cancelled the call (the engine's own timeout): replayed as a timeout.
 CANCELLED_KIND: Final = "cancelled"
+# Kinds only a recorded run's calls have (a 401 or 402 leaves no marker): replayed as the
+# error that stopped the agent, so it stops at the same cycle.
+STOPPING_KINDS: Final[dict[str, type[ModelCallError]]] = {
+    "auth": ModelAuthError,
+    "billing": ModelBillingError,
+}
 
 
 def failure_kind(error: ModelCallError) -> str:
@@ -94,6 +104,8 @@ def replayed_error_type(kind: str) -> type[ModelCallError]:
     """Return the error a replay raises for a failure marker of `kind`."""
     if kind == CANCELLED_KIND:
         return ModelTimeoutError
+    if kind in STOPPING_KINDS:
+        return STOPPING_KINDS[kind]
     return dict(FAILURE_KINDS).get(kind, ModelUnavailableError)
 
 
@@ -120,16 +132,20 @@ class FallbackChain:
         cache: AnswerCache | None = None,
         mode: LlmMode = LlmMode.LIVE,
         monotonic: Monotonic | None = None,
+        recorded: RecordedAnswers | None = None,
     ) -> None:
         if not models:
             raise ValueError("a fallback chain needs at least one model")
-        if mode != "live" and cache is None:
+        if recorded is not None and mode != "replay":
+            raise ValueError(f"a recorded run is replayed in mode 'replay', not {mode!r}")
+        if mode != "live" and cache is None and recorded is None:
             raise ValueError(f"cache mode {mode!r} needs a response cache (a database)")
         self.models = tuple(models)
         self.agent = agent
         self.quota = quota or QuotaTracker()
         self.cache = cache
         self.mode = mode
+        self.recorded = recorded
         # The call's deadline is handed to the models, so it is read on their clock.
         self.monotonic: Monotonic = monotonic or self.models[0].monotonic
 
@@ -162,6 +178,8 @@ class FallbackChain:
         journal = [] if journal is None else journal
         budget_s = options.budget_s if options is not None else None
         deadline_at = None if budget_s is None else self.monotonic() + budget_s
+        if self.recorded is not None:
+            return self._from_recorded(self.recorded, messages)
         requests = [(model, model.prepare(messages, options)) for model in self.models]
         keys = [cache_key(model.provider, request) for model, request in requests]
         if self.cache is not None and self.mode in ("cached", "replay"):
@@ -183,6 +201,17 @@ class FallbackChain:
         except asyncio.CancelledError:
             await self._after_cancel(call)
             raise
+
+    def _from_recorded(
+        self, recorded: RecordedAnswers, messages: Sequence[ChatMessage]
+    ) -> ChatResult:
+        # The recorded run's own call for this prompt: no request, no cache, no key needed.
+        found = recorded.lookup(self.agent, prompt_hash(messages))
+        if isinstance(found, ChatResult):
+            return found
+        if found is not None:
+            raise self._replayed(found, messages, source=f"run {recorded.run_id}")
+        raise ReplayMissError(self._run_miss_message(recorded.run_id, messages))
 
     def _stored(
         self, keys: Sequence[str]
@@ -319,12 +348,16 @@ class FallbackChain:
             log.exception("%s: could not record a cancelled call", self.agent or "chain")
 
     def _replayed(
-        self, failure: RecordedFailure, messages: Sequence[ChatMessage]
+        self,
+        failure: RecordedFailure,
+        messages: Sequence[ChatMessage],
+        *,
+        source: str = "the recorded run",
     ) -> ModelCallError:
         who = f"agent {self.agent}" if self.agent else "the agent"
         error_type = replayed_error_type(failure.kind)
         message = (
-            f"replay: the recorded run got no answer for {who} "
+            f"replay: {source} got no answer for {who} "
             f"({failure.provider}:{failure.model}, prompt hash {prompt_hash(messages)[:16]}): "
             f"{failure.message}"
         )
@@ -343,17 +376,29 @@ class FallbackChain:
         return skip_after_error(self.quota, model, error, now, who=self.agent or "chain")
 
     def _miss_message(self, messages: Sequence[ChatMessage]) -> str:
-        user = next((m.content for m in messages if m.role == "user"), "")
-        first_line = user.strip().splitlines()[0] if user.strip() else ""
-        if len(first_line) > 120:
-            first_line = first_line[:119] + "…"
         models = ", ".join(f"{m.provider}:{m.model}" for m in self.models)
         who = f"agent {self.agent}" if self.agent else "the agent"
         return (
             f"replay mode: no stored answer for {who} ({models}), prompt hash "
-            f"{prompt_hash(messages)[:16]}, user message starting {first_line!r}; run once with "
-            "--llm-mode cached (or live) to record the answers"
+            f"{prompt_hash(messages)[:16]}, user message starting {_first_line(messages)!r}; "
+            "run once with --llm-mode cached (or live) to record the answers"
         )
+
+    def _run_miss_message(self, run_id: str, messages: Sequence[ChatMessage]) -> str:
+        who = f"agent {self.agent}" if self.agent else "the agent"
+        return (
+            f"replay of run {run_id}: that run never sent {who}'s prompt (prompt hash "
+            f"{prompt_hash(messages)[:16]}, user message starting {_first_line(messages)!r}); "
+            "replay it with the same data, window, interval, agents and options it ran with"
+        )
+
+
+def _first_line(messages: Sequence[ChatMessage]) -> str:
+    user = next((m.content for m in messages if m.role == "user"), "")
+    first_line = user.strip().splitlines()[0] if user.strip() else ""
+    if len(first_line) > 120:
+        first_line = first_line[:119] + "…"
+    return first_line
 
 
 # Rate-limit headers whose value 0 means no call is left today (for the model, the account).

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from app.domain import LlmMode
 from app.llm.openai_compat import ClientPool
 from app.llm.quota import QuotaTracker
-from app.ports import AnswerCache
+from app.ports import AnswerCache, RecordedAnswers
 
 
 @dataclass
@@ -22,6 +22,8 @@ class LlmRuntime:
     quota: QuotaTracker
     cache: AnswerCache | None
     mode: LlmMode
+    # The run whose own answers a replay gives back (`--replay-run`); None: the answer cache's.
+    recorded: RecordedAnswers | None = None
 
     async def aclose(self) -> None:
         """Flush the cache's hit counts and close the SDK clients."""
