@@ -26,9 +26,17 @@ from app.errors import ConfigError, InvariantError
 
 BATCH_ROWS: Final = 1_000
 # Tables not part of any run: copied only with the whole arena.
-SHARED_TABLES: Final = frozenset({"quota_usage", "llm_cache", "candle"})
-# Columns a checksum leaves out: a prompt part already in the target keeps its first date.
-UNCHECKED_COLUMNS: Final = {"prompt_part": frozenset({"created_at"})}
+SHARED_TABLES: Final = frozenset(
+    {"quota_usage", "llm_cache", "candle", "evaluation_plan", "evaluation_window"}
+)
+# Content-addressed tables (their key column): shared by every run that uses a row, so a run's
+# copy adds the rows the target lacks and keeps the others.
+CONTENT_TABLES: Final = {"prompt_part": "hash", "chart_image": "sha256"}
+# Columns a checksum leaves out: a row already in the target keeps its first date.
+UNCHECKED_COLUMNS: Final = {
+    "prompt_part": frozenset({"created_at"}),
+    "chart_image": frozenset({"created_at"}),
+}
 
 # (table name, rows done, rows in all): called as batches land.
 ProgressCallback = Callable[[str, int, int], None]
@@ -114,7 +122,7 @@ def _tables(run: str | None) -> list[Table]:
 
 def _run_filter(table: Table, run: str | None) -> ColumnElement[bool] | None:
     """Return the condition selecting `run`'s rows of `table` (None: every row)."""
-    if run is None or table.name == "prompt_part":
+    if run is None or table.name in CONTENT_TABLES:
         return None
     agent, cycle = models.Agent.__table__, models.Cycle.__table__
     agents = select(agent.c.id).where(agent.c.run_id == run)
@@ -124,6 +132,9 @@ def _run_filter(table: Table, run: str | None) -> ColumnElement[bool] | None:
         return table.c.agent_id.in_(agents)
     if "cycle_id" in table.c:
         return table.c.cycle_id.in_(select(cycle.c.id).where(cycle.c.agent_id.in_(agents)))
+    if "llm_call_id" in table.c:
+        call = models.LlmCall.__table__
+        return table.c.llm_call_id.in_(select(call.c.id).where(call.c.agent_id.in_(agents)))
     raise InvariantError(f"table {table.name} belongs to no run: teach `arena db copy` about it")
 
 
@@ -148,7 +159,7 @@ def _make_room(
     holding = [
         table.name
         for table in tables
-        if (run is None or table.name != "prompt_part") and _count(writer, table, run) > 0
+        if (run is None or table.name not in CONTENT_TABLES) and _count(writer, table, run) > 0
     ]
     if not holding:
         return
@@ -159,8 +170,8 @@ def _make_room(
             "pass --force to replace it"
         )
     for table in reversed(tables):
-        if run is not None and table.name == "prompt_part":
-            continue  # shared by every run: kept, and new parts added beside them
+        if run is not None and table.name in CONTENT_TABLES:
+            continue  # shared by every run: kept, and new rows added beside them
         condition = _run_filter(table, run)
         writer.execute(delete(table) if condition is None else delete(table).where(condition))
 
@@ -208,16 +219,14 @@ def _copy_table(
     """Copy `table`'s rows in batches; return the checksum of what was written."""
     digest = hashlib.sha256()
     done = 0
-    skip_existing = run is not None and table.name == "prompt_part"
+    content_key = CONTENT_TABLES.get(table.name) if run is not None else None
     for batch in _batches(reader, _select(table, run)):
         rows = [_shift(table, row, offsets) for row in batch]
-        if skip_existing:
-            present = set(
-                writer.scalars(
-                    select(table.c.hash).where(table.c.hash.in_([row["hash"] for row in rows]))
-                )
-            )
-            new = [row for row in rows if row["hash"] not in present]
+        if content_key is not None:
+            key = table.c[content_key]
+            wanted = [row[content_key] for row in rows]
+            present = set(writer.scalars(select(key).where(key.in_(wanted))))
+            new = [row for row in rows if row[content_key] not in present]
         else:
             new = rows
         if new:
@@ -262,8 +271,8 @@ def _verify(
     with target.connect() as connection:
         for table in tables:
             report = expected[table.name]
-            if run is not None and table.name == "prompt_part":
-                continue  # parts shared with other runs: checked by the llm_call rows using them
+            if run is not None and table.name in CONTENT_TABLES:
+                continue  # rows shared with other runs: checked by the llm_call rows using them
             digest, rows = hashlib.sha256(), 0
             statement = _select(table, run)
             for batch in _batches(connection, statement):

@@ -71,8 +71,6 @@ def test_eight_backtests_at_once_into_one_fresh_postgres_database(
                 .group_by(agent.run_id)
             ).all()
         )
-        snapshots = connection.execute(
-            select(func.count(models.AccountSnapshot.id))
-        ).scalar_one()
+        snapshots = connection.execute(select(func.count(models.AccountSnapshot.id))).scalar_one()
     assert cycles == {run: 2 * count for run, count in runs.items()}
     assert snapshots >= sum(cycles.values())

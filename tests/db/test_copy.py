@@ -118,7 +118,8 @@ def test_a_non_empty_target_is_refused_without_force(
     source: tuple[str, list[str]], db_url: str, tmp_path: Path
 ) -> None:
     url, runs = source
-    assert copy("--from", url, "--to", db_url, cwd=tmp_path)[0] == 0
+    code, stderr = copy("--from", url, "--to", db_url, cwd=tmp_path)
+    assert code == 0, stderr
     code, stderr = copy("--from", url, "--to", db_url, cwd=tmp_path)
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1, stderr
@@ -135,11 +136,14 @@ def test_one_run_copies_beside_other_runs_with_its_ids_shifted(
     collide with the backtest's (both start at 1 in a fresh copy) unless shifted."""
     url, runs = source
     backtest = next(run for run in runs if run != "live")
-    assert copy("--from", url, "--to", db_url, "--run", backtest, cwd=tmp_path)[0] == 0
-    assert copy("--from", url, "--to", db_url, "--run", "live", cwd=tmp_path)[0] == 0
+    code, stderr = copy("--from", url, "--to", db_url, "--run", backtest, cwd=tmp_path)
+    assert code == 0, stderr
+    code, stderr = copy("--from", url, "--to", db_url, "--run", "live", cwd=tmp_path)
+    assert code == 0, stderr
     code, stderr = copy("--from", url, "--to", db_url, "--run", "live", cwd=tmp_path)
     assert code == 2 and "already holds run 'live'" in stderr
-    assert copy("--from", url, "--to", db_url, "--run", "live", "--force", cwd=tmp_path)[0] == 0
+    code, stderr = copy("--from", url, "--to", db_url, "--run", "live", "--force", cwd=tmp_path)
+    assert code == 0, stderr
 
     copied = [backtest, "live"]
     assert leaderboards(db_url, copied, tmp_path) == leaderboards(url, copied, tmp_path)

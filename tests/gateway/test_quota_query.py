@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +17,7 @@ from app.llm.quota_query import query_quota
 from app.wiring import build_gateway
 from tests.fakes.openai_server import FakeOpenAIServer, not_served
 from tests.gateway.conftest import FrozenClock, make_settings, served
+from tests.llm.test_secrets import dump_rows
 
 CANARY = "ms-canary-7f3d9a51-0b8e-4c1e-9d2f-5a6b7c8d9e0f"
 ANSWERING = [f"Qwen/Probe-{n}" for n in range(4)]
@@ -83,8 +83,7 @@ def test_the_quota_query_asks_five_models_at_once_and_never_keeps_the_key(
     assert CANARY not in response.text + page + status
     assert CANARY not in caplog.text
     database.engine.dispose()
-    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as connection:
-        dump = "\n".join(connection.iterdump())
+    dump = dump_rows(db_url)
     assert CANARY not in dump
     assert CANARY[-12:] not in dump
 

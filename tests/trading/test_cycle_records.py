@@ -10,12 +10,14 @@ import asyncio
 import sqlite3
 import threading
 from datetime import datetime
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text
 
 from app.db import models
 from app.db.repository import SqlCycleStore
+from app.db.session import make_engine
 from app.db.writer import DatabaseWriter
 from app.errors import DatabaseError, DataUnavailableError
 from app.market.historical import HistoricalMarketData
@@ -141,10 +143,10 @@ def test_an_agent_whose_exits_could_not_be_checked_is_recorded_skipped(
     engine, _, clock = build_engine(market, database, [blind, trader])
     checked = CycleEngine._catch_up_locked
 
-    async def failing(self: CycleEngine, slot: AgentSlot, now: datetime) -> int:
+    async def failing(self: CycleEngine, slot: AgentSlot, now: datetime, shared: Any) -> int:
         if slot.name == "blind":
             raise TimeoutError("candles did not come within 10 s")
-        return await checked(self, slot, now)
+        return await checked(self, slot, now, shared)
 
     monkeypatch.setattr(CycleEngine, "_catch_up_locked", failing)
     report = asyncio.run(engine.run_cycle(clock[0]))
@@ -231,7 +233,8 @@ class SignallingStore:
 def test_a_database_locked_by_another_process_delays_only_the_records(
     market: HistoricalMarketData, database: Engine, db_url: str
 ) -> None:
-    """Another connection holds the SQLite write lock while a cycle runs. `first` answers at
+    """Another connection holds the database's write lock while a cycle runs (SQLite: a
+    `BEGIN IMMEDIATE`; PostgreSQL: `LOCK TABLE cycle`). `first` answers at
     once and its write starts, waiting for the lock. While it waits, the event loop must stay
     free: only then can `second`'s model be asked and answer, and only after that does the test
     let the lock go. Both agent-cycles are then recorded `ok`, no write ever failed, and
@@ -264,13 +267,23 @@ def test_a_database_locked_by_another_process_delays_only_the_records(
     order: list[str] = []
 
     def hold_the_lock() -> None:
-        holder = sqlite3.connect(db_url.removeprefix("sqlite:///"), isolation_level=None)
-        holder.execute("BEGIN IMMEDIATE")
-        locked.set()
-        release.wait(60)  # only keeps a broken run from hanging
-        order.append("lock let go")
-        holder.execute("COMMIT")
-        holder.close()
+        if db_url.startswith("sqlite"):
+            holder = sqlite3.connect(db_url.removeprefix("sqlite:///"), isolation_level=None)
+            holder.execute("BEGIN IMMEDIATE")
+            locked.set()
+            release.wait(60)  # only keeps a broken run from hanging
+            order.append("lock let go")
+            holder.execute("COMMIT")
+            holder.close()
+            return
+        # PostgreSQL: a transaction holding the cycle table against every other writer.
+        other = make_engine(db_url)
+        with other.connect() as connection, connection.begin():
+            connection.execute(text("LOCK TABLE cycle IN EXCLUSIVE MODE"))
+            locked.set()
+            release.wait(60)
+            order.append("lock let go")
+        other.dispose()
 
     async def scenario() -> CycleReport:
         holder = threading.Thread(target=hold_the_lock)
