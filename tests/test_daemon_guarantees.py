@@ -70,7 +70,7 @@ def test_a_cycle_the_exchange_fails_is_recorded_skipped_for_every_agent_with_its
     `skipped` row saying so, the model is not asked, the log has one line per agent, and the
     run ends normally. Before: no row at all, only a traceback in the log."""
     database = tmp_path / "arena.db"
-    env = arena_env(exchange, llm, database)
+    env = arena_env(exchange, llm, f"sqlite:///{database}")
     exchange.fail("/fapi/v1/klines", "malformed")
     try:
         result = arena(
@@ -125,7 +125,7 @@ def test_a_second_daemon_reaching_the_database_through_a_symlink_is_refused(
     file was named from the unresolved path, so the second daemon ran."""
     real = tmp_path / "real" / "arena.db"
     real.parent.mkdir()
-    first_env = arena_env(exchange, llm, real)
+    first_env = arena_env(exchange, llm, f"sqlite:///{real}")
     created = arena_in_process(
         "run", "--once", "--at", FIRST_CYCLE.isoformat(), *agent_args(AGENTS[1:]), env=first_env
     )
@@ -139,7 +139,7 @@ def test_a_second_daemon_reaching_the_database_through_a_symlink_is_refused(
             "run",
             "--once",
             *agent_args(AGENTS[1:]),
-            env=arena_env(exchange, llm, link),
+            env=arena_env(exchange, llm, f"sqlite:///{link}"),
             cwd=tmp_path,
         )
 
@@ -178,7 +178,7 @@ def test_a_sigterm_while_the_daemon_starts_stops_it_cleanly_before_any_cycle(
         live_exchange.fail("/fapi/v1/exchangeInfo", "timeout", times=1)
         daemon = subprocess.Popen(
             [sys.executable, "-m", "app", "run", "--agent", "hodl=baseline:buy_and_hold"],
-            env=arena_env(live_exchange, llm, database),
+            env=arena_env(live_exchange, llm, f"sqlite:///{database}"),
             cwd=tmp_path,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -216,9 +216,10 @@ def test_a_live_arena_that_loses_a_cycle_to_another_writer_reloads_the_agent(
     again. Before: it kept its stale books, bought twice and the next start refused the ledger."""
     from app.config import load_settings
     from app.db.lock import DaemonLock as RealLock
+    from app.db.lock import lock_path_for
     from app.wiring import build_live_arena, open_database, restore_slots
 
-    for key, value in arena_env(exchange, llm, tmp_path / "arena.db").items():
+    for key, value in arena_env(exchange, llm, f"sqlite:///{tmp_path / 'arena.db'}").items():
         monkeypatch.setenv(key, value)
     settings = load_settings(env_file=None)
     agents = [AgentConfig.from_spec("hodl=baseline:buy_and_hold")]
@@ -233,7 +234,9 @@ def test_a_live_arena_that_loses_a_cycle_to_another_writer_reloads_the_agent(
 
     async def race() -> None:
         async with build_live_arena(settings, agents) as ahead:
-            monkeypatch.setattr("app.wiring.DaemonLock", NoLock)
+            monkeypatch.setattr(
+                "app.wiring.daemon_lock_for", lambda url: NoLock(lock_path_for(url))
+            )
             async with build_live_arena(settings, agents) as behind:
                 await ahead.run_once(FIRST_CYCLE)
                 checks = behind.engine.recorder.cycle_done
@@ -251,7 +254,7 @@ def test_a_live_arena_that_loses_a_cycle_to_another_writer_reloads_the_agent(
         ).all()
     engine.dispose()
     assert len(open_positions) == 6 == len({coin for (coin,) in open_positions})
-    assert count_rows(tmp_path / "arena.db", models.Cycle) == 2
+    assert count_rows(f"sqlite:///{tmp_path / 'arena.db'}", models.Cycle) == 2
     # The books restore and agree with the ledgers (a mismatch raises here).
     database = open_database(settings)
     store = SqlCycleStore(database.engine)
