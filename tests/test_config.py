@@ -123,6 +123,26 @@ def test_flat_environment_names_reach_nested_sections(monkeypatch: pytest.Monkey
     assert settings.secret_values() == ["ms-test-key-0000"]
 
 
+def test_a_simulation_may_lower_the_cadence_floor_and_only_to_a_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The 1m floor holds by default; `SCHEDULE_MIN_CADENCE` (a run against an exchange of its
+    own) lowers it, and the two cadences are checked against the lowered floor."""
+    monkeypatch.setenv("SCHEDULE_INTERVAL", "5s")
+    monkeypatch.setenv("SCHEDULE_MONITOR_INTERVAL", "5s")
+    with pytest.raises(ConfigError, match="minimum of 1m"):
+        load_settings(env_file=None)
+    monkeypatch.setenv("SCHEDULE_MIN_CADENCE", "5s")
+    settings = load_settings(env_file=None)
+    assert (settings.schedule.interval, settings.schedule.monitor_interval) == ("5s", "5s")
+    monkeypatch.setenv("SCHEDULE_INTERVAL", "2s")
+    with pytest.raises(ConfigError, match="SCHEDULE_INTERVAL.*minimum of 5s"):
+        load_settings(env_file=None)
+    monkeypatch.setenv("SCHEDULE_MIN_CADENCE", "500ms")
+    with pytest.raises(ConfigError, match="SCHEDULE_MIN_CADENCE"):
+        load_settings(env_file=None)
+
+
 def test_agent_spec_with_fallback_chain() -> None:
     agent = AgentConfig.from_spec("qwen=modelscope:Qwen/A|Qwen/B|Qwen/C")
     assert agent.models == ["Qwen/A", "Qwen/B", "Qwen/C"]

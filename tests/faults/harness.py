@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.fakes.exchange import FakeExchange, synthetic_candles
-from tests.fakes.openai_server import FakeOpenAIServer
+from tests.fakes.openai_server import UNLIMITED_QUOTA, FakeOpenAIServer
 from tests.fakes.traders import contrarian_trader, trend_trader
 from tests.faults.checker import Checker, RunRecord, summary
 from tests.faults.exchange_proxy import ExchangeFaultProxy
@@ -161,7 +161,13 @@ def run_faults(options: RunOptions, workdir: Path) -> RunResult:
     memory: list[tuple[float, int]] = []
     with (
         FakeExchange(candles) as upstream_exchange,
-        FakeOpenAIServer("modelscope", responder=respond) as upstream_model,
+        # The upstream's own daily quota is not a planned fault: it never runs out here.
+        FakeOpenAIServer(
+            "modelscope",
+            responder=respond,
+            requests_limit=UNLIMITED_QUOTA,
+            model_requests_limit=UNLIMITED_QUOTA,
+        ) as upstream_model,
         ExchangeFaultProxy(
             upstream_exchange.url,
             options.plan,
