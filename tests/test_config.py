@@ -136,7 +136,7 @@ def test_a_simulation_may_lower_the_cadence_floor_and_only_to_a_second(
     settings = load_settings(env_file=None)
     assert (settings.schedule.interval, settings.schedule.monitor_interval) == ("5s", "5s")
     monkeypatch.setenv("SCHEDULE_INTERVAL", "2s")
-    with pytest.raises(ConfigError, match="SCHEDULE_INTERVAL.*minimum of 5s"):
+    with pytest.raises(ConfigError, match=r"SCHEDULE_INTERVAL.*minimum of 5s"):
         load_settings(env_file=None)
     monkeypatch.setenv("SCHEDULE_MIN_CADENCE", "500ms")
     with pytest.raises(ConfigError, match="SCHEDULE_MIN_CADENCE"):

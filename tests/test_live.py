@@ -17,12 +17,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from app.config import AgentConfig, load_settings
 from app.db import models
+from app.db.models import LIVE_RUN_ID
 from app.db.repository import SqlCycleStore
 from app.db.session import make_engine
+from app.reports import leaderboard
 from app.wiring import build_live_arena
 from tests.arena_cli import arena as arena_in_process
 from tests.fakes.exchange import FakeExchange, synthetic_candles
@@ -408,3 +410,78 @@ def test_no_key_and_no_baseline_exits_2_saying_how_to_set_one() -> None:
     assert "MODELSCOPE_API_KEY" in message[0]
     assert "baseline:buy_and_hold" in message[0]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_a_daemon_and_a_reader_polling_the_leaderboard_every_100_ms_share_postgres(
+    llm: FakeOpenAIServer, tmp_path: Path, postgres_url: str
+) -> None:
+    """`arena run` writes a PostgreSQL arena (a 5 s cadence against the fake exchange, which
+    follows the real clock) while a reader computes the leaderboard every 100 ms, as the
+    dashboard and scripts do. Once the daemon has recorded four cycles of each agent (a state,
+    not a time) it is stopped: the reader never failed, the daemon exits 0 with no traceback and
+    no deadlock, and every cycle is whole (one snapshot each)."""
+    with FakeExchange() as live_exchange:
+        env = {
+            **arena_env(live_exchange, llm, postgres_url),
+            "SCHEDULE_MIN_CADENCE": "5s",
+            "SCHEDULE_INTERVAL": "5s",
+            "SCHEDULE_MONITOR_INTERVAL": "5s",
+            "SCHEDULE_INTRADAY_TIMEFRAME": "1m",
+        }
+        specs = ("hodl=baseline:buy_and_hold", "ema=baseline:ema_trend")
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "app", "run", "--no-serve", *agent_args(specs)],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        lines = _Lines(daemon.stderr)
+        engine = make_engine(postgres_url)
+        stop = threading.Event()
+        reads: list[int] = []
+        errors: list[str] = []
+
+        def poll() -> None:
+            while not stop.is_set():
+                try:
+                    reads.append(len(leaderboard(engine, LIVE_RUN_ID)))
+                except Exception as error:  # any failure is the finding
+                    errors.append(repr(error))
+                stop.wait(0.1)
+
+        reader = threading.Thread(target=poll)
+        try:
+            lines.wait_for("hodl ok", 600, daemon)  # migrated, agents registered
+            reader.start()
+            # A state to reach, not a race: the limit only keeps a broken run from hanging.
+            limit_at = time.monotonic() + 600
+            while count_rows(postgres_url, models.Cycle) < 2 * 4:
+                assert daemon.poll() is None, "".join(lines.lines)
+                assert time.monotonic() < limit_at, "".join(lines.lines)
+                time.sleep(0.2)
+            daemon.send_signal(signal.SIGTERM)
+            assert daemon.wait(timeout=300) == 0
+        finally:
+            stop.set()
+            if reader.is_alive():
+                reader.join(60)
+            if daemon.poll() is None:
+                daemon.kill()
+        engine.dispose()
+    log = "".join(lines.lines)
+    assert errors == []
+    assert len(reads) >= 10 and set(reads) == {2}
+    assert "Traceback" not in log and "deadlock" not in log.lower(), log
+    with make_engine(postgres_url).connect() as connection:
+        whole = connection.execute(
+            text(
+                "SELECT c.status, (SELECT count(*) FROM account_snapshot s "
+                "WHERE s.cycle_id = c.id) FROM cycle c"
+            )
+        ).all()
+    assert len(whole) >= 8
+    assert all(snapshots == 1 for status, snapshots in whole if status == "ok"), whole
+    assert sum(status == "ok" for status, _ in whole) >= 6, whole
