@@ -124,9 +124,7 @@ def holder_name(pid: int, host: str) -> str:
 
 def describe_pg_holder(application_name: str | None, started_at: datetime | None) -> str:
     """Return 'pid N on HOST, started TIME' from the holder's `application_name`."""
-    fields = dict(
-        part.split("=", 1) for part in (application_name or "").split() if "=" in part
-    )
+    fields = dict(part.split("=", 1) for part in (application_name or "").split() if "=" in part)
     if "pid" not in fields or "host" not in fields:
         return "a process whose details are unknown"
     since = "" if started_at is None else f", started {started_at.isoformat(timespec='seconds')}"
