@@ -171,7 +171,7 @@ def _segments(
 
 def _stored_part(
     key: str, text: str, references: Sequence[tuple[str, str]]
-) -> tuple[StoredPart, dict[str, str], tuple[str, StoredPart] | None]:
+) -> tuple[StoredPart, dict[str, str], Keyframe | None]:
     inner: dict[str, str] = {}
     segments = _segments(text, references, inner, within_part=True)
     encoding: Literal["text", "segments"] = "text"
