@@ -183,7 +183,24 @@ def _stored_part(
     blob, base = KEYFRAMES.encode(
         f"part:{encoding}:{payload[:48]}", payload, key, encoding=encoding, chain=True
     )
-    return StoredPart(encoding, payload, blob if base else None), inner, base
+    if base is None or _chain_reaches(base, key):
+        # A text met again after this process forgot it may follow a text that once followed
+        # it: stored alone, it can never make a loop of deltas.
+        return StoredPart(encoding, payload), inner, None
+    return StoredPart(encoding, payload, blob), inner, base
+
+
+def _chain_reaches(base: Keyframe, key: str) -> bool:
+    """Return True when the chain `_add_bases` would store from `base` passes through `key`."""
+    seen: set[str] = set()
+    current: Keyframe | None = base
+    while current is not None and current.key not in seen:
+        if current.key == key:
+            return True
+        seen.add(current.key)
+        known = _PART_MEMO.get(current.key)
+        current = known[2] if known is not None else None
+    return False
 
 
 def encode_messages(

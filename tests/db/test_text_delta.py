@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
-from app.db import models
-from app.db.llm_rows import KEYFRAMES
+from app.db import llm_rows, models
+from app.db.llm_rows import KEYFRAMES, encode_messages, text_hash
 from app.db.migrate import upgrade
 from app.db.queries import call_messages
 from app.db.repository import AgentIdentity, SqlCycleStore
@@ -35,8 +35,10 @@ HASH = "a" * 64
 @pytest.fixture(autouse=True)
 def fresh_keyframes() -> Iterator[None]:
     KEYFRAMES.clear()
+    llm_rows._PART_MEMO.clear()
     yield
     KEYFRAMES.clear()
+    llm_rows._PART_MEMO.clear()
 
 
 def engine_at(url: str) -> Engine:
@@ -196,3 +198,16 @@ def test_a_second_database_gets_every_base_its_deltas_name(tmp_path: Path) -> No
 
     (only,) = call_ids(second)
     assert call_messages(second, only) == list(messages_for(6))
+
+
+def test_a_text_met_again_after_being_forgotten_is_stored_alone_never_in_a_loop() -> None:
+    """Section 1 follows section 0; once the process forgets section 0 and meets it again, a
+    delta against section 1 would make a loop of two rows that never reads back."""
+    first, second = market_section(0), market_section(1)
+    encode_messages([ChatMessage("user", first)], shared=[first])
+    _, parts = encode_messages([ChatMessage("user", second)], shared=[second])
+    assert is_delta(parts[text_hash(second)].stored_blob())
+
+    llm_rows._PART_MEMO.pop(text_hash(first))
+    _, parts = encode_messages([ChatMessage("user", first)], shared=[first])
+    assert not is_delta(parts[text_hash(first)].stored_blob())
