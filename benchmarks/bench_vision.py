@@ -9,8 +9,9 @@ Over the six coins of ../shared/data/market (the synthetic sample data when it i
    drawn once per 4h candle); medians of wall time over the cycles;
 2. a `cached` backtest of one Qwen3-VL agent against the local fake OpenAI server: bytes of
    images per request (PNG and base64) as the server received them, and the database's growth:
-   the images stored (deduplicated by content hash, kept compacted) and the whole file, per
-   cycle and per agent-day at a 3-minute cadence (480 cycles);
+   the images stored (deduplicated by content hash, kept compacted) and the whole file (grown
+   from the migrated empty database, both sizes taken after a WAL checkpoint), per cycle and
+   per agent-day at a 3-minute cadence (480 cycles), with the new pages of each table;
 3. the same backtest replayed with `--llm-mode replay` in this process: cycles per second, and
    no request sent.
 """
@@ -31,6 +32,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.backtest import BacktestOptions
 from app.charts.render import ChartRenderer
@@ -38,6 +40,7 @@ from app.charts.source import MarketCharts
 from app.config import AgentConfig, load_settings
 from app.db import models
 from app.domain import ExitPlan, MarketSnapshot, Position
+from app.errors import DatabaseError
 from app.market.dataset import load_data_set
 from app.market.historical import HistoricalMarketData
 from app.market.sample import write_sample_data
@@ -92,6 +95,25 @@ def render_times(data: Path, cycles: int) -> dict[str, float]:
     return {name: statistics.median(values[1:]) * 1000 for name, values in found.items()}
 
 
+def checkpointed_size(engine: Any, path: Path) -> int:
+    """Return the database file's size once the WAL's pages are in it (every record counted)."""
+    with engine.connect() as connection:
+        connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    return path.stat().st_size
+
+
+def table_pages(engine: Any) -> dict[str, int]:
+    """Return the pages each table and index holds (empty when SQLite lacks `dbstat`)."""
+    try:
+        with engine.connect() as connection:
+            rows = connection.exec_driver_sql(
+                "SELECT name, count(*) FROM dbstat GROUP BY name"
+            ).all()
+    except (DatabaseError, SQLAlchemyError):  # a SQLite built without the dbstat table
+        return {}
+    return {str(name): int(pages) for name, pages in rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--cycles", type=int, default=240)
@@ -138,7 +160,9 @@ def main() -> None:
             )
             settings = load_settings(env_file=None)
             database = open_database(settings)
-            empty_bytes = db_path.stat().st_size
+            # The schema's pages into the file first: growth counts the records, not the tables.
+            empty_bytes = checkpointed_size(database.engine, db_path)
+            empty_pages = table_pages(database.engine)
             began = time.perf_counter()
             first = asyncio.run(run_backtest(settings, options("cached"), database=database))
             filled_s = time.perf_counter() - began
@@ -150,10 +174,11 @@ def main() -> None:
                     select(func.count(), func.sum(func.length(models.ChartImage.data)))
                 ).one()
                 raw = sum(len(r.images) for r in requests)
-            with database.engine.connect() as connection:
-                # The WAL's pages into the file, so its size counts every record.
-                connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-            file_bytes = db_path.stat().st_size - empty_bytes
+            file_bytes = checkpointed_size(database.engine, db_path) - empty_bytes
+            grown = {
+                name: pages - empty_pages.get(name, 0)
+                for name, pages in table_pages(database.engine).items()
+            }
             cycles = first.cycles
             print(
                 f"cached run: {cycles} cycles in {filled_s:.0f} s, {len(requests)} requests; "
@@ -169,6 +194,17 @@ def main() -> None:
                 f"({file_bytes / cycles * CYCLES_PER_DAY / 1e6:.1f} MB per agent-day, "
                 "records and images)"
             )
+            if grown:
+                page_kb = file_bytes / max(sum(grown.values()), 1) / 1000
+                print(
+                    "new pages by table (share of the growth): "
+                    + ", ".join(
+                        f"{name} {pages} ({pages / sum(grown.values()):.0%})"
+                        for name, pages in sorted(grown.items(), key=lambda item: -item[1])
+                        if pages
+                    )
+                    + f"; {page_kb:.1f} kB a page"
+                )
             asked = llm.request_count
             rates = []
             for _ in range(3):

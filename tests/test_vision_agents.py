@@ -169,6 +169,29 @@ def test_a_vision_agent_sends_charts_a_text_agent_none_and_the_replay_sends_noth
     assert {hashlib.sha256(path.read_bytes()).hexdigest() for path in written} <= sent
     assert any(path.name.endswith("-1-intraday.png") for path in written)
 
+    # `arena chat --json` lists them too: hash, caption, size, and the file `--images` wrote.
+    listed = arena(
+        "chat",
+        "--run",
+        str(second["run_id"]),
+        "--agent",
+        "vl",
+        "-n",
+        "2",
+        "--json",
+        "--images",
+        str(tmp_path / "listed"),
+        cwd=tmp_path,
+        env=env,
+    )
+    assert listed.exit_code == 0, listed.stderr
+    shown = [image for call in json.loads(listed.stdout) for image in call["images"]]
+    assert [image["kind"] for image in shown] == ["intraday", "context"] * 2
+    for image in shown:
+        png = Path(image["file"]).read_bytes()
+        assert hashlib.sha256(png).hexdigest() == image["sha256"] in sent
+        assert len(png) == image["size_bytes"] and image["caption"]
+
 
 def test_a_model_refusing_images_costs_one_cycle_then_the_agent_goes_on_text_only(
     llm: FakeOpenAIServer, sample: Path, tmp_path: Path

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from app.config import Settings
-    from app.db.queries import ChatEntry
+    from app.db.queries import ChatEntry, SentImage
     from app.db.session import Database
 
 
@@ -134,18 +134,20 @@ def trades_command(
     stdout.print(trades_table(run_id, items, wide=wide))
 
 
-def write_call_images(engine: Engine, entries: Sequence[ChatEntry], folder: Path) -> list[Path]:
-    """Write what each call's model saw: `AGENT-YYYYMMDDTHHMM-call<ID>-<N>-<KIND>.png`."""
-    from app.db import queries
+def write_call_images(
+    by_call: Mapping[int, Sequence[SentImage]], entries: Sequence[ChatEntry], folder: Path
+) -> dict[tuple[int, int], Path]:
+    """Write what each call's model saw: `AGENT-YYYYMMDDTHHMM-call<ID>-<N>-<KIND>.png`.
 
-    by_call = queries.call_images(engine, [e.call_id for e in entries if e.call_id is not None])
-    if not by_call:
-        return []
+    Returns each file by (call id, position of the image in the prompt).
+    """
+    if not any(by_call.get(e.call_id) for e in entries if e.call_id is not None):
+        return {}
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ConfigError(f"cannot write images to {folder}: {error}") from error
-    written = []
+    written: dict[tuple[int, int], Path] = {}
     for entry in entries:
         if entry.call_id is None:
             continue
@@ -156,7 +158,7 @@ def write_call_images(engine: Engine, entries: Sequence[ChatEntry], folder: Path
             )
             path = folder / name
             path.write_bytes(image.png)
-            written.append(path)
+            written[(entry.call_id, image.position)] = path
     return written
 
 
@@ -183,7 +185,7 @@ def chat_command(
         typer.Option(
             "--images",
             help="Write the chart images each shown call sent (a vision agent's) as PNG files "
-            "into this folder.",
+            "into this folder (with --json, each image names its file).",
         ),
     ] = None,
     as_json: JsonOption = False,
@@ -206,12 +208,18 @@ def chat_command(
         if prompt
         else None
     )
+    sent = (
+        queries.call_images(database.engine, [e.call_id for e in entries if e.call_id is not None])
+        if images is not None or as_json
+        else {}
+    )
+    written: dict[tuple[int, int], Path] = {}
     if images is not None:
-        written = write_call_images(database.engine, entries, images)
+        written = write_call_images(sent, entries, images)
         # On stderr: `--json` keeps stdout one JSON document.
         stderr.print(f"wrote {len(written)} chart image(s) to {images}")
     if as_json:
-        print_json(chat_json(entries, details, prompts))
+        print_json(chat_json(entries, details, prompts, images=sent, files=written, run_id=run_id))
         return
     if not entries:
         wanted = " matching the filters" if coin or outcome else ""

@@ -11,6 +11,7 @@ import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from rich.console import Console
 from rich.markup import escape
@@ -18,8 +19,10 @@ from rich.markup import escape
 from app.cli.tables import Column, FittedTable
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from app.config import Settings
-    from app.db.queries import ChatEntry, DecisionDetail
+    from app.db.queries import ChatEntry, DecisionDetail, SentImage
     from app.domain import ChatMessage, ClosedTrade, Position
     from app.market.ccxt_feed import DownloadResult
     from app.quota_report import ModelQuota, ProbeResult
@@ -402,11 +405,17 @@ def chat_json(
     entries: Sequence[ChatEntry],
     details: Mapping[int, Sequence[DecisionDetail]] | None = None,
     prompts: Mapping[int, Sequence[ChatMessage]] | None = None,
+    *,
+    images: Mapping[int, Sequence[SentImage]] | None = None,
+    files: Mapping[tuple[int, int], Path] | None = None,
+    run_id: str = "live",
 ) -> list[dict[str, Any]]:
     """Return `arena chat --json`'s document.
 
     `details` (by cycle id) give each decision in full; `prompts` (by call id, with `--prompt`)
-    add the messages each call was sent.
+    add the messages each call was sent; `images` (by call id) the chart images it sent, each
+    with its sha256, caption, size, the dashboard's path to its bytes and, from `files` (with
+    `--images DIR`), the file it was written to.
     """
     documents = []
     for e in entries:
@@ -427,12 +436,36 @@ def chat_json(
             "error": e.error,
             "decisions": decisions,
         }
+        document["call_id"] = e.call_id
+        sent = (images or {}).get(e.call_id, ()) if e.call_id is not None else ()
+        document["images"] = [
+            _image_json(i, run_id, e.call_id, (files or {}).get((e.call_id, i.position)))
+            for i in sent
+            if e.call_id is not None
+        ]
         if prompts is not None and e.call_id is not None:
             document["prompt"] = [
                 {"role": m.role, "content": m.content} for m in prompts.get(e.call_id, ())
             ]
         documents.append(document)
     return documents
+
+
+def _image_json(image: SentImage, run_id: str, call_id: int, file: Path | None) -> dict[str, Any]:
+    """Return one image a call sent: what it is, and where its PNG bytes are."""
+    number = image.position + 1
+    return {
+        "position": number,
+        "kind": image.kind,
+        "caption": image.caption,
+        "sha256": image.sha256,
+        "width_px": image.width_px,
+        "height_px": image.height_px,
+        "size_bytes": len(image.png),
+        # Served by `arena web` (the dashboard's API) exactly as the model was sent it.
+        "url_path": f"/api/v1/runs/{quote(run_id, safe='')}/calls/{call_id}/images/{number}.png",
+        "file": str(file) if file is not None else None,
+    }
 
 
 def _decision_line(d: DecisionDetail) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Literal
 
+from app.db.text_delta import Keyframe, KeyframeBook, expand_text
 from app.domain import (
     REPLAYED_FAILURE,
     CallAttempt,
@@ -92,15 +93,48 @@ Segment = str | dict[str, str]
 
 @dataclass(frozen=True, slots=True)
 class StoredPart:
-    """A shared text as `prompt_part` keeps it: plain, or as segments over shorter parts."""
+    """A shared text as `prompt_part` keeps it: plain, or as segments over shorter parts.
+
+    `blob` is its `text_z` when it is compressed against a keyframe (`app.db.text_delta`);
+    None means `compress_text(payload)`.
+    """
 
     encoding: Literal["text", "segments"]
     payload: str
+    blob: bytes | None = None
+
+    def stored_blob(self) -> bytes:
+        """Return the `text_z` to write for this part."""
+        if self.blob is not None:
+            return self.blob
+        compressed = compress_text(self.payload)
+        return compressed if compressed is not None else zlib.compress(b"", 6)
 
 
-# A cycle's market section is encoded once, not once per agent that saw it.
-_PART_MEMO: OrderedDict[str, tuple[StoredPart, dict[str, str]]] = OrderedDict()
+# The keyframes stored texts are compressed against (one per kind of text, per process).
+KEYFRAMES: Final = KeyframeBook()
+
+# A cycle's market section is encoded once, not once per agent that saw it: its stored form,
+# the shorter parts it refers to, and the keyframe its blob names (stored beside it).
+_PART_MEMO: OrderedDict[str, tuple[StoredPart, dict[str, str], Keyframe | None]] = OrderedDict()
 _PART_MEMO_SIZE: Final = 256
+
+
+def _plain_part(frame: Keyframe) -> StoredPart:
+    encoding: Literal["text", "segments"] = "segments" if frame.encoding == "segments" else "text"
+    return StoredPart(encoding, frame.text)
+
+
+def _add_bases(parts: dict[str, StoredPart], base: Keyframe | None) -> None:
+    """Put the chain of parts a delta reads into `parts`: each as it was stored, while this
+    process remembers it, else compressed alone (the same text either way)."""
+    while base is not None and base.key not in parts:
+        known = _PART_MEMO.get(base.key)
+        if known is None:
+            parts[base.key] = _plain_part(base)
+            return
+        parts[base.key] = known[0]
+        base = known[2]
 
 
 def _segments(
@@ -137,13 +171,36 @@ def _segments(
 
 def _stored_part(
     key: str, text: str, references: Sequence[tuple[str, str]]
-) -> tuple[StoredPart, dict[str, str]]:
+) -> tuple[StoredPart, dict[str, str], Keyframe | None]:
     inner: dict[str, str] = {}
     segments = _segments(text, references, inner, within_part=True)
-    if len(segments) == 1 and isinstance(segments[0], str):
-        return StoredPart("text", text), inner
-    payload = json.dumps(segments, ensure_ascii=False, separators=(",", ":"))
-    return StoredPart("segments", payload), inner
+    encoding: Literal["text", "segments"] = "text"
+    payload = text
+    if len(segments) != 1 or not isinstance(segments[0], str):
+        encoding = "segments"
+        payload = json.dumps(segments, ensure_ascii=False, separators=(",", ":"))
+    # Texts of a kind start alike (every market section opens with the same heading).
+    blob, base = KEYFRAMES.encode(
+        f"part:{encoding}:{payload[:48]}", payload, key, encoding=encoding, chain=True
+    )
+    if base is None or _chain_reaches(base, key):
+        # A text met again after this process forgot it may follow a text that once followed
+        # it: stored alone, it can never make a loop of deltas.
+        return StoredPart(encoding, payload), inner, None
+    return StoredPart(encoding, payload, blob), inner, base
+
+
+def _chain_reaches(base: Keyframe, key: str) -> bool:
+    """Return True when the chain `_add_bases` would store from `base` passes through `key`."""
+    seen: set[str] = set()
+    current: Keyframe | None = base
+    while current is not None and current.key not in seen:
+        if current.key == key:
+            return True
+        seen.add(current.key)
+        known = _PART_MEMO.get(current.key)
+        current = known[2] if known is not None else None
+    return False
 
 
 def encode_messages(
@@ -158,6 +215,7 @@ def encode_messages(
     """
     if not messages:
         return None, {}
+    parts: dict[str, StoredPart] = {}
     references = sorted(
         {(text, text_hash(text)) for text in shared if len(text) >= _MIN_SHARED_CHARS},
         key=lambda item: len(item[0]),
@@ -168,7 +226,6 @@ def encode_messages(
         {"role": message.role, "content": _segments(message.content, references, found)}
         for message in messages
     ]
-    parts: dict[str, StoredPart] = {}
     pending = list(found.items())
     while pending:
         key, text = pending.pop()
@@ -180,11 +237,16 @@ def encode_messages(
             _PART_MEMO[key] = memo
             if len(_PART_MEMO) > _PART_MEMO_SIZE:
                 _PART_MEMO.popitem(last=False)
-        part, inner = memo
+        part, inner, base = memo
         parts[key] = part
+        _add_bases(parts, base)
         pending.extend(inner.items())
     payload = json.dumps(encoded, ensure_ascii=False, separators=(",", ":"))
-    return compress_text(payload), parts
+    # A call's messages open with its system prompt's reference: the kind of its keyframe.
+    blob, keyframe = KEYFRAMES.encode(f"messages:{payload[:100]}", payload, text_hash(payload))
+    if keyframe is not None and keyframe.key not in parts:
+        parts[keyframe.key] = _plain_part(keyframe)
+    return blob, parts
 
 
 def decode_segments(segments: Sequence[Segment], load_part: Callable[[str], str]) -> str:
@@ -194,14 +256,24 @@ def decode_segments(segments: Sequence[Segment], load_part: Callable[[str], str]
     )
 
 
-def decode_messages(blob: bytes | None, load_part: Callable[[str], str]) -> list[ChatMessage]:
-    """Return the prompt stored by `encode_messages`; `load_part` returns a shared text by hash."""
+def decode_messages(
+    blob: bytes | None,
+    load_part: Callable[[str], str],
+    load_payload: Callable[[str], str] | None = None,
+) -> list[ChatMessage]:
+    """Return the prompt stored by `encode_messages`; `load_part` returns a shared text by hash,
+    `load_payload` a `prompt_part`'s stored payload (the keyframe of a delta blob)."""
     if not blob:
         return []
+    payload = expand_text(blob, load_payload or _no_keyframe)
     return [
         ChatMessage(role=item["role"], content=decode_segments(item["content"], load_part))
-        for item in json.loads(decompress_text(blob))
+        for item in json.loads(payload)
     ]
+
+
+def _no_keyframe(key: str) -> str:
+    raise ValueError(f"this prompt is stored against the keyframe {key}: pass load_payload")
 
 
 def _usage_columns(usage: TokenUsage) -> dict[str, int]:

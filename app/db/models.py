@@ -116,7 +116,8 @@ class PromptPart(Base):
 
     hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     # "text": `text_z` is the compressed text; "segments": compressed JSON segments over
-    # shorter parts (a market section over each coin's context block).
+    # shorter parts (a market section over each coin's context block). `text_z` is zlib, or a
+    # delta naming the part it was compressed against (`app.db.text_delta`).
     encoding: Mapped[str] = mapped_column(String(8), default="text")
     text_z: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

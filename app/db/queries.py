@@ -16,6 +16,7 @@ from app.charts.png import expand_png
 from app.db import models
 from app.db.llm_rows import decode_messages, decode_segments, decompress_text
 from app.db.repository import position_from_row
+from app.db.text_delta import expand_text
 from app.domain import ChatMessage, ClosedTrade, Fill, FundingPayment, Position
 
 
@@ -361,19 +362,29 @@ def call_messages(engine: Engine, call_id: int) -> list[ChatMessage]:
         blob = connection.execute(
             select(models.LlmCall.messages_z).where(models.LlmCall.id == call_id)
         ).scalar_one_or_none()
+        loaded: dict[str, tuple[str, str]] = {}
+
+        def load_stored(key: str) -> tuple[str, str]:
+            # A part's encoding and payload; a delta's keyframe is one more row.
+            if key not in loaded:
+                encoding, text_z = connection.execute(
+                    select(models.PromptPart.encoding, models.PromptPart.text_z).where(
+                        models.PromptPart.hash == key
+                    )
+                ).one()
+                loaded[key] = (encoding, expand_text(text_z, load_payload))
+            return loaded[key]
+
+        def load_payload(key: str) -> str:
+            return load_stored(key)[1]
 
         def load_part(key: str) -> str:
-            encoding, text_z = connection.execute(
-                select(models.PromptPart.encoding, models.PromptPart.text_z).where(
-                    models.PromptPart.hash == key
-                )
-            ).one()
-            text = decompress_text(text_z)
+            encoding, payload = load_stored(key)
             if encoding == "segments":
-                return decode_segments(json.loads(text), load_part)
-            return text
+                return decode_segments(json.loads(payload), load_part)
+            return payload
 
-        return decode_messages(blob, load_part)
+        return decode_messages(blob, load_part, load_payload)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from app.charts.png import compact_png
 from app.db import models
 from app.db.base import UTCDateTime
-from app.db.llm_rows import LLM_CALL_DEFAULTS, StoredPart, compress_text, llm_call_values
+from app.db.llm_rows import LLM_CALL_DEFAULTS, StoredPart, llm_call_values
 from app.domain import (
     AccountState,
     AccountView,
@@ -540,7 +540,7 @@ class SqlCycleStore:
                 {
                     "hash": key,
                     "encoding": part.encoding,
-                    "text_z": compress_text(part.payload),
+                    "text_z": part.stored_blob(),
                     "created_at": at,
                 }
                 for key, part in new.items()

@@ -17,6 +17,7 @@ from app.db.migrate import upgrade
 from app.db.queries import call_messages
 from app.db.repository import AgentIdentity, SqlCycleStore
 from app.db.session import make_engine
+from app.db.text_delta import delta_base, is_delta
 from app.decisions import DecisionProblem, TradeDecision
 from app.domain import CallAttempt, ChatMessage, PaperCosts
 from app.errors import InvariantError
@@ -260,14 +261,21 @@ def test_malformed_entries_are_stored_as_rejected_while_the_valid_ones_trade(
 def test_prompts_are_stored_exactly_with_shared_texts_kept_once(market, database) -> None:
     """Three agents over two cycles: 6 calls, but the system prompt once, each cycle's market
     section once, and each coin's 4h context block once for both cycles (1 + 2 + 2 prompt
-    parts); every call's prompt reads back byte for byte."""
+    parts, and the keyframes the calls' messages are compressed against); every call's prompt
+    reads back byte for byte."""
     strategies = [ScriptedStrategy(name, enter_long_btc_once) for name in ("a", "b", "c")]
     engine, _, clock = build_engine(market, database, strategies)
     for moment in (clock[0], clock[0] + STEP):
         clock[0] = moment
         asyncio.run(engine.run_cycle(moment))
 
-    assert count(database, models.PromptPart) == 5
+    with Session(database) as session:
+        keyframes = {
+            delta_base(blob)
+            for blob in session.scalars(select(models.LlmCall.messages_z))
+            if blob is not None and is_delta(blob)
+        }
+    assert keyframes and count(database, models.PromptPart) == 5 + len(keyframes)
     with Session(database) as session:
         calls = session.execute(
             select(models.LlmCall.id, models.Agent.name)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from app.charts.png import expand_png, read_png_info
-from app.db import models
+from app.cli.reports import write_call_images
+from app.cli.views import chat_json
+from app.db import models, queries
 from app.db.session import make_engine
 from app.web.readmodel import ReadModel
 from tests.web.conftest import Arena
@@ -47,3 +50,33 @@ def test_a_vision_call_lists_its_images_and_serves_each_as_sent(
     # The chat page's cards have a place for them, filled when a card opens.
     page = client.get(f"/chat?run={run}", headers={"accept": "text/html"})
     assert '<div class="charts"></div>' in page.text
+
+
+def test_chat_json_names_each_image_a_call_sent_and_the_dashboard_serves_its_path(
+    arena: Arena, client: TestClient, tmp_path: Path
+) -> None:
+    """`arena chat --json`: sha256, caption, size and the path the dashboard serves the PNG at;
+    with `--images DIR`, the file it was written to."""
+    run = arena.result.run_id
+    engine = make_engine(arena.url)
+    entries = queries.recent_chat(engine, run, agent="trend", limit=2)
+    sent = queries.call_images(engine, [e.call_id for e in entries if e.call_id is not None])
+    files = write_call_images(sent, entries, tmp_path / "seen")
+    documents = chat_json(entries, images=sent, files=files, run_id=run)
+
+    images = [image for document in documents for image in document["images"]]
+    assert len(images) == 4 and [image["position"] for image in images] == [1, 2, 1, 2]
+    for document in documents:
+        for image in document["images"]:
+            served = client.get(image["url_path"])
+            assert served.status_code == 200
+            assert hashlib.sha256(served.content).hexdigest() == image["sha256"]
+            assert len(served.content) == image["size_bytes"]
+            assert Path(image["file"]).read_bytes() == served.content
+            assert "BTC" in image["caption"] and image["kind"] in ("intraday", "context")
+            assert f"/calls/{document['call_id']}/images/" in image["url_path"]
+    # Without `--images DIR` the bytes are at the path; a text agent's calls list none.
+    assert chat_json(entries, images=sent, run_id=run)[0]["images"][0]["file"] is None
+    text_entries = queries.recent_chat(engine, run, agent="contra", limit=1)
+    text_sent = queries.call_images(engine, [e.call_id for e in text_entries if e.call_id])
+    assert chat_json(text_entries, images=text_sent, run_id=run)[0]["images"] == []
