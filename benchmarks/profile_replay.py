@@ -53,6 +53,9 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=2)
     parser.add_argument("--agents", type=int, default=1)
     parser.add_argument("--own", action="store_true", help="also list functions by own time")
+    parser.add_argument(
+        "--callers", metavar="NAME", help="also list who calls the functions matching NAME"
+    )
     args = parser.parse_args()
     traders = {m: (trend_trader if i % 2 == 0 else contrarian_trader) for i, m in enumerate(MODELS)}
     with (
@@ -102,6 +105,8 @@ def main() -> None:
     stats.sort_stats("cumulative").print_stats(25)
     if args.own:
         stats.sort_stats("tottime").print_stats(30)
+    if args.callers:
+        stats.sort_stats("cumulative").print_callers(args.callers)
 
 
 if __name__ == "__main__":
