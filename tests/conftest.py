@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from app.db.llm_rows import forget_stored_texts
 from tests.postgres import SessionDatabase, server_url, session_database
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -82,6 +83,7 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Itera
         monkeypatch.delenv(name, raising=False)
     # Run from an empty folder so a developer's .env or arena.toml never leaks into a test.
     monkeypatch.chdir(tmp_path)
+    forget_stored_texts()
     yield
 
 

@@ -203,6 +203,13 @@ def _chain_reaches(base: Keyframe, key: str) -> bool:
     return False
 
 
+def forget_stored_texts() -> None:
+    """Forget the keyframes and stored parts this process remembers (each test starts clean:
+    what a delta is taken against must not depend on the tests that ran before)."""
+    KEYFRAMES.clear()
+    _PART_MEMO.clear()
+
+
 def encode_messages(
     messages: Sequence[ChatMessage], shared: Sequence[str] = ()
 ) -> tuple[bytes | None, dict[str, StoredPart]]:

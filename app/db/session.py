@@ -21,7 +21,7 @@ from app.db.errors import translate_operational_error
 from app.errors import ConfigError
 
 BUSY_TIMEOUT_MS = 10_000
-PAGE_SIZE_BYTES = 16_384
+PAGE_SIZE_BYTES = 8_192
 CACHE_SIZE_KB = 65_536  # per connection, an upper bound: pages are taken as they are read
 
 
@@ -45,8 +45,9 @@ def sqlite_path(url: str) -> Path | None:
 def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
-        # Calls with their prompt, answer and reasoning are 2-3 kB rows: 4 kB pages would hold
-        # one each and waste the rest. Takes effect only on a new database (before WAL).
+        # Calls with their reasoning are 2-3 kB rows (4 kB pages would hold one each) and a
+        # vision agent's chart 12-14 kB (16 kB pages would hold one each): 8 kB pages waste
+        # least of both (docs/BENCHMARKS.md). Takes effect only on a new database (before WAL).
         cursor.execute(f"PRAGMA page_size={PAGE_SIZE_BYTES}")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")

@@ -120,8 +120,8 @@ def test_foreign_keys_are_enforced(db_url: str) -> None:
         )
 
 
-def test_new_databases_use_16_kb_pages(sqlite_url: str) -> None:
+def test_new_databases_use_8_kb_pages(sqlite_url: str) -> None:
     engine = make_engine(sqlite_url)
     upgrade(sqlite_url, engine=engine)
     with engine.connect() as connection:
-        assert connection.execute(text("PRAGMA page_size")).scalar() == 16_384
+        assert connection.execute(text("PRAGMA page_size")).scalar() == 8_192
