@@ -13,7 +13,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -412,23 +422,22 @@ class SqlCycleStore:
         cycles = [record for record in records if isinstance(record, AgentCycleRecord)]
         cycle_ids: list[int] = []
         if cycles:
-            cycle_ids = list(
-                connection.execute(
-                    insert(models.Cycle).returning(models.Cycle.id, sort_by_parameter_order=True),
-                    [
-                        {
-                            "agent_id": self.agent_ids[record.agent],
-                            "scheduled_at": record.scheduled_at,
-                            "invocation": record.invocation,
-                            "started_at": record.started_at,
-                            "finished_at": record.finished_at,
-                            "status": record.status,
-                            "error": record.error,
-                            "prompt_version": record.prompt_version,
-                        }
-                        for record in cycles
-                    ],
-                ).scalars()
+            cycle_ids = _insert_ids(
+                connection,
+                models.Cycle,
+                [
+                    {
+                        "agent_id": self.agent_ids[record.agent],
+                        "scheduled_at": record.scheduled_at,
+                        "invocation": record.invocation,
+                        "started_at": record.started_at,
+                        "finished_at": record.finished_at,
+                        "status": record.status,
+                        "error": record.error,
+                        "prompt_version": record.prompt_version,
+                    }
+                    for record in cycles
+                ],
             )
         calls: list[dict[str, Any]] = []
         # Per call row (by index in `calls`): the images its prompt carried.
@@ -502,14 +511,7 @@ class SqlCycleStore:
         if pending_ids:
             connection.execute(delete(models.LlmCall).where(models.LlmCall.id.in_(pending_ids)))
         if calls and call_images:
-            call_ids = list(
-                connection.execute(
-                    insert(models.LlmCall).returning(
-                        models.LlmCall.id, sort_by_parameter_order=True
-                    ),
-                    calls,
-                ).scalars()
-            )
+            call_ids = _insert_ids(connection, models.LlmCall, calls)
             self._write_images(
                 connection, call_ids, call_images, changes, at=cycles[-1].finished_at
             )
@@ -636,10 +638,11 @@ class SqlCycleStore:
             if fill.reason == "entry" and books.positions.get(fill.coin) is not None
         ]
         if entries:
-            new_ids = connection.execute(
-                insert(models.Position).returning(models.Position.id, sort_by_parameter_order=True),
+            new_ids = _insert_ids(
+                connection,
+                models.Position,
                 [_position_values(agent_id, books.positions[fill.coin]) for fill in entries],
-            ).scalars()
+            )
             for fill, new_id in zip(entries, new_ids, strict=True):
                 key = (agent_id, fill.coin)
                 open_ids[key] = new_id
@@ -812,3 +815,26 @@ def _dialect_insert(connection: Connection) -> Any:
     """Return the INSERT of the connection's dialect: SQLite and PostgreSQL both say ON CONFLICT
     DO NOTHING, each through its own construct."""
     return postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+
+
+def _insert_ids(
+    connection: Connection,
+    model: type[models.Cycle] | type[models.LlmCall] | type[models.Position],
+    rows: list[dict[str, Any]],
+) -> list[int]:
+    """Insert `rows` into `model`'s table; return their new ids, in the rows' order.
+
+    SQLite returns the ids of a many-row insert in order only row by row (one statement per row).
+    It gives each new row the highest id + 1 (no AUTOINCREMENT here), and this transaction holds
+    the write lock from its first write, so the rows took the ids ending at `last_insert_rowid()`.
+    Other databases return them with the insert.
+    """
+    if connection.dialect.name == "sqlite":
+        connection.execute(insert(model), rows)
+        last = int(connection.execute(text("SELECT last_insert_rowid()")).scalar_one())
+        return list(range(last - len(rows) + 1, last + 1))
+    return list(
+        connection.execute(
+            insert(model).returning(model.id, sort_by_parameter_order=True), rows
+        ).scalars()
+    )
