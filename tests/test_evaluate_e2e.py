@@ -129,11 +129,21 @@ def test_evaluate_replays_resumes_and_finishes_the_rest_after_a_kill(
     before = finished_windows(database)  # the cache-filling plan's windows
     killed = start(*one_worker, env=env, cwd=tmp_path)
     deadline = time.monotonic() + 900
-    while finished_windows(database) - before < WINDOWS // 2 and killed.poll() is None:
+    # The count is read under the database's write lock, which is still held at the kill: no
+    # window can be recorded between seeing half of them done and the kill, however fast the
+    # machine (the limit only keeps a broken run from hanging).
+    holder = sqlite3.connect(database, isolation_level=None, timeout=60)
+    while True:
+        holder.execute("BEGIN IMMEDIATE")
+        if finished_windows(database) - before >= WINDOWS // 2 or killed.poll() is not None:
+            break
+        holder.execute("COMMIT")
         assert time.monotonic() < deadline, "the evaluation did not get halfway"
         time.sleep(0.2)
     os.killpg(killed.pid, signal.SIGKILL)
     killed.communicate(timeout=60)
+    holder.execute("COMMIT")
+    holder.close()
     done = finished_windows(database) - before
     assert WINDOWS // 2 <= done < WINDOWS
     code, out_rest, err_rest = evaluate(*one_worker, env=env, cwd=tmp_path)

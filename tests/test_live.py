@@ -456,9 +456,10 @@ def test_a_daemon_and_a_reader_polling_the_leaderboard_every_100_ms_share_postgr
         try:
             lines.wait_for("hodl ok", 600, daemon)  # migrated, agents registered
             reader.start()
-            # A state to reach, not a race: the limit only keeps a broken run from hanging.
+            # A state to reach, not a race: four cycles of each agent written and ten leaderboards
+            # read beside them; the limit only keeps a broken run from hanging.
             limit_at = time.monotonic() + 600
-            while count_rows(postgres_url, models.Cycle) < 2 * 4:
+            while count_rows(postgres_url, models.Cycle) < 2 * 4 or len(reads) + len(errors) < 10:
                 assert daemon.poll() is None, "".join(lines.lines)
                 assert time.monotonic() < limit_at, "".join(lines.lines)
                 time.sleep(0.2)

@@ -21,7 +21,7 @@ import socket
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Final, Protocol
+from typing import IO, Final, Protocol, Self
 from zlib import crc32
 
 from sqlalchemy import Connection, NullPool, text
@@ -48,7 +48,29 @@ class ArenaLock(Protocol):
     def check(self) -> None: ...
 
 
-class DaemonLock:
+class _HeldLock:
+    """A lock held for a `with` block: `acquire` on entry, `release` on exit."""
+
+    def acquire(self) -> None:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+class DaemonLock(_HeldLock):
     """An exclusive, process-lifetime lock on `path`."""
 
     def __init__(self, path: Path) -> None:
@@ -94,18 +116,6 @@ class DaemonLock:
     def check(self) -> None:
         """Nothing to check: a file lock lasts as long as the process."""
 
-    def __enter__(self) -> DaemonLock:
-        self.acquire()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.release()
-
 
 def describe_holder(text: str) -> str:
     """Return 'pid N on HOST since TIME' from the lock file's text, or a generic phrase."""
@@ -131,7 +141,7 @@ def describe_pg_holder(application_name: str | None, started_at: datetime | None
     return f"pid {fields['pid']} on {fields['host']}{since}"
 
 
-class PostgresDaemonLock:
+class PostgresDaemonLock(_HeldLock):
     """A session-level advisory lock on PostgreSQL, keyed by the arena (database and schema)."""
 
     def __init__(self, url: str) -> None:
@@ -236,18 +246,6 @@ class PostgresDaemonLock:
         finally:
             connection.close()
             engine.dispose()
-
-    def __enter__(self) -> PostgresDaemonLock:
-        self.acquire()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.release()
 
 
 def _signed_int32(value: int) -> int:

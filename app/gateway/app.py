@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import ipaddress
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -24,6 +23,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.bind import refuse_open_bind
 from app.errors import ConfigError, ModelCallError, NoModelAvailableError
 from app.gateway.page import QUOTA_PAGE
 from app.gateway.services import GatewayServices, model_entries, pool_entries, status_body
@@ -50,24 +50,9 @@ _OPEN_PATHS: Final = ("/health", "/quota")
 MAX_QUOTA_MODELS: Final = 50
 
 
-def is_loopback(host: str) -> bool:
-    """Return True when `host` only listens on this machine (127.0.0.0/8, ::1, localhost)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def check_bind(host: str, token: str | None) -> None:
     """Refuse to serve a non-loopback address without `GATEWAY_TOKEN`."""
-    if not is_loopback(host) and not token:
-        raise ConfigError(
-            f"the gateway would listen on {host}, which other machines can reach, without a "
-            "token: set GATEWAY_TOKEN (e.g. GATEWAY_TOKEN=$(openssl rand -hex 24)) or bind "
-            "127.0.0.1"
-        )
+    refuse_open_bind(host, token, server="the gateway", setting="GATEWAY_TOKEN")
 
 
 def _error(

@@ -9,7 +9,6 @@ allowed on a loopback address (`check_bind`); with one, every route but the logi
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -23,7 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__
-from app.errors import ConfigError
+from app.bind import refuse_open_bind
 from app.web import pages
 from app.web.api import nof1_router, v1_router
 from app.web.readmodel import ReadModel
@@ -35,24 +34,9 @@ COOKIE_NAME: Final = "arena_token"
 _OPEN_PATHS: Final = ("/login", "/static/", "/health")
 
 
-def is_loopback(host: str) -> bool:
-    """Return True when `host` only listens on this machine (127.0.0.0/8, ::1, localhost)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def check_bind(host: str, token: str | None) -> None:
     """Refuse to serve a non-loopback address without a token (anyone could read the arena)."""
-    if not is_loopback(host) and not token:
-        raise ConfigError(
-            f"the dashboard would listen on {host}, which other machines can reach, without a "
-            "token: set SERVE_TOKEN (e.g. SERVE_TOKEN=$(openssl rand -hex 24)) or bind "
-            "127.0.0.1"
-        )
+    refuse_open_bind(host, token, server="the dashboard", setting="SERVE_TOKEN")
 
 
 def create_app(

@@ -11,10 +11,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
+from app.bind import is_loopback
 from app.cli import main
 from app.config import load_settings
 from app.errors import ConfigError
-from app.web.app import check_bind, create_app, is_loopback
+from app.web.app import check_bind, create_app
 from app.web.readmodel import ReadModel, open_read_engine
 from app.wiring import build_dashboard
 from tests.web.conftest import Arena
