@@ -50,6 +50,9 @@ class FaultPlan:
     exchange_rate: float = 0.12
     candle_rate: float = 0.5
     llm_rate: float = 0.5
+    # Lives (0 is the first start) whose candles are all served bad: candle faults then come up
+    # whatever minutes the wall clock gives a short run.
+    bad_candle_lives: tuple[int, ...] = ()
     # Rarer kinds: an agent stopped by a 401 sits out the rest of its daemon's life, and a
     # daily-quota 429 may bench a model until 00:00 UTC; a huge answer costs megabytes.
     llm_weights: dict[str, float] = field(
@@ -72,6 +75,8 @@ class FaultPlan:
 
         Keyed by the daemon's life too, so a short run with many restarts sees many bad candles.
         """
+        if life in self.bad_candle_lives:
+            return True
         rng = random.Random(f"{self.seed}:candles:{life}:{newest_close_ms}")
         return rng.random() < self.candle_rate
 

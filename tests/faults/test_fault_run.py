@@ -18,10 +18,12 @@ import pytest
 from tests.faults.harness import RunOptions, run_faults
 from tests.faults.plan import CANDLE_FAULTS, EXCHANGE_FAULTS, LLM_FAULTS, FaultPlan
 
-# Denser than the soak's plan, so 300 faults come within about three minutes. Few cycles reach
-# the models (most are skipped on bad market data), so nearly every model request is a fault:
-# this seed's first 11 faulty requests already hold 8 kinds.
-PLAN = FaultPlan(seed=17, exchange_rate=0.2, candle_rate=0.4, llm_rate=0.9)
+# Denser than the soak's plan, so 300 faults come within about three minutes. Candle faults are
+# keyed by the wall clock's minute, of which a short run sees few: two lives get only bad
+# candles, so candle kinds always come up. Few cycles reach the models (most are skipped on bad
+# market data), so nearly every model request is a fault: this seed's first 11 faulty requests
+# already hold 8 kinds.
+PLAN = FaultPlan(seed=17, exchange_rate=0.2, candle_rate=0.3, llm_rate=0.9, bad_candle_lives=(3, 7))
 
 
 @pytest.mark.slow
