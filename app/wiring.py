@@ -27,7 +27,7 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.backtest import (
     Backtest,
@@ -69,7 +69,6 @@ from app.llm.quota import CallBudget, Clock, QuotaTracker, utc_now
 from app.llm.quota_query import QuotaProbe, query_quota
 from app.llm.runtime import LlmRuntime
 from app.llm.strategy import DEFAULT_OPTIONS, LLMStrategy
-from app.market.ccxt_feed import CcxtMarketData, DownloadResult, cache_source
 from app.market.dataset import DataSet, drop_implausible, expand_paths, load_data_set
 from app.market.download import ProgressFactory, download_candles
 from app.market.sample import is_synthetic
@@ -82,6 +81,9 @@ from app.trading.engine import AgentSlot, CycleEngine, EngineConfig
 from app.trading.paper import PaperAccount
 from app.trading.recording import BatchRecorder, ImmediateRecorder
 from app.trading.risk import ENTRY_WINDOW, RiskLimits
+
+if TYPE_CHECKING:
+    from app.market.ccxt_feed import CcxtMarketData, DownloadResult
 
 log = logging.getLogger(__name__)
 
@@ -573,6 +575,9 @@ def build_exchange_feed(
     `startup_retry_s`: how long the first market load waits for an unreachable exchange (the
     daemon's `EXCHANGE_STARTUP_RETRY_S`; commands fail at once).
     """
+    # ccxt takes about a second to import: only the commands that reach an exchange pay for it.
+    from app.market.ccxt_feed import CcxtMarketData
+
     exchange = settings.exchange
     schedule = settings.schedule
     return CcxtMarketData(
@@ -655,6 +660,8 @@ def last_prices(
 
     Read from the candle cache only (the daemon refreshes it every cycle): no exchange call.
     """
+    from app.market.ccxt_feed import cache_source
+
     exchange = settings.exchange
     source = cache_source(exchange.id, sandbox=exchange.sandbox, api_url=exchange.api_url)
     return CandleCache(database.engine).latest_closes(exchange=source, coins=coins)

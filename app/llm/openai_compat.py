@@ -246,10 +246,17 @@ class OpenAIChatModel:
         self.defaults = defaults or CallDefaults()
         self.model_traits: ModelTraits = traits.model_traits(model)
         self._secrets = (key,) if key else ()
-        self._client = (clients or ClientPool()).client(url, key)
+        # The SDK client is made on the first request: a replay never sends one, and making a
+        # client (with its TLS context and lazy imports) was a tenth of a replay's start-up.
+        self._clients = clients or ClientPool()
+        self._key = key
         self._sleep = sleep or asyncio.sleep
         # Deadlines are read on this clock (a test gives its own, so no budget races real time).
         self.monotonic: Monotonic = monotonic or time.monotonic
+
+    @property
+    def _client(self) -> AsyncOpenAI:
+        return self._clients.client(self.base_url, self._key)
 
     @property
     def provider(self) -> str:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from app.domain import timeframe_to_timedelta
 from app.errors import ConfigError
-from app.market.ccxt_feed import CcxtMarketData, DownloadResult
 from app.market.resample import step_ns
+
+if TYPE_CHECKING:
+    # Types only: importing ccxt takes about a second, and a backtest never needs it.
+    from app.market.ccxt_feed import CcxtMarketData, DownloadResult
 
 # Called once per coin with (coin, expected candle count); returns the callback that receives
 # how many more candles were found (cached or fetched).
