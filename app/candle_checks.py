@@ -18,6 +18,7 @@ the reference.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,7 +27,15 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
-from app.domain import MarketSnapshot, index_ns, ns_to_datetime, timeframe_to_timedelta
+from app.domain import (
+    CandleRows,
+    CoinSnapshot,
+    MarketSnapshot,
+    PrecomputedCoinSnapshot,
+    index_ns,
+    ns_to_datetime,
+    timeframe_to_timedelta,
+)
 
 # The default band: a price from a third to three times the median close of its neighbours. The
 # real 2025-10-10 crash in the sample data (Binance perpetuals, DOGE's 1h low 60 % under its
@@ -188,16 +197,35 @@ def staleness(frame: pd.DataFrame, step: timedelta, at: datetime) -> str | None:
     closing at `at` itself may lag by a few seconds at the exchange, the one before may not be
     missing too.
     """
-    age = candle_age(frame, step, at)
-    if age is None:
-        return "no closed candle"
+    if frame.empty:
+        return _NO_CANDLE
+    return _stale_since(_newest_open(frame), step, at)
+
+
+_NO_CANDLE: Final = "no closed candle"
+
+
+def _stale_since(newest_open: datetime, step: timedelta, at: datetime) -> str | None:
+    age = at - (newest_open + step)
     if age > step:
-        newest = _newest_open(frame)
         return (
-            f"the newest closed candle opened {newest:%Y-%m-%d %H:%M} UTC and closed "
+            f"the newest closed candle opened {newest_open:%Y-%m-%d %H:%M} UTC and closed "
             f"{_minutes(age)} before the cycle (more than one {_minutes(step)} period)"
         )
     return None
+
+
+def _rows_staleness(rows: CandleRows, step: timedelta, at: datetime) -> str | None:
+    """Return `staleness` of the frame `rows` stand for, without building it."""
+    if rows.end <= rows.start:
+        return _NO_CANDLE
+    return _stale_since(_open_at(int(rows.table.open_ns[rows.end - 1])), step, at)
+
+
+# A replay asks for the same few open times, coin after coin and cycle after cycle.
+@functools.lru_cache(maxsize=1024)
+def _open_at(open_ns: int) -> datetime:
+    return ns_to_datetime(open_ns)
 
 
 def price_gap_pct(price: float, reference: float) -> float:
@@ -226,13 +254,13 @@ def snapshot_problems(snapshot: MarketSnapshot, *, max_price_gap_pct: float) -> 
         (snapshot.context_timeframe, timeframe_to_timedelta(snapshot.context_timeframe)),
     )
     for coin, data in snapshot.coins.items():
-        for (timeframe, step), frame in zip(steps, (data.intraday, data.context), strict=True):
-            stale = staleness(frame, step, snapshot.at)
+        newest = _newest_checks(data, steps, snapshot.at)
+        for (timeframe, _), stale in zip(steps, newest[:2], strict=True):
             if stale is not None:
                 problems.append(f"{coin} {timeframe} data is stale: {stale}")
-        if data.intraday.empty:
+        close = newest[2]
+        if close is None:
             continue
-        close = float(data.intraday["close"].to_numpy()[-1])
         gap_pct = price_gap_pct(data.last_price, close)
         if gap_pct > max_price_gap_pct:
             problems.append(
@@ -240,3 +268,32 @@ def snapshot_problems(snapshot: MarketSnapshot, *, max_price_gap_pct: float) -> 
                 f"{close:g} disagree by {gap_pct:.1f} % (more than {max_price_gap_pct:g} %)"
             )
     return problems
+
+
+def _newest_checks(
+    data: CoinSnapshot, steps: tuple[tuple[str, timedelta], ...], at: datetime
+) -> tuple[str | None, str | None, float | None]:
+    """Return the staleness of both timeframes and the newest intraday close (None: no candle).
+
+    A replayed snapshot's rows are read as they are, without building their frames: this runs
+    every cycle of a backtest.
+    """
+    (_, intraday_step), (_, context_step) = steps
+    if isinstance(data, PrecomputedCoinSnapshot):
+        intraday, context = data.intraday_rows, data.context_rows
+        close_at = intraday.table.positions.get("close")
+        if close_at is not None:
+            close = (
+                float(intraday.table.values[intraday.end - 1, close_at]) if len(intraday) else None
+            )
+            return (
+                _rows_staleness(intraday, intraday_step, at),
+                _rows_staleness(context, context_step, at),
+                close,
+            )
+    frame = data.intraday
+    return (
+        staleness(frame, intraday_step, at),
+        staleness(data.context, context_step, at),
+        None if frame.empty else float(frame["close"].to_numpy()[-1]),
+    )

@@ -127,6 +127,120 @@ class CoinSnapshot:
     rules: MarketRules | None = None
 
 
+class CandleTable:
+    """One timeframe's candles and indicators over a whole history, computed once (a backtest's).
+
+    `values` is `frame` as one float64 block (a view when the frame is one block), `open_ns` its
+    open times as UTC epoch nanoseconds and `positions` each column's place in `values`.
+    `CandleRows` hands out rows of it: a pandas slice per coin and timeframe every cycle cost more
+    than the rest of a replayed snapshot, and most cycles never need the frame itself.
+    """
+
+    __slots__ = ("__weakref__", "columns", "frame", "open_ns", "positions", "values")
+
+    frame: pd.DataFrame
+    values: npt.NDArray[np.float64]
+    open_ns: npt.NDArray[np.int64]
+    columns: tuple[str, ...]
+    positions: dict[str, int]
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame = frame
+        self.values = frame.to_numpy(dtype=np.float64)
+        self.open_ns = index_ns(frame)
+        self.columns = tuple(map(str, frame.columns.tolist()))
+        self.positions = {column: position for position, column in enumerate(self.columns)}
+
+    def rows(self, start: int, end: int) -> CandleRows:
+        """Return rows `start:end` (positions, as in `iloc`)."""
+        return CandleRows(self, start, end)
+
+
+class CandleRows:
+    """Rows `start:end` of a `CandleTable`: the frame `frame()` builds, without building it yet."""
+
+    __slots__ = ("_frame", "end", "start", "table")
+
+    table: CandleTable
+    start: int
+    end: int
+    _frame: pd.DataFrame | None
+
+    def __init__(self, table: CandleTable, start: int, end: int) -> None:
+        self.table = table
+        self.start = start
+        self.end = end
+        self._frame = None
+
+    def __len__(self) -> int:
+        return max(0, self.end - self.start)
+
+    def frame(self) -> pd.DataFrame:
+        """Return the rows as a frame (sliced once, then the same object)."""
+        if self._frame is None:
+            self._frame = self.table.frame.iloc[self.start : self.end]
+        return self._frame
+
+
+class PrecomputedCoinSnapshot(CoinSnapshot):
+    """A `CoinSnapshot` whose candles are rows of precomputed tables (the backtest's history).
+
+    `intraday` and `context` are the same frames as ever, built on first read; the prompt and the
+    freshness checks read `intraday_rows` and `context_rows` instead and never need them.
+    `dataclasses.replace` does not apply (give a plain `CoinSnapshot` the frames instead).
+    """
+
+    __slots__ = ("context_rows", "intraday_rows")
+
+    intraday_rows: CandleRows
+    context_rows: CandleRows
+
+    def __init__(
+        self,
+        *,
+        coin: str,
+        symbol: str,
+        last_price: float,
+        intraday_rows: CandleRows,
+        context_rows: CandleRows,
+        funding_rate: float | None = None,
+        next_funding_at: datetime | None = None,
+        open_interest: float | None = None,
+        open_interest_avg: float | None = None,
+        mark_price: float | None = None,
+        missing: frozenset[str] = frozenset(),
+        rules: MarketRules | None = None,
+    ) -> None:
+        # The frozen dataclass refuses plain assignment, as it does in its own __init__.
+        set_field = object.__setattr__
+        set_field(self, "coin", coin)
+        set_field(self, "symbol", symbol)
+        set_field(self, "last_price", last_price)
+        set_field(self, "intraday_rows", intraday_rows)
+        set_field(self, "context_rows", context_rows)
+        set_field(self, "funding_rate", funding_rate)
+        set_field(self, "next_funding_at", next_funding_at)
+        set_field(self, "open_interest", open_interest)
+        set_field(self, "open_interest_avg", open_interest_avg)
+        set_field(self, "mark_price", mark_price)
+        set_field(self, "missing", missing)
+        set_field(self, "rules", rules)
+
+    @property
+    def intraday(self) -> pd.DataFrame:
+        """Return the closed intraday candles as a frame."""
+        return self.intraday_rows.frame()
+
+    @property
+    def context(self) -> pd.DataFrame:
+        """Return the closed context candles as a frame."""
+        return self.context_rows.frame()
+
+    def __reduce__(self) -> tuple[type[CoinSnapshot], tuple[object, ...]]:
+        # Pickled (to another process) as the plain snapshot it stands for.
+        return CoinSnapshot, tuple(getattr(self, name) for name in CoinSnapshot.__match_args__)
+
+
 @dataclass(frozen=True, slots=True)
 class MarketSnapshot:
     """The market as one cycle sees it at `at`: one `CoinSnapshot` per coin, in prompt order.

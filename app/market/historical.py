@@ -3,8 +3,9 @@
 Everything expensive happens once, in the constructor: the base candles are resampled to the
 intraday and context timeframes on clock boundaries, the indicators are computed over the whole
 history, and the candle close times are kept as int64 nanosecond arrays. `snapshot(at)` then only
-binary-searches those arrays and slices the last `tail` rows, which is why a backtest can take
-hundreds of snapshots a second. A resampled candle is visible only once all of it has closed
+binary-searches those arrays and hands out the last `tail` rows as positions in them
+(`CandleRows`: the frame is sliced only if someone reads it), which is why a backtest can take
+thousands of snapshots a second. A resampled candle is visible only once all of it has closed
 (`open_time + timeframe <= at`), and indicators on a candle only read that candle and earlier
 ones, so nothing from after `at` leaks into a snapshot.
 """
@@ -24,9 +25,11 @@ import pandas as pd
 from app.domain import (
     CANDLE_COLUMNS,
     Bars,
-    CoinSnapshot,
+    CandleRows,
+    CandleTable,
     MarketRules,
     MarketSnapshot,
+    PrecomputedCoinSnapshot,
     Settlements,
     datetime_to_ns,
     ensure_utc,
@@ -71,27 +74,33 @@ def _ready_close_ns(
 
 
 class _Window:
-    """One timeframe of one coin: the frame, its close times, and the last slice handed out."""
+    """One timeframe of one coin: the table, its close times, and the last rows handed out."""
 
-    __slots__ = ("close_ns", "frame", "last_key", "last_slice")
+    __slots__ = ("close_ns", "last_key", "last_rows", "table")
 
     def __init__(self, frame: pd.DataFrame, step: int) -> None:
         # Plain Python names for the labels: every slice gets its own copy of the column index,
         # and the prompt reads the names of thousands of slices; pandas' string labels are
         # twenty times slower to list.
-        self.frame = frame.set_axis(pd.Index(list(frame.columns), dtype=object), axis=1)
-        self.close_ns: np.ndarray = index_ns(frame) + step
+        labels = pd.Index(list(frame.columns), dtype=object)
+        self.table = CandleTable(frame.set_axis(labels, axis=1))
+        self.close_ns: np.ndarray = self.table.open_ns + step
         self.last_key: tuple[int, int] = (-1, -1)
-        self.last_slice: pd.DataFrame = frame.iloc[0:0]
+        self.last_rows: CandleRows = self.table.rows(0, 0)
 
-    def closed_tail(self, at_ns: int, tail: int) -> pd.DataFrame:
+    @property
+    def frame(self) -> pd.DataFrame:
+        return self.table.frame
+
+    def closed_tail(self, at_ns: int, tail: int) -> CandleRows:
         end = int(np.searchsorted(self.close_ns, at_ns, side="right"))
         key = (max(0, end - tail), end)
-        # The context slice only changes every few hours; reuse it instead of slicing again.
+        # The context rows only change every few hours; reuse them (and the frame they may have
+        # built) instead of handing out new ones.
         if key != self.last_key:
-            self.last_slice = self.frame.iloc[key[0] : key[1]]
+            self.last_rows = self.table.rows(*key)
             self.last_key = key
-        return self.last_slice
+        return self.last_rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +190,7 @@ class _CoinHistory:
         i = int(np.searchsorted(self.mark_close_ns, at_ns, side="right")) - 1
         return float(self.mark_close[i]) if i >= 0 else None
 
-    def snapshot(self, at_ns: int, tail: int) -> CoinSnapshot:
+    def snapshot(self, at_ns: int, tail: int) -> PrecomputedCoinSnapshot:
         i = self.last_close_index(at_ns)
         if i < 0:
             raise DataUnavailableError(
@@ -204,12 +213,12 @@ class _CoinHistory:
         mark_price = self.mark_at(at_ns)
         if mark_price is None and "mark_price" not in missing:
             missing = missing | {"mark_price"}
-        return CoinSnapshot(
+        return PrecomputedCoinSnapshot(
             coin=self.coin,
             symbol=self.symbol,
             last_price=float(self.base_close[i]),
-            intraday=self.intraday.closed_tail(at_ns, tail),
-            context=self.context.closed_tail(at_ns, tail),
+            intraday_rows=self.intraday.closed_tail(at_ns, tail),
+            context_rows=self.context.closed_tail(at_ns, tail),
             funding_rate=funding_rate,
             next_funding_at=next_funding_at,
             mark_price=mark_price,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import string
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import datetime
@@ -22,10 +23,13 @@ import pandas as pd
 
 from app.domain import (
     AccountView,
+    CandleRows,
+    CandleTable,
     ChatMessage,
     CoinSnapshot,
     MarketSnapshot,
     Position,
+    PrecomputedCoinSnapshot,
     datetime_to_ns,
     ensure_utc,
     timeframe_to_timedelta,
@@ -116,10 +120,7 @@ def render_context_blocks(snapshot: MarketSnapshot) -> tuple[str, ...]:
     and let the market sections of many cycles refer to it.
     """
     return tuple(
-        _context_block(
-            _TailColumns(_closed_rows(coin.context, snapshot.context_timeframe, snapshot.at)),
-            snapshot.context_timeframe,
-        )
+        _context_block(_context_tail(snapshot, coin), snapshot.context_timeframe)
         for coin in snapshot.coins.values()
     )
 
@@ -217,8 +218,15 @@ def build_messages(
 
 def _coin_block(snapshot: MarketSnapshot, coin: CoinSnapshot) -> str:
     name = coin.coin
-    intraday = _TailColumns(_closed_rows(coin.intraday, snapshot.intraday_timeframe, snapshot.at))
-    context = _TailColumns(_closed_rows(coin.context, snapshot.context_timeframe, snapshot.at))
+    if isinstance(coin, PrecomputedCoinSnapshot):
+        intraday = _TailColumns.of_rows(
+            coin.intraday_rows, snapshot.intraday_timeframe, snapshot.at
+        )
+    else:
+        intraday = _TailColumns(
+            _closed_rows(coin.intraday, snapshot.intraday_timeframe, snapshot.at)
+        )
+    context = _context_tail(snapshot, coin)
     intraday_heading = describe_timeframe(snapshot.intraday_timeframe)
     headline = (
         f"current_price = {format_sig(coin.last_price, PRICE_DIGITS)}, "
@@ -242,6 +250,12 @@ def _coin_block(snapshot: MarketSnapshot, coin: CoinSnapshot) -> str:
         _context_block(context, snapshot.context_timeframe),
     ]
     return "\n\n".join(lines)
+
+
+def _context_tail(snapshot: MarketSnapshot, coin: CoinSnapshot) -> _TailColumns:
+    if isinstance(coin, PrecomputedCoinSnapshot):
+        return _TailColumns.of_rows(coin.context_rows, snapshot.context_timeframe, snapshot.at)
+    return _TailColumns(_closed_rows(coin.context, snapshot.context_timeframe, snapshot.at))
 
 
 # The context candles change every few hours, not every cycle: render them once per change.
@@ -303,19 +317,28 @@ def _closed_rows(frame: pd.DataFrame, timeframe: str, at: datetime) -> pd.DataFr
     index = frame.index
     if not isinstance(index, pd.DatetimeIndex) or len(index) == 0:
         return frame
-    try:
-        step = timeframe_to_timedelta(timeframe)
-    except ValueError:
+    cutoff_ns = _open_cutoff_ns(timeframe, at)
+    if cutoff_ns is None:
         return frame
-    cutoff_ns = datetime_to_ns(at - step)
     stamps = (index if index.unit == "ns" else index.as_unit("ns")).asi8
-    if index.tz is None:
-        # A naive index holds UTC wall times: compare them as such.
-        cutoff_ns = datetime_to_ns(ensure_utc(at).replace(tzinfo=None) - step)
     if int(stamps[-1]) <= cutoff_ns:
         return frame  # the usual case: every row has closed
     closed = int(np.searchsorted(stamps, cutoff_ns, side="right"))
     return frame.iloc[:closed]
+
+
+@functools.lru_cache(maxsize=256)
+def _open_cutoff_ns(timeframe: str, at: datetime) -> int | None:
+    """Return the latest open time (epoch ns) of a candle closed at `at` (None: no timeframe).
+
+    A naive index holds UTC wall times, as `datetime_to_ns` reads a naive `at`: one cutoff
+    serves both.
+    """
+    try:
+        step = timeframe_to_timedelta(timeframe)
+    except ValueError:
+        return None
+    return datetime_to_ns(ensure_utc(at) - step)
 
 
 @functools.lru_cache(maxsize=16)
@@ -327,10 +350,11 @@ class _TailColumns:
     """The last `SERIES_LENGTH` closed rows of a frame as float arrays, one per column.
 
     One `to_numpy` per frame instead of a pandas column lookup per value: the market section is
-    on the backtest's hot path.
+    on the backtest's hot path. Built `of_rows` of a precomputed table, it reads the table's
+    block directly and joins series from numbers formatted once per table row.
     """
 
-    __slots__ = ("_columns", "_rows", "_values")
+    __slots__ = ("_columns", "_rows", "_start", "_table", "_values")
 
     def __init__(self, frame: pd.DataFrame) -> None:
         self._columns = _column_positions(tuple(map(str, frame.columns.tolist())))
@@ -343,6 +367,26 @@ class _TailColumns:
             values = numeric.to_numpy(dtype=float, na_value=np.nan)
         self._values = values[-SERIES_LENGTH:]
         self._rows = self._values.shape[0]
+        self._table: CandleTable | None = None
+        self._start = 0
+
+    @classmethod
+    def of_rows(cls, rows: CandleRows, timeframe: str, at: datetime) -> _TailColumns:
+        """Return the tail of the frame `rows` stand for (as `_closed_rows` would cut it)."""
+        table = rows.table
+        end = rows.end
+        cutoff_ns = _open_cutoff_ns(timeframe, at)
+        if end > rows.start and cutoff_ns is not None and int(table.open_ns[end - 1]) > cutoff_ns:
+            opens = table.open_ns[rows.start : end]
+            end = rows.start + int(np.searchsorted(opens, cutoff_ns, side="right"))
+        start = max(rows.start, end - SERIES_LENGTH)
+        tail = cls.__new__(cls)
+        tail._columns = table.positions
+        tail._values = table.values[start:end]
+        tail._rows = max(0, end - start)
+        tail._table = table
+        tail._start = start
+        return tail
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -365,7 +409,36 @@ class _TailColumns:
     def series(self, column: str, digits: int = INDICATOR_DIGITS) -> str:
         if self._rows == 0:
             return NOT_AVAILABLE_TEXT
+        if self._table is not None and column in self._columns:
+            texts = _table_texts(self._table, column, digits)
+            start, end = self._start, self._start + self._rows
+            shown = texts[start:end]
+            if None in shown:
+                column_values = self._table.values[:, self._columns[column]]
+                for row in range(start, end):
+                    if texts[row] is None:
+                        texts[row] = format_sig(float(column_values[row]), digits)
+                shown = texts[start:end]
+            return "[" + ", ".join(shown) + "]"  # type: ignore[arg-type]
         return format_series(self.values(column).tolist(), digits)
+
+
+# Each row of a precomputed table is in ten series, one more each cycle: format each value once.
+_TABLE_TEXTS: weakref.WeakKeyDictionary[CandleTable, dict[tuple[str, int], list[str | None]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _table_texts(table: CandleTable, column: str, digits: int) -> list[str | None]:
+    """Return the texts of `column` by `digits` for every row of `table`, None where not yet."""
+    by_column = _TABLE_TEXTS.get(table)
+    if by_column is None:
+        by_column = _TABLE_TEXTS[table] = {}
+    key = (column, digits)
+    texts = by_column.get(key)
+    if texts is None:
+        texts = by_column[key] = [None] * table.values.shape[0]
+    return texts
 
 
 def _ordered_positions(
