@@ -772,13 +772,36 @@ def image_keys(images: Iterable[ImagePart]) -> list[str]:
 # The same prompt is hashed for the cache key of each model in a chain and again for its record.
 @functools.lru_cache(maxsize=32)
 def pairs_hash(pairs: tuple[tuple[str, str], ...]) -> str:
-    """Return `prompt_hash` of messages given as (role, content) pairs."""
-    canonical = json.dumps(
-        [{"role": role, "content": content} for role, content in pairs],
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    """Return `prompt_hash` of messages given as (role, content) pairs.
+
+    The digest is the sha256 of `json.dumps([{"role": role, "content": content}, ...],
+    ensure_ascii=False, separators=(",", ":"))`, fed piece by piece: the first message (the
+    system prompt, the same every cycle) is encoded and hashed once, its hash state copied.
+    """
+    if not pairs:
+        return hashlib.sha256(b"[]").hexdigest()
+    digest = _opening_digest(*pairs[0]).copy()
+    for role, content in pairs[1:]:
+        digest.update(_message_json(role, content, b","))
+    digest.update(b"]")
+    return digest.hexdigest()
+
+
+# What `json.dumps(..., ensure_ascii=False)` writes for a string (the C encoder's own function).
+_json_string: Final[Callable[[str], str]] = json.encoder.encode_basestring
+
+
+def _message_json(role: str, content: str, before: bytes) -> bytes:
+    """Return one message as the canonical prompt JSON holds it, after `before` ("[" or ",")."""
+    return before + (
+        '{"role":' + _json_string(role) + ',"content":' + _json_string(content) + "}"
+    ).encode("utf-8")
+
+
+@functools.lru_cache(maxsize=8)
+def _opening_digest(role: str, content: str) -> hashlib._Hash:
+    """Return the sha256 state after a prompt's opening "[" and first message (copy it)."""
+    return hashlib.sha256(_message_json(role, content, b"["))
 
 
 @dataclass(frozen=True, slots=True)

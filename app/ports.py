@@ -304,6 +304,9 @@ class AgentCycleRecord:
     # Long texts this prompt shares with others (system prompt, the cycle's market section):
     # the store keeps each once and refers to it.
     shared_texts: tuple[str, ...] = ()
+    # `prompt_hash(messages)`, taken when the call was made (its cache key had just hashed the
+    # prompt): a backtest writes the record hundreds of cycles later. None: the store hashes.
+    prompt_hash: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -153,18 +153,28 @@ def _segments(
     for shared, key in references:
         if len(shared) > len(text) or (within_part and len(shared) == len(text)):
             continue
+        if not within_part and len(shared) == len(text) and shared == text:
+            # The whole message is this text (the system prompt): no longer one came before.
+            found[key] = shared
+            return [{"part": key}]
         split: list[Segment] = []
         for segment in segments:
-            if not isinstance(segment, str) or shared not in segment:
+            # One search per occurrence (`in` then `split` searched each twice): the market
+            # section is a long needle, and every agent's prompt holds it.
+            at = segment.find(shared) if isinstance(segment, str) else -1
+            if at < 0 or not isinstance(segment, str):
                 split.append(segment)
                 continue
-            pieces = segment.split(shared)
-            for index, piece in enumerate(pieces):
-                if piece:
-                    split.append(piece)
-                if index < len(pieces) - 1:
-                    split.append({"part": key})
-                    found[key] = shared
+            start = 0
+            while at >= 0:
+                if at > start:
+                    split.append(segment[start:at])
+                split.append({"part": key})
+                start = at + len(shared)
+                at = segment.find(shared, start)
+            if start < len(segment):
+                split.append(segment[start:])
+            found[key] = shared
         segments = split
     return segments
 
@@ -306,6 +316,7 @@ def llm_call_values(
     shared: Sequence[str] = (),
     parts: dict[str, StoredPart] | None = None,
     agent_model: tuple[str, str] | None = None,
+    messages_hash: str | None = None,
 ) -> list[dict[str, Any]]:
     """Return the `llm_call` rows of one call: a row per failed request, then the answer's row.
 
@@ -319,7 +330,8 @@ def llm_call_values(
     row with outcome `error` for `agent_model` (provider, model) when given.
 
     The prompt is stored by `encode_messages`: texts in `shared` become references, collected
-    into `parts` (hash -> text) for the caller to keep in `prompt_part`.
+    into `parts` (hash -> text) for the caller to keep in `prompt_part`. `messages_hash` is
+    `prompt_hash(messages)` when the caller already has it.
     """
     attempts = tuple(attempts) or (answer.attempts if answer is not None else ())
     stored, referenced = encode_messages(messages, shared)
@@ -329,7 +341,7 @@ def llm_call_values(
         "cycle_id": cycle_id,
         "agent_id": agent_id,
         "prompt_version": prompt_version,
-        "prompt_hash": prompt_hash(messages) if messages else None,
+        "prompt_hash": (messages_hash or prompt_hash(messages)) if messages else None,
         "created_at": created_at,
     }
     rows: list[dict[str, Any]] = []

@@ -793,6 +793,7 @@ def _llm_call_rows(
             shared=record.shared_texts,
             parts=parts,
             agent_model=agent_model,
+            messages_hash=record.prompt_hash,
         )
     ]
 

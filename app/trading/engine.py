@@ -53,6 +53,7 @@ from app.domain import (
     datetime_to_ns,
     ensure_utc,
     ns_to_datetime,
+    prompt_hash,
     timeframe_to_timedelta,
     was_sent,
 )
@@ -820,6 +821,7 @@ class CycleEngine:
             fills=tuple(fills),
             closed_trades=tuple(closed),
             shared_texts=request.shared_texts,
+            prompt_hash=prompt_hash(request.messages) if request.messages else None,
         )
         cache_hit = chat is not None and chat.cache_hit
         # Requests sent: a held call (no model could be asked) or a replayed failure sent none.
