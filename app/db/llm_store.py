@@ -13,14 +13,16 @@ message>"}`. An answer is kept zlib-compressed in `response_z` (`response_text` 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Final
 
-from sqlalchemy import Row, bindparam, case, func, select, update
+from sqlalchemy import Row, Table, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import Insert
 
 from app.db import models
 from app.db.llm_rows import capped_text, compress_text, decompress_text
@@ -209,25 +211,37 @@ def add_quota_usage(session: Session, delta: QuotaDelta) -> None:
     }
     dialect = session.get_bind().dialect.name
     if dialect in ("sqlite", "postgresql"):
-        insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
-        statement = insert(models.QuotaUsage).values(**values)
-        excluded = statement.excluded
-        current = models.QuotaUsage.__table__.c
-        changes: dict[str, Any] = {
-            name: current[name] + excluded[name]
-            for name in ("calls", "successes", "failures", "rate_limited")
-        }
-        # Headers, status and exhaustion keep their last known value when this delta has none.
-        for name in (*limits, "last_status", "last_error", "exhausted_at"):
-            changes[name] = func.coalesce(excluded[name], current[name])
-        changes["updated_at"] = excluded["updated_at"]
-        session.execute(
-            statement.on_conflict_do_update(
-                index_elements=["provider", "model", "day"], set_=changes
-            )
-        )
+        session.execute(_quota_upsert(dialect), values)
         return
     _add_quota_usage_portably(session, values, limits)
+
+
+@functools.cache
+def _quota_upsert(dialect: str) -> Insert:
+    """Return the `quota_usage` upsert of `dialect`, its values bound at execution.
+
+    Built once, on the table rather than the ORM class: building it with the values in (an ORM
+    insert, its `excluded` columns, a cache key over every value) took about 0.65 ms of the
+    0.77 ms a write cost, and every gateway request and arena call makes one or two.
+    """
+    insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+    table = models.QuotaUsage.__table__
+    assert isinstance(table, Table)
+    statement = insert(table)
+    excluded = statement.excluded
+    current = table.c
+    changes: dict[str, Any] = {
+        name: current[name] + excluded[name]
+        for name in ("calls", "successes", "failures", "rate_limited")
+    }
+    # Headers, status and exhaustion keep their last known value when this delta has none.
+    for name in (*RATE_LIMIT_COLUMNS.values(), "last_status", "last_error", "exhausted_at"):
+        changes[name] = func.coalesce(excluded[name], current[name])
+    changes["updated_at"] = excluded["updated_at"]
+    upsert: Insert = statement.on_conflict_do_update(
+        index_elements=["provider", "model", "day"], set_=changes
+    )
+    return upsert
 
 
 def _add_quota_usage_portably(
