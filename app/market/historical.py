@@ -93,7 +93,7 @@ class _Window:
         return self.table.frame
 
     def closed_tail(self, at_ns: int, tail: int) -> CandleRows:
-        end = int(np.searchsorted(self.close_ns, at_ns, side="right"))
+        end = int(self.close_ns.searchsorted(at_ns, side="right"))
         key = (max(0, end - tail), end)
         # The context rows only change every few hours; reuse them (and the frame they may have
         # built) instead of handing out new ones.
@@ -182,12 +182,12 @@ class _CoinHistory:
         return max(intraday, context)
 
     def last_close_index(self, at_ns: int) -> int:
-        return int(np.searchsorted(self.base_close_ns, at_ns, side="right")) - 1
+        return int(self.base_close_ns.searchsorted(at_ns, side="right")) - 1
 
     def mark_at(self, at_ns: int) -> float | None:
         if self.marks is None or not len(self.marks):
             return None
-        i = int(np.searchsorted(self.mark_close_ns, at_ns, side="right")) - 1
+        i = int(self.mark_close_ns.searchsorted(at_ns, side="right")) - 1
         return float(self.mark_close[i]) if i >= 0 else None
 
     def snapshot(self, at_ns: int, tail: int) -> PrecomputedCoinSnapshot:
@@ -201,7 +201,7 @@ class _CoinHistory:
         funding_rate: float | None = None
         next_funding_at: datetime | None = None
         if self.funding is not None:
-            k = int(np.searchsorted(self.funding.settled_ns, at_ns, side="right"))
+            k = int(self.funding.settled_ns.searchsorted(at_ns, side="right"))
             if k > 0:
                 funding_rate = float(self.funding.rates[k - 1])
             else:
@@ -369,8 +369,8 @@ class HistoricalMarketData:
     def candles_between(self, coin: str, start: datetime, end: datetime) -> pd.DataFrame:
         """Return the base candles of `coin` opened at or after `start` and closed by `end`."""
         history = self._history(coin)
-        lo = int(np.searchsorted(history.base_open_ns, _ns(start), side="left"))
-        hi = int(np.searchsorted(history.base_close_ns, _ns(end), side="right"))
+        lo = int(history.base_open_ns.searchsorted(_ns(start), side="left"))
+        hi = int(history.base_close_ns.searchsorted(_ns(end), side="right"))
         return history.base.iloc[lo : max(lo, hi)]
 
     def price_at(self, coin: str, at: datetime) -> float | None:
@@ -382,7 +382,7 @@ class HistoricalMarketData:
     def next_open(self, coin: str, at: datetime) -> tuple[datetime, float] | None:
         """Return (open time, open price) of the first base candle opening at or after `at`."""
         history = self._history(coin)
-        i = int(np.searchsorted(history.base_open_ns, _ns(at), side="left"))
+        i = int(history.base_open_ns.searchsorted(_ns(at), side="left"))
         if i >= history.base_open_ns.shape[0]:
             return None
         return _to_datetime(int(history.base_open_ns[i])), float(history.base_open[i])
@@ -400,8 +400,8 @@ class HistoricalMarketData:
                 {"funding_rate": [], "mark_price": []},
                 index=pd.DatetimeIndex([], tz="UTC", name=FUNDING_INDEX_NAME),
             )
-        lo = int(np.searchsorted(history.funding.settled_ns, _ns(start), side="right"))
-        hi = int(np.searchsorted(history.funding.settled_ns, _ns(end), side="right"))
+        lo = int(history.funding.settled_ns.searchsorted(_ns(start), side="right"))
+        hi = int(history.funding.settled_ns.searchsorted(_ns(end), side="right"))
         times = history.funding.settled_ns[lo:hi]
         marks = np.full(times.shape[0], np.nan)
         if history.marks is not None and len(history.marks):
@@ -416,8 +416,8 @@ class HistoricalMarketData:
     def bars_between(self, coin: str, start: datetime, end: datetime) -> Bars:
         """Return the base candles of `coin` with open time in [`start`, `end`) as arrays."""
         history = self._history(coin)
-        lo = int(np.searchsorted(history.base_open_ns, _ns(start), side="left"))
-        hi = int(np.searchsorted(history.base_open_ns, _ns(end), side="left"))
+        lo = int(history.base_open_ns.searchsorted(_ns(start), side="left"))
+        hi = int(history.base_open_ns.searchsorted(_ns(end), side="left"))
         return Bars(
             open_ns=history.base_open_ns[lo:hi],
             open=history.base_open[lo:hi],
@@ -432,8 +432,8 @@ class HistoricalMarketData:
         funding = history.funding
         if funding is None:
             return _NO_SETTLEMENTS
-        lo = int(np.searchsorted(funding.settled_ns, _ns(start), side="right"))
-        hi = int(np.searchsorted(funding.settled_ns, _ns(end), side="right"))
+        lo = int(funding.settled_ns.searchsorted(_ns(start), side="right"))
+        hi = int(funding.settled_ns.searchsorted(_ns(end), side="right"))
         if lo == hi:
             return _NO_SETTLEMENTS
         times = funding.settled_ns[lo:hi]
@@ -489,7 +489,7 @@ def _open_at(open_ns: np.ndarray, opens: np.ndarray, times: np.ndarray) -> np.nd
     out = np.full(times.shape[0], np.nan)
     if times.shape[0] == 0 or open_ns.shape[0] == 0:
         return out
-    idx = np.searchsorted(open_ns, times, side="left")
+    idx = open_ns.searchsorted(times, side="left")
     inside = idx < open_ns.shape[0]
     exact = np.zeros(times.shape[0], dtype=bool)
     exact[inside] = open_ns[idx[inside]] == times[inside]

@@ -32,8 +32,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
-import numpy as np
-
 from app.candle_checks import DEFAULT_MAX_PRICE_GAP_PCT, snapshot_problems
 from app.decisions import TradeDecision
 from app.domain import (
@@ -183,7 +181,7 @@ class _SharedMarket:
         if found is None or found[0] > start:
             return None
         bars = found[1]
-        first = int(np.searchsorted(bars.open_ns, datetime_to_ns(start), side="left"))
+        first = int(bars.open_ns.searchsorted(datetime_to_ns(start), side="left"))
         if first == 0:
             return bars
         return Bars(
@@ -939,7 +937,7 @@ def _describe(error: BaseException) -> str:
 
 def _before(bars: Bars, end_ns: int) -> Bars:
     """Return the bars opening before `end_ns`."""
-    stop = int(np.searchsorted(bars.open_ns, end_ns, side="left"))
+    stop = int(bars.open_ns.searchsorted(end_ns, side="left"))
     if stop == len(bars):
         return bars
     return Bars(
@@ -957,13 +955,22 @@ def _may_exit(position: Position, bars: Bars) -> bool:
     Two reductions let most cycles skip the exit scan. A gap through a level also shows here,
     since a bar's open lies within its low and high.
     """
-    low, high = float(bars.low.min()), float(bars.high.max())
+    if len(bars.low) == 1:
+        # The usual case between two cycles: one bar, and numpy's reductions cost more than it.
+        low, high = float(bars.low[0]), float(bars.high[0])
+    else:
+        low, high = float(bars.low.min()), float(bars.high.max())
     plan = position.exit_plan
-    adverse = (plan.stop_loss, position.liquidation_price)
+    stop, target = plan.stop_loss, plan.profit_target
+    liquidation = position.liquidation_price
     if position.side == "long":
-        return any(level is not None and low <= level for level in adverse) or (
-            plan.profit_target is not None and high >= plan.profit_target
+        return (
+            low <= liquidation
+            or (stop is not None and low <= stop)
+            or (target is not None and high >= target)
         )
-    return any(level is not None and high >= level for level in adverse) or (
-        plan.profit_target is not None and low <= plan.profit_target
+    return (
+        high >= liquidation
+        or (stop is not None and high >= stop)
+        or (target is not None and low <= target)
     )

@@ -337,7 +337,7 @@ class PaperAccount:
         if position is None:
             return MonitorResult()
         opened_ns = datetime_to_ns(position.opened_at)
-        start = int(np.searchsorted(bars.open_ns, opened_ns, side="left"))
+        start = int(bars.open_ns.searchsorted(opened_ns, side="left"))
         hit = find_first_exit(
             bars.open[start:],
             bars.high[start:],
@@ -557,7 +557,7 @@ def _check_position(coin: str, position: Position) -> None:
 
 def _price_at(bars: Bars, at_ns: int) -> float:
     """Return the open of the candle starting at `at_ns`, else the last close before it."""
-    i = int(np.searchsorted(bars.open_ns, at_ns, side="left"))
+    i = int(bars.open_ns.searchsorted(at_ns, side="left"))
     if i < len(bars) and int(bars.open_ns[i]) == at_ns:
         return float(bars.open[i])
     if i > 0:
