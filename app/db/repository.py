@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import (
     Connection,
@@ -30,14 +30,12 @@ from sqlalchemy.exc import IntegrityError
 from app.charts.png import compact_png
 from app.db import models
 from app.db.base import UTCDateTime
+from app.db.bulk_insert import BulkInsert, Row
 from app.db.llm_rows import LLM_CALL_DEFAULTS, StoredPart, llm_call_values
 from app.domain import (
     AccountState,
     AccountView,
-    ClosedTrade,
     ExitPlan,
-    Fill,
-    FundingPayment,
     ImagePart,
     Position,
 )
@@ -135,6 +133,111 @@ _POSITION_FUNDING = (
     update(models.Position)
     .where(models.Position.id == bindparam("b_id"))
     .values(funding_usd=bindparam("b_funding_usd"))
+)
+
+# The recorder's inserts, each compiled once per dialect (see `BulkInsert`); rows are tuples in
+# these columns' order, built by the `_..._values` functions below.
+_CYCLE_COLUMNS: Final = (
+    "agent_id",
+    "scheduled_at",
+    "invocation",
+    "started_at",
+    "finished_at",
+    "status",
+    "error",
+    "prompt_version",
+)
+_INSERT_CYCLE: Final = BulkInsert(models.Cycle, _CYCLE_COLUMNS)
+_INSERT_LLM_CALL: Final = BulkInsert(
+    models.LlmCall, [c.name for c in models.LlmCall.__table__.columns if c.name != "id"]
+)
+_INSERT_POSITION: Final = BulkInsert(
+    models.Position,
+    [
+        "agent_id",
+        "coin",
+        "side",
+        "quantity",
+        "entry_price",
+        "leverage",
+        "margin_usd",
+        "liquidation_price",
+        "profit_target",
+        "stop_loss",
+        "invalidation_condition",
+        "confidence",
+        "risk_usd",
+        "justification",
+        "entry_fee_usd",
+        "funding_usd",
+        "opened_at",
+        "status",
+    ],
+)
+_INSERT_FILL: Final = BulkInsert(
+    models.Fill,
+    [
+        "agent_id",
+        "cycle_id",
+        "position_id",
+        "coin",
+        "side",
+        "quantity",
+        "price",
+        "reference_price",
+        "fee_usd",
+        "reason",
+        "realized_pnl_usd",
+        "filled_at",
+    ],
+)
+_INSERT_FUNDING: Final = BulkInsert(
+    models.FundingPayment,
+    [
+        "agent_id",
+        "position_id",
+        "coin",
+        "rate",
+        "mark_price",
+        "quantity",
+        "amount_usd",
+        "settled_at",
+    ],
+)
+_INSERT_DECISION: Final = BulkInsert(
+    models.Decision,
+    [
+        "cycle_id",
+        "coin",
+        "signal",
+        "quantity",
+        "leverage",
+        "profit_target",
+        "stop_loss",
+        "invalidation_condition",
+        "confidence",
+        "risk_usd",
+        "justification",
+        "outcome",
+        "reason",
+        "filled_quantity",
+    ],
+)
+_INSERT_SNAPSHOT: Final = BulkInsert(
+    models.AccountSnapshot,
+    [
+        "agent_id",
+        "cycle_id",
+        "at",
+        "cash_usd",
+        "margin_usd",
+        "unrealized_pnl_usd",
+        "equity_usd",
+        "realized_pnl_usd",
+        "fees_paid_usd",
+        "funding_paid_usd",
+        "open_positions",
+    ],
 )
 
 
@@ -413,17 +516,18 @@ class SqlCycleStore:
         records: Sequence[AgentCycleRecord | AccountEventsRecord],
         changes: _PositionChanges,
     ) -> None:
-        """Write records table by table, keeping their order where it matters.
+        """Write records table by table, one statement per table, rows in the records' order.
 
-        Positions and fills go record by record (an exit must find the position an earlier
-        record opened) and account snapshots keep the records' order (the latest id is the
-        current account); everything else is one statement per table.
+        Ids follow the records' order in every table (the latest snapshot id is the current
+        account); positions are resolved in that order too, so an exit finds the position an
+        earlier record opened (see `_write_trading`).
         """
         cycles = [record for record in records if isinstance(record, AgentCycleRecord)]
         cycle_ids: list[int] = []
         if cycles:
             cycle_ids = _insert_ids(
                 connection,
+                _INSERT_CYCLE,
                 models.Cycle,
                 [
                     {
@@ -442,8 +546,9 @@ class SqlCycleStore:
         calls: list[dict[str, Any]] = []
         # Per call row (by index in `calls`): the images its prompt carried.
         call_images: dict[int, tuple[ImagePart, ...]] = {}
-        decisions: list[dict[str, Any]] = []
-        snapshots: list[dict[str, Any]] = []
+        decisions: list[Row] = []
+        snapshots: list[Row] = []
+        trading: list[_Trading] = []
         parts: dict[str, StoredPart] = {}
         next_cycle_id = iter(cycle_ids)  # returned in the order the cycles were given
         for record in records:
@@ -467,27 +572,18 @@ class SqlCycleStore:
             else:
                 at = record.at
             if record.fills or record.closed_trades or record.funding:
-                self._write_trading(
-                    connection,
-                    agent_id=agent_id,
-                    cycle_id=cycle_id,
-                    books=record.books,
-                    fills=record.fills,
-                    closed_trades=record.closed_trades,
-                    funding=record.funding,
-                    changes=changes,
-                )
+                trading.append(_Trading(agent_id, cycle_id, record))
             if record.view is not None:
                 # A cycle skipped without prices leaves no snapshot: the latest one still holds
                 # the account, and its time is how far exits were checked.
                 snapshots.append(_snapshot_values(agent_id, cycle_id, at, record.view, record))
+        if trading:
+            self._write_trading(connection, trading, changes)
         if cycles:
             self._write_parts(connection, parts, changes, at=cycles[-1].finished_at)
         self._write_calls(connection, cycles, calls, call_images, changes)
-        if decisions:
-            connection.execute(insert(models.Decision), decisions)
-        if snapshots:
-            connection.execute(insert(models.AccountSnapshot), snapshots)
+        _INSERT_DECISION.execute(connection, decisions)
+        _INSERT_SNAPSHOT.execute(connection, snapshots)
 
     def _write_calls(
         self,
@@ -511,12 +607,12 @@ class SqlCycleStore:
         if pending_ids:
             connection.execute(delete(models.LlmCall).where(models.LlmCall.id.in_(pending_ids)))
         if calls and call_images:
-            call_ids = _insert_ids(connection, models.LlmCall, calls)
+            call_ids = _insert_ids(connection, _INSERT_LLM_CALL, models.LlmCall, calls)
             self._write_images(
                 connection, call_ids, call_images, changes, at=cycles[-1].finished_at
             )
         elif calls:
-            connection.execute(insert(models.LlmCall), calls)
+            _INSERT_LLM_CALL.execute(connection, _INSERT_LLM_CALL.tuples(calls))
 
     def _write_parts(
         self,
@@ -618,88 +714,123 @@ class SqlCycleStore:
             connection.execute(insert(models.LlmCallImage), links)
 
     def _write_trading(
-        self,
-        connection: Connection,
-        *,
-        agent_id: int,
-        cycle_id: int | None,
-        books: AccountState,
-        fills: Sequence[Fill],
-        closed_trades: Sequence[ClosedTrade],
-        funding: Sequence[FundingPayment],
-        changes: _PositionChanges,
+        self, connection: Connection, trading: Sequence[_Trading], changes: _PositionChanges
     ) -> None:
+        """Write the records' positions, fills, funding and closes, one statement each.
+
+        The records are walked in their order against the open positions as the records before
+        each left them, so an exit finds the position an earlier record opened. The new
+        positions go in first (the entry fills point at them), then fills and funding; each
+        position's funding updates come before its close, as they happened (once closed, a
+        position is no longer open to be funded).
+        """
         open_ids = dict(self._open_positions)
         changes.apply(open_ids)
-        # New positions first, in one statement, so the entry fills can point at them.
         entries = [
-            fill
-            for fill in fills
-            if fill.reason == "entry" and books.positions.get(fill.coin) is not None
+            [
+                fill
+                for fill in item.record.fills
+                if fill.reason == "entry" and item.record.books.positions.get(fill.coin) is not None
+            ]
+            for item in trading
         ]
-        if entries:
+        new_ids: list[int] = []
+        if any(entries):
             new_ids = _insert_ids(
                 connection,
+                _INSERT_POSITION,
                 models.Position,
-                [_position_values(agent_id, books.positions[fill.coin]) for fill in entries],
+                [
+                    _position_values(item.agent_id, item.record.books.positions[fill.coin])
+                    for item, opened in zip(trading, entries, strict=True)
+                    for fill in opened
+                ],
             )
-            for fill, new_id in zip(entries, new_ids, strict=True):
-                key = (agent_id, fill.coin)
+        rows = _TradingRows()
+        next_new_id = iter(new_ids)  # in the order of the entries
+        for item, opened in zip(trading, entries, strict=True):
+            for fill in opened:
+                key = (item.agent_id, fill.coin)
+                new_id = next(next_new_id)
                 open_ids[key] = new_id
                 changes.opened[key] = new_id
                 changes.closed.discard(key)
-        fill_rows = []
-        for fill in fills:
-            position_id: int | None = open_ids.get((agent_id, fill.coin))
+            rows.add(item, open_ids, changes)
+        _INSERT_FILL.execute(connection, rows.fills)
+        _INSERT_FUNDING.execute(connection, rows.funding)
+        if rows.funded:
+            connection.execute(_POSITION_FUNDING, rows.funded)
+        if rows.closing:
+            connection.execute(_CLOSE_POSITION, rows.closing)
+
+
+@dataclass(frozen=True, slots=True)
+class _Trading:
+    """A record with fills, closes or funding, and the ids its rows carry."""
+
+    agent_id: int
+    cycle_id: int | None
+    record: AgentCycleRecord | AccountEventsRecord
+
+
+@dataclass
+class _TradingRows:
+    """The trading rows of a batch, gathered record by record in their order."""
+
+    fills: list[Row] = field(default_factory=list)
+    funding: list[Row] = field(default_factory=list)
+    closing: list[dict[str, Any]] = field(default_factory=list)
+    funded: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(
+        self, item: _Trading, open_ids: dict[tuple[int, str], int], changes: _PositionChanges
+    ) -> None:
+        """Add one record's rows; `open_ids` holds the positions open after its entries."""
+        agent_id, cycle_id, record = item.agent_id, item.cycle_id, item.record
+        books = record.books
+        for fill in record.fills:
             if fill.reason == "entry" and books.positions.get(fill.coin) is None:
                 # One record cannot open and close a position: entries come from cycles, exits
                 # from the monitor's own records.
                 raise InvariantError(
                     f"agent {agent_id}: an entry on {fill.coin} without its open position"
                 )
-            fill_rows.append(
-                {
-                    "agent_id": agent_id,
-                    "cycle_id": cycle_id,
-                    "position_id": position_id,
-                    "coin": fill.coin,
-                    "side": fill.side,
-                    "quantity": fill.quantity,
-                    "price": fill.price,
-                    "reference_price": fill.reference_price,
-                    "fee_usd": fill.fee_usd,
-                    "reason": fill.reason,
-                    "realized_pnl_usd": fill.realized_pnl_usd,
-                    "filled_at": fill.filled_at,
-                }
+            self.fills.append(
+                (
+                    agent_id,
+                    cycle_id,
+                    open_ids.get((agent_id, fill.coin)),
+                    fill.coin,
+                    fill.side,
+                    fill.quantity,
+                    fill.price,
+                    fill.reference_price,
+                    fill.fee_usd,
+                    fill.reason,
+                    fill.realized_pnl_usd,
+                    fill.filled_at,
+                )
             )
-        if fill_rows:
-            connection.execute(insert(models.Fill), fill_rows)
-        if funding:
-            connection.execute(
-                insert(models.FundingPayment),
-                [
-                    {
-                        "agent_id": agent_id,
-                        "position_id": open_ids.get((agent_id, payment.coin)),
-                        "coin": payment.coin,
-                        "rate": payment.rate,
-                        "mark_price": payment.mark_price,
-                        "quantity": payment.quantity,
-                        "amount_usd": payment.amount_usd,
-                        "settled_at": payment.settled_at,
-                    }
-                    for payment in funding
-                ],
+        self.funding.extend(
+            (
+                agent_id,
+                open_ids.get((agent_id, payment.coin)),
+                payment.coin,
+                payment.rate,
+                payment.mark_price,
+                payment.quantity,
+                payment.amount_usd,
+                payment.settled_at,
             )
-        closing = []
-        for trade in closed_trades:
+            for payment in record.funding
+        )
+        for trade in record.closed_trades:
             key = (agent_id, trade.coin)
             closed_id = open_ids.pop(key, None)
             changes.opened.pop(key, None)
             changes.closed.add(key)
             if closed_id is not None:
-                closing.append(
+                self.closing.append(
                     {
                         "b_id": closed_id,
                         "b_closed_at": trade.closed_at,
@@ -711,38 +842,51 @@ class SqlCycleStore:
                         "b_funding_usd": trade.funding_usd,
                     }
                 )
-        if closing:
-            connection.execute(_CLOSE_POSITION, closing)
-        funded = [
+        # Positions still open after this record's closes: a closed one is not funded again.
+        self.funded.extend(
             {"b_id": open_ids[(agent_id, coin)], "b_funding_usd": books.positions[coin].funding_usd}
-            for coin in {payment.coin for payment in funding}
+            for coin in {payment.coin for payment in record.funding}
             if coin in books.positions and (agent_id, coin) in open_ids
-        ]
-        if funded:
-            connection.execute(_POSITION_FUNDING, funded)
+        )
 
 
-def _decision_values(cycle_id: int, item: DecisionRecord) -> dict[str, Any]:
-    # Every row carries every column: one executemany needs the same keys throughout.
+def _decision_values(cycle_id: int, item: DecisionRecord) -> Row:
+    """Return a `decision` row in `_INSERT_DECISION`'s column order."""
     decision = item.decision
-    return {
-        "cycle_id": cycle_id,
-        "coin": decision.coin if decision is not None else item.coin[:16] or "?",
-        "signal": decision.signal if decision is not None else item.signal[:16] or "?",
-        "quantity": None if decision is None else decision.quantity,
-        "leverage": None if decision is None else decision.leverage,
-        "profit_target": None if decision is None else decision.profit_target,
-        "stop_loss": None if decision is None else decision.stop_loss,
-        "invalidation_condition": None
-        if decision is None
-        else decision.invalidation_condition or None,
-        "confidence": None if decision is None else decision.confidence,
-        "risk_usd": None if decision is None else decision.risk_usd,
-        "justification": None if decision is None else decision.justification or None,
-        "outcome": item.outcome,
-        "reason": item.reason,
-        "filled_quantity": item.filled_quantity,
-    }
+    if decision is None:
+        # An unparsed decision keeps what could be read of its coin and signal.
+        return (
+            cycle_id,
+            item.coin[:16] or "?",
+            item.signal[:16] or "?",
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            item.outcome,
+            item.reason,
+            item.filled_quantity,
+        )
+    return (
+        cycle_id,
+        decision.coin,
+        decision.signal,
+        decision.quantity,
+        decision.leverage,
+        decision.profit_target,
+        decision.stop_loss,
+        decision.invalidation_condition or None,
+        decision.confidence,
+        decision.risk_usd,
+        decision.justification or None,
+        item.outcome,
+        item.reason,
+        item.filled_quantity,
+    )
 
 
 def _snapshot_values(
@@ -751,21 +895,22 @@ def _snapshot_values(
     at: datetime,
     view: AccountView,
     record: AgentCycleRecord | AccountEventsRecord,
-) -> dict[str, Any]:
+) -> Row:
+    """Return an `account_snapshot` row in `_INSERT_SNAPSHOT`'s column order."""
     books = record.books
-    return {
-        "agent_id": agent_id,
-        "cycle_id": cycle_id,
-        "at": at,
-        "cash_usd": books.cash_usd,
-        "margin_usd": view.margin_usd,
-        "unrealized_pnl_usd": view.unrealized_pnl_usd,
-        "equity_usd": view.equity_usd,
-        "realized_pnl_usd": books.realized_pnl_usd,
-        "fees_paid_usd": books.fees_paid_usd,
-        "funding_paid_usd": books.funding_paid_usd,
-        "open_positions": len(books.positions),
-    }
+    return (
+        agent_id,
+        cycle_id,
+        at,
+        books.cash_usd,
+        view.margin_usd,
+        view.unrealized_pnl_usd,
+        view.equity_usd,
+        books.realized_pnl_usd,
+        books.fees_paid_usd,
+        books.funding_paid_usd,
+        len(books.positions),
+    )
 
 
 def _llm_call_rows(
@@ -820,10 +965,12 @@ def _dialect_insert(connection: Connection) -> Any:
 
 def _insert_ids(
     connection: Connection,
+    bulk: BulkInsert,
     model: type[models.Cycle] | type[models.LlmCall] | type[models.Position],
     rows: list[dict[str, Any]],
 ) -> list[int]:
-    """Insert `rows` into `model`'s table; return their new ids, in the rows' order.
+    """Insert `rows` into `model`'s table (through `bulk`, its insert); return their new ids,
+    in the rows' order.
 
     SQLite returns the ids of a many-row insert in order only row by row (one statement per row).
     It gives each new row the highest id + 1 (no AUTOINCREMENT here), and this transaction holds
@@ -831,7 +978,7 @@ def _insert_ids(
     Other databases return them with the insert.
     """
     if connection.dialect.name == "sqlite":
-        connection.execute(insert(model), rows)
+        bulk.execute(connection, bulk.tuples(rows))
         last = int(connection.execute(text("SELECT last_insert_rowid()")).scalar_one())
         return list(range(last - len(rows) + 1, last + 1))
     return list(
