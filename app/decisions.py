@@ -85,6 +85,9 @@ _OPTIONAL_FIELDS: Final = (
     "justification",
 )
 _TEXT_FIELDS: Final = frozenset({"invalidation_condition", "justification"})
+_SCHEMA_KEYS: Final[dict[object, str]] = {
+    name: name for name in ("coin", "signal", "trade_signal_args", *_OPTIONAL_FIELDS)
+}
 _QUOTE_SUFFIXES: Final = ("USDT", "USDC", "USD", "PERP")
 
 # A JSON value worth trying starts like an object (`{"` or `{}`) or an array of them.
@@ -504,7 +507,11 @@ def _normalise_signal(value: object) -> Signal | None:
 
 
 def _lower_keys(entry: Mapping[object, object]) -> dict[str, object]:
-    return {str(name).strip().lower(): value for name, value in islice(entry.items(), 64)}
+    # The schema's own names (most keys of most answers) are already as they should be.
+    return {
+        _SCHEMA_KEYS.get(name) or str(name).strip().lower(): value
+        for name, value in islice(entry.items(), 64)
+    }
 
 
 def _explain(error: ValidationError) -> str:
