@@ -23,7 +23,7 @@ import logging
 import re
 import reprlib
 import unicodedata
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import islice
 from typing import Final
@@ -85,6 +85,9 @@ _OPTIONAL_FIELDS: Final = (
     "justification",
 )
 _TEXT_FIELDS: Final = frozenset({"invalidation_condition", "justification"})
+_SCHEMA_KEYS: Final[dict[object, str]] = {
+    name: name for name in ("coin", "signal", "trade_signal_args", *_OPTIONAL_FIELDS)
+}
 _QUOTE_SUFFIXES: Final = ("USDT", "USDC", "USD", "PERP")
 
 # A JSON value worth trying starts like an object (`{"` or `{}`) or an array of them.
@@ -179,8 +182,7 @@ def _find_answer(text: str, lookup: Mapping[str, str]) -> object:
     fallback: object | None = None
     first_error: str | None = None
     for region in _regions(text):
-        repaired = _repair(region)
-        for candidate in (region, repaired) if repaired != region else (region,):
+        for candidate in _readings(region):
             values, error = _json_values(candidate)
             first_error = first_error or error
             for value in reversed(values):
@@ -210,6 +212,18 @@ def _regions(text: str) -> list[str]:
         opening = _THINK_OPEN_RE.search(text)
         outside = text[: opening.start()] if opening else text
     return [outside, text] if outside != text else [text]
+
+
+def _readings(region: str) -> Iterator[str]:
+    """Yield the region as written, then repaired if that changes it.
+
+    The repair (a Unicode normalisation of the whole text) is made only when the text as
+    written held no decisions: a well-formed answer never pays for it.
+    """
+    yield region
+    repaired = _repair(region)
+    if repaired != region:
+        yield repaired
 
 
 def _repair(text: str) -> str:
@@ -373,8 +387,8 @@ def _read_entries(
 
 
 def _read_entry(key: str | None, raw: object, lookup: Mapping[str, str]) -> _Read:
-    label = _cut(key) if key is not None else "?"
-    excerpt = _excerpt(raw)
+    # A problem quotes the entry as the model wrote it; a valid entry needs no excerpt.
+    written = raw
     if isinstance(raw, str) and key is not None and _canonical_coin(key, lookup) is not None:
         raw = {"signal": raw}  # {"BTC": "hold"}: a bare signal
     if not isinstance(raw, dict):
@@ -383,7 +397,8 @@ def _read_entry(key: str | None, raw: object, lookup: Mapping[str, str]) -> _Rea
             if key is not None and _canonical_coin(key, lookup) is None
             else f"expected an object with coin and signal, got {_kind(raw)}"
         )
-        return _Read(None, None, DecisionProblem(label, None, reason, excerpt))
+        problem = DecisionProblem(_label(key), None, reason, _excerpt(written))
+        return _Read(None, None, problem)
     entry = _lower_keys(raw)
     for _ in range(_MAX_UNWRAP):
         inner = entry.get("trade_signal_args")
@@ -396,10 +411,9 @@ def _read_entry(key: str | None, raw: object, lookup: Mapping[str, str]) -> _Rea
     field = entry.get("coin")
     coin, coin_problem = _resolve_coin(key, field, lookup)
     raw_signal = entry.get("signal")
-    signal_label = _cut(raw_signal) if isinstance(raw_signal, str) else None
     if coin is None:
-        label = _cut(field) if isinstance(field, str) and key is None else label
-        problem = DecisionProblem(label, signal_label, coin_problem, excerpt)
+        label = _cut(field) if isinstance(field, str) and key is None else _label(key)
+        problem = DecisionProblem(label, _signal_label(raw_signal), coin_problem, _excerpt(written))
         return _Read(None, None, problem)
     signal = _normalise_signal(raw_signal)
     if signal is None:
@@ -408,11 +422,21 @@ def _read_entry(key: str | None, raw: object, lookup: Mapping[str, str]) -> _Rea
             if raw_signal is None
             else f"signal {_excerpt_text(str(raw_signal), 40)} is not one of {', '.join(SIGNALS)}"
         )
-        return _Read(coin, None, DecisionProblem(coin, signal_label, reason, excerpt))
-    return _validate(coin, signal, entry, excerpt)
+        problem = DecisionProblem(coin, _signal_label(raw_signal), reason, _excerpt(written))
+        return _Read(coin, None, problem)
+    return _validate(coin, signal, entry, written)
 
 
-def _validate(coin: str, signal: Signal, entry: dict[str, object], excerpt: str) -> _Read:
+def _label(key: str | None) -> str:
+    """Return what a problem names an entry by when it has no coin: the key it was filed under."""
+    return _cut(key) if key is not None else "?"
+
+
+def _signal_label(raw_signal: object) -> str | None:
+    return _cut(raw_signal) if isinstance(raw_signal, str) else None
+
+
+def _validate(coin: str, signal: Signal, entry: dict[str, object], written: object) -> _Read:
     fields: dict[str, object] = {name: entry[name] for name in _OPTIONAL_FIELDS if name in entry}
     for name in _TEXT_FIELDS & fields.keys():
         if isinstance(fields[name], int | float) and not isinstance(fields[name], bool):
@@ -422,18 +446,20 @@ def _validate(coin: str, signal: Signal, entry: dict[str, object], excerpt: str)
     except ValidationError as error:
         bad = sorted({str(item["loc"][0]) for item in error.errors() if item["loc"]})
         if signal in _ENTRY_SIGNALS:
-            return _Read(coin, None, DecisionProblem(coin, signal, _explain(error), excerpt))
+            problem = DecisionProblem(coin, signal, _explain(error), _excerpt(written))
+            return _Read(coin, None, problem)
         # A hold or close needs none of the echoed fields: drop the garbled ones, keep the signal.
         kept = {name: value for name, value in fields.items() if name not in bad}
         try:
             decision = TradeDecision.model_validate({"coin": coin, "signal": signal, **kept})
         except ValidationError as again:
-            return _Read(coin, None, DecisionProblem(coin, signal, _explain(again), excerpt))
+            problem = DecisionProblem(coin, signal, _explain(again), _excerpt(written))
+            return _Read(coin, None, problem)
         note = f"{coin} {signal}: ignored invalid {', '.join(bad)} ({_explain(error)})"
         return _Read(coin, decision, None, note)
     if signal in _ENTRY_SIGNALS and not decision.quantity:
         reason = "an entry needs a quantity above 0 (in coin units)"
-        return _Read(coin, None, DecisionProblem(coin, signal, reason, excerpt))
+        return _Read(coin, None, DecisionProblem(coin, signal, reason, _excerpt(written)))
     return _Read(coin, decision, None)
 
 
@@ -474,12 +500,18 @@ def _canonical_coin(name: object, lookup: Mapping[str, str]) -> str | None:
 def _normalise_signal(value: object) -> Signal | None:
     if not isinstance(value, str) or len(value) > 40:
         return None
+    if value in SIGNALS:
+        return value  # as the prompt asks: nothing to normalise
     name = _SIGNAL_SEPARATORS_RE.sub("_", value.strip().lower())
     return name if name in SIGNALS else None
 
 
 def _lower_keys(entry: Mapping[object, object]) -> dict[str, object]:
-    return {str(name).strip().lower(): value for name, value in islice(entry.items(), 64)}
+    # The schema's own names (most keys of most answers) are already as they should be.
+    return {
+        _SCHEMA_KEYS.get(name) or str(name).strip().lower(): value
+        for name, value in islice(entry.items(), 64)
+    }
 
 
 def _explain(error: ValidationError) -> str:

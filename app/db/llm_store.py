@@ -17,7 +17,7 @@ import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from sqlalchemy import Row, Table, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -410,8 +410,21 @@ def add_cache_hits(session: Session, hits: Mapping[str, int]) -> None:
     )
 
 
+class StoredRow(NamedTuple):
+    """An `llm_cache` row's columns a lookup reads, as the driver gave them (`ResponseCache`)."""
+
+    response_text: str
+    response_z: bytes | None
+    provider: str
+    model: str
+    model_answered: str | None
+    reasoning_z: bytes | None
+    finish_reason: str | None
+    usage: dict[str, Any] | None
+
+
 def cached_entry(
-    row: models.LlmCache | Row[Any], *, latency_s: float
+    row: models.LlmCache | Row[Any] | StoredRow, *, latency_s: float
 ) -> ChatResult | RecordedFailure:
     """Return a stored row as an answer (`cache_hit` set) or as the failure it marks."""
     finish_reason: str | None = row.finish_reason
@@ -426,7 +439,9 @@ def cached_entry(
     return cached_answer_result(row, latency_s=latency_s)
 
 
-def cached_answer_result(row: models.LlmCache | Row[Any], *, latency_s: float) -> ChatResult:
+def cached_answer_result(
+    row: models.LlmCache | Row[Any] | StoredRow, *, latency_s: float
+) -> ChatResult:
     """Return a stored answer as a `ChatResult` with `cache_hit` set."""
     usage = row.usage or {}
     # Rows written before answers were compressed keep their text in `response_text`.

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, Final
 
 from app.domain import image_keys, pairs_hash
 from app.llm.openai_compat import PreparedRequest
+
+_ROLE_AND_CONTENT: Final = frozenset({"role", "content"})
 
 
 def cache_key(provider: str, request: PreparedRequest) -> str:
@@ -25,7 +27,7 @@ def cache_key(provider: str, request: PreparedRequest) -> str:
     record stores too: the long prompt is serialised once, not once per model and record. A
     vision agent's chart images enter by their keys and captions.
     """
-    if any(set(message) != {"role", "content"} for message in request.messages):
+    if any(message.keys() != _ROLE_AND_CONTENT for message in request.messages):
         raise ValueError("a cached request's messages have exactly a role and a content")
     pairs = tuple((message["role"], message["content"]) for message in request.messages)
     payload: dict[str, Any] = {

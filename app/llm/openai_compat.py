@@ -292,7 +292,10 @@ class OpenAIChatModel:
         timeout_s = options.timeout_s or self.defaults.timeout_s
         # DeepSeek refuses JSON mode (400) when no message says "json"; such a prompt is sent
         # without it and relies on its own wording.
-        says_json = any("json" in m.content.lower() for m in messages)
+        # Lower-casing a long prompt costs more than looking for "json" as written first.
+        says_json = any("json" in m.content for m in messages) or any(
+            "json" in m.content.lower() for m in messages
+        )
         return PreparedRequest(
             model=self.model,
             messages=tuple({"role": m.role, "content": m.content} for m in messages),

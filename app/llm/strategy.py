@@ -47,6 +47,8 @@ class LLMStrategy:
         # that refuses images turns it off for the rest of the run.
         self.wants_images = wants_images
         self._latest: tuple[DecisionRequest, list[CallAttempt]] | None = None
+        # The options with the last budget, kept: every cycle of a run has the same budget.
+        self._budgeted: tuple[ChatOptions, float, ChatOptions] | None = None
 
     def __repr__(self) -> str:
         return f"LLMStrategy(name={self.name!r}, chat_model={self.chat_model!r})"
@@ -66,9 +68,7 @@ class LLMStrategy:
         self._latest = (request, journal)
         if not request.messages:
             raise InvariantError(f"agent {self.name}: an LLM strategy needs the prompt messages")
-        options = self.options
-        if request.budget_s is not None:
-            options = replace(options, budget_s=request.budget_s)
+        options = self._options_for(request.budget_s)
         try:
             result = await self._complete(request, options, journal)
         except ReplayMissError as error:
@@ -106,6 +106,16 @@ class LLMStrategy:
             attempts=result.attempts,
             problems=report.problems,
         )
+
+    def _options_for(self, budget_s: float | None) -> ChatOptions:
+        if budget_s is None:
+            return self.options
+        kept = self._budgeted
+        if kept is not None and kept[0] is self.options and kept[1] == budget_s:
+            return kept[2]
+        options = replace(self.options, budget_s=budget_s)
+        self._budgeted = (self.options, budget_s, options)
+        return options
 
     async def _complete(
         self, request: DecisionRequest, options: ChatOptions, journal: list[CallAttempt]

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import AgentConfig, Settings
 from app.db import models
 from app.db.llm_rows import decompress_text
-from app.domain import CallAttempt, ChatMessage, ChatResult, LlmMode
+from app.domain import CallAttempt, ChatMessage, ChatResult, LlmMode, TokenUsage
 from app.errors import (
     ConfigError,
     ModelTimeoutError,
@@ -320,3 +320,73 @@ def test_a_cancelled_call_counts_its_requests_in_quota_and_replays_as_a_timeout(
     with pytest.raises(ModelTimeoutError, match="cancelled"):
         ask_agent(settings_for(None, key=None), session_factory, "replay")
     assert server.request_count == 0
+
+
+def test_lookups_on_the_kept_connection_read_as_the_pool_does_and_see_later_writes(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """The event loop's lookups keep one connection in autocommit; another thread's use the pool.
+
+    Both read an answer and a failure marker alike; a row written after the kept connection's
+    first read is found by its next one; `close()` gives the connection back to the pool.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from app.db.answer_cache import ResponseCache
+    from app.domain import RecordedFailure
+
+    engine = session_factory.kw["bind"]
+    cache = ResponseCache(session_factory)
+    answered = ChatResult(
+        text=HOLD,
+        provider="modelscope",
+        model=A,
+        reasoning="flat",
+        finish_reason="stop",
+        usage=TokenUsage(prompt_tokens=120, completion_tokens=30, total_tokens=150),
+    )
+    failure = RecordedFailure(
+        kind="timeout", message="no answer in 120 s", provider="modelscope", model=A
+    )
+    assert cache.lookup("answer") is None  # the kept connection's first read: nothing yet
+    cache.save("answer", model=A, answer=answered)  # written by another connection
+    cache.save_failure("marker", failure, latency_s=120.0)
+
+    def both(key: str) -> object:
+        found = cache.lookup(key)
+        return replace(found, latency_s=0.0) if isinstance(found, ChatResult) else found
+
+    here = [both(key) for key in ("answer", "marker", "absent")]
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        elsewhere = list(pool.map(both, ("answer", "marker", "absent")))
+
+    expected = replace(answered, latency_s=0.0, cache_hit=True)
+    assert here == elsewhere == [expected, failure, None]
+    assert engine.pool.checkedout() == 1, "the event loop's connection is kept between lookups"
+    cache.close()
+    assert engine.pool.checkedout() == 0
+
+
+def test_a_kept_connection_that_broke_is_replaced_and_the_lookup_still_answers(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """A dropped connection (a server restart, an idle timeout) costs no lookup: the pool reads."""
+    from app.db.answer_cache import ResponseCache
+
+    engine = session_factory.kw["bind"]
+    cache = ResponseCache(session_factory)
+    cache.save("answer", model=A, answer=ChatResult(text=HOLD, provider="modelscope", model=A))
+    assert isinstance(cache.lookup("answer"), ChatResult)
+    reader = cache._reader
+    assert reader is not None and reader.connection is not None
+    dbapi_connection = reader.connection.connection.dbapi_connection
+    assert dbapi_connection is not None
+    dbapi_connection.close()  # what a dropped connection does to the next read
+
+    found = cache.lookup("answer")
+
+    assert isinstance(found, ChatResult) and found.text == HOLD
+    assert isinstance(cache.lookup("answer"), ChatResult), "a new connection is kept"
+    assert reader.connection is not None
+    cache.close()
+    assert engine.pool.checkedout() == 0
