@@ -13,6 +13,7 @@ leaderboard back from the run's records.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import time
@@ -269,6 +270,11 @@ class Backtest:
         """Replay every cycle of the plan, then return the leaderboard (and write the report)."""
         progress = progress or _NoProgress()
         plan, engine = self.plan, self.engine
+        # The history, its indicators and the modules are built and live for the whole run: keep
+        # them out of the collector's full passes, which otherwise rescan them a few times per
+        # run (about a tenth of a replay's time went to two of them).
+        gc.collect()
+        gc.freeze()
         started = time.perf_counter()
         progress.start(len(plan.times))
         try:
@@ -289,6 +295,8 @@ class Backtest:
                 )
             engine.flush()
         finally:
+            # Back under the collector: a worker running window after window must free them.
+            gc.unfreeze()
             progress.stop()
             if self.runtime is not None:
                 await self.runtime.aclose()
