@@ -9,31 +9,12 @@ from sqlalchemy import Engine, insert, select
 
 from app.db import models
 from app.db.bulk_insert import BulkInsert
-from app.db.migrate import upgrade
-from app.db.session import make_engine
 from app.errors import InvariantError
 
 AT = datetime(2025, 10, 18, 0, 0, tzinfo=UTC)
-COLUMNS = (
-    "agent_id",
-    "cycle_id",
-    "at",
-    "cash_usd",
-    "margin_usd",
-    "unrealized_pnl_usd",
-    "equity_usd",
-    "realized_pnl_usd",
-    "fees_paid_usd",
-    "funding_paid_usd",
-    "open_positions",
+COLUMNS = tuple(
+    column.name for column in models.AccountSnapshot.__table__.columns if column.name != "id"
 )
-
-
-@pytest.fixture
-def engine(db_url: str) -> Engine:
-    database = make_engine(db_url)
-    upgrade(db_url, engine=database)
-    return database
 
 
 def test_rows_are_stored_as_an_insert_stores_them(engine: Engine) -> None:

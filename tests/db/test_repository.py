@@ -8,9 +8,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from app.db import models
-from app.db.migrate import upgrade
 from app.db.repository import AgentIdentity, SqlCycleStore
-from app.db.session import make_engine
 from app.decisions import TradeDecision
 from app.domain import ChatMessage, ChatResult, ExitPlan, Fill, OrderIntent, PaperCosts
 from app.ports import AccountEventsRecord, AgentCycleRecord, DecisionRecord, StrategyAnswer
@@ -18,13 +16,6 @@ from app.trading.paper import Execution, PaperAccount
 
 AT = datetime(2025, 10, 18, 0, 0, tzinfo=UTC)
 COSTS = PaperCosts(fee_rate=0.0005, slippage_rate=0.001, maintenance_margin_rate=0.005)
-
-
-@pytest.fixture
-def engine(db_url: str) -> Engine:
-    database = make_engine(db_url)
-    upgrade(db_url, engine=database)
-    return database
 
 
 def store_for(engine: Engine) -> SqlCycleStore:

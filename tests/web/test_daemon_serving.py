@@ -96,10 +96,11 @@ def test_arena_run_serves_its_live_page_and_a_new_cycle_shows_within_5_s(tmp_pat
                 label = css(browser, "#last-cycle")[0]
                 shown = int(label.get_attribute("data-cycles"))
                 assert shown >= 1
-                # The next cycle lands at the next minute: note when it is committed ...
-                deadline = time.monotonic() + 90
+                # The next cycle lands at the next minute: note when it is committed ... (a
+                # state to reach: the limit only keeps a broken run from hanging)
+                deadline = time.monotonic() + 300
                 while cycles_recorded(database) <= shown:
-                    assert time.monotonic() < deadline, "no second cycle within 90 s"
+                    assert time.monotonic() < deadline, "no second cycle within 300 s"
                     assert daemon.poll() is None, "".join(lines.lines)
                     time.sleep(0.05)
                 # ... and from then on the page shows it without a reload (the page polls every
