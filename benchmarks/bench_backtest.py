@@ -89,6 +89,8 @@ def main() -> None:
         return
     if not args.data.is_dir():
         sys.exit(f"{args.data} not found: this benchmark needs ../shared/data/market")
+    if args.cache_from is not None and not args.cache_from.is_file():
+        sys.exit(f"{args.cache_from} not found: fill one first with --keep-cache {args.cache_from}")
     traders = {
         model: (trend_trader if i % 2 == 0 else contrarian_trader) for i, model in enumerate(MODELS)
     }
